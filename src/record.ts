@@ -1,0 +1,105 @@
+// Records as text for backends that hold strings, and records back into replayed Responses.
+import type { StoredRecord } from "./store.js";
+
+/** Format tag of encoded records; a value without it is foreign or older and treated as absent. */
+const FORMAT = 1;
+
+/** Encodes a record as JSON with the body in base64 (for Redis, Upstash and other text backends). */
+export function encodeRecord(record: StoredRecord): string {
+  return JSON.stringify({
+    v: FORMAT,
+    s: record.status,
+    t: record.statusText,
+    h: record.headers,
+    b: bytesToBase64(record.body),
+    c: record.createdAt,
+    f: record.fingerprint,
+  });
+}
+
+/** Parses an encoded record; `undefined` when the text is truncated, foreign or of another format. */
+export function decodeRecord(text: string): StoredRecord | undefined {
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  if (typeof v !== "object" || v === null) return undefined;
+  const o = v as Record<string, unknown>;
+  if (
+    o.v !== FORMAT ||
+    !Number.isInteger(o.s) ||
+    (o.s as number) < 200 ||
+    (o.s as number) > 599 ||
+    typeof o.t !== "string" ||
+    typeof o.b !== "string" ||
+    typeof o.c !== "number" ||
+    typeof o.f !== "string" ||
+    !Array.isArray(o.h) ||
+    !o.h.every((p) => Array.isArray(p) && p.length === 2 && typeof p[0] === "string" && typeof p[1] === "string")
+  ) {
+    return undefined;
+  }
+  const body = base64ToBytes(o.b);
+  if (body === undefined) return undefined;
+  return {
+    status: o.s as number,
+    statusText: o.t,
+    headers: o.h as [string, string][],
+    body,
+    createdAt: o.c,
+    fingerprint: o.f,
+  };
+}
+
+export function bytesToBase64(bytes: Uint8Array): string {
+  let binary = "";
+  // Chunked: String.fromCharCode with millions of arguments overflows the stack.
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    binary += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000) as unknown as number[]);
+  }
+  return btoa(binary);
+}
+
+export function base64ToBytes(text: string): Uint8Array | undefined {
+  let binary: string;
+  try {
+    binary = atob(text);
+  } catch {
+    return undefined;
+  }
+  const out = new Uint8Array(binary.length);
+  for (let i = 0; i < binary.length; i++) out[i] = binary.charCodeAt(i);
+  return out;
+}
+
+/** Headers a replay never carries: the stored body is already decoded and its length is the body's own. */
+const DROPPED = new Set(["content-encoding", "content-length", "transfer-encoding"]);
+
+/** Statuses whose Response must have a null body. */
+export const NULL_BODY = new Set([101, 103, 204, 205, 304]);
+
+/** Header pairs of a response as stored: lower-case names, framing headers dropped. */
+export function storableHeaders(headers: Headers): [string, string][] {
+  const out: [string, string][] = [];
+  headers.forEach((value, name) => {
+    if (!DROPPED.has(name)) out.push([name, value]);
+  });
+  return out;
+}
+
+/** A fresh Response for one caller: never a shared body. */
+export function replayResponse(record: StoredRecord, dropSetCookie: boolean): Response {
+  const headers = new Headers();
+  for (const [name, value] of record.headers) {
+    if (dropSetCookie && name === "set-cookie") continue;
+    headers.append(name, value);
+  }
+  headers.set("idempotent-replayed", "true");
+  return new Response(NULL_BODY.has(record.status) ? null : record.body.slice(), {
+    status: record.status,
+    statusText: record.statusText,
+    headers,
+  });
+}

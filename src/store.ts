@@ -1,0 +1,151 @@
+// The store contract every adapter keeps (SPEC.md "The store contract"), and memoryStore, the reference store.
+
+/** A stored response. Bodies are already decoded (no content-encoding applies to them). */
+export interface StoredRecord {
+  /** HTTP status, 200-599. */
+  status: number;
+  statusText: string;
+  /** Header pairs in response order; names lower-case. */
+  headers: [string, string][];
+  /** The body bytes exactly as the first caller received them. */
+  body: Uint8Array;
+  /** When the response was stored, Unix ms (informational; expiry is the store's job). */
+  createdAt: number;
+  /** Fingerprint of the request that produced it. */
+  fingerprint: string;
+}
+
+/** What `acquire` found. */
+export type AcquireResult =
+  /** This caller holds the lease and must execute, then commit or release with `token`. */
+  | {
+      state: "acquired";
+      token: string;
+      /** True when the key held a value that did not parse, which this acquire overwrote. */
+      replacedCorrupt?: boolean;
+    }
+  /** Another caller holds a live lease for a request with `fingerprint`. */
+  | { state: "pending"; fingerprint: string }
+  /** A live record exists. */
+  | { state: "done"; record: StoredRecord };
+
+/**
+ * A place that holds leases and records. One store key per operation (Redis Cluster safe).
+ * Every method may reject; the engine applies timeouts and the `onStoreError` policy.
+ */
+export interface IdempotencyStore {
+  /** Atomically: a live record → done; a live lease → pending; else take a lease of `leaseMs` ms. */
+  acquire(storeKey: string, fingerprint: string, leaseMs: number): Promise<AcquireResult>;
+  /** Stores `record` for `ttlMs` ms and drops the lease, only if `token` owns it. Resolves whether it took effect. */
+  commit(storeKey: string, token: string, record: StoredRecord, ttlMs: number): Promise<boolean>;
+  /** Drops the lease without storing, only if `token` owns it. Resolves whether it took effect. */
+  release(storeKey: string, token: string): Promise<boolean>;
+  /** Extends a live lease to `leaseMs` ms from now, only for its owner. Resolves whether it took effect. */
+  renew(storeKey: string, token: string, leaseMs: number): Promise<boolean>;
+  /** Optional: calls `onChange` after a commit or release of `storeKey`; returns the unsubscribe function. */
+  subscribe?(storeKey: string, onChange: () => void): () => void;
+  /** Optional: frees what the store itself opened (never the client the user passed in). */
+  close?(): Promise<void>;
+}
+
+/** An unguessable owner token (128 random bits, hex). */
+export function newToken(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  let out = "";
+  for (const b of bytes) out += (b < 16 ? "0" : "") + b.toString(16);
+  return out;
+}
+
+export interface MemoryStoreOptions {
+  /** Entries (leases + records) kept at most; the least recently used is evicted first. Default 10 000. */
+  maxEntries?: number;
+  /** Clock in Unix ms; for tests. Default `Date.now`. */
+  now?: () => number;
+}
+
+type Entry =
+  | { kind: "lease"; fingerprint: string; token: string; expiresAt: number }
+  | { kind: "record"; record: StoredRecord; expiresAt: number };
+
+/**
+ * The embedded default: atomic within one process (every operation is synchronous inside),
+ * expiring, and bounded by `maxEntries` with least-recently-used eviction.
+ */
+export function memoryStore(options: MemoryStoreOptions = {}): IdempotencyStore {
+  const maxEntries = options.maxEntries ?? 10_000;
+  if (!Number.isInteger(maxEntries) || maxEntries < 1) {
+    throw new TypeError(`memoryStore: maxEntries must be a positive integer, got ${String(maxEntries)}`);
+  }
+  const now = options.now ?? Date.now;
+  // A Map iterates in insertion order: re-inserting on use keeps the least recently used first.
+  const entries = new Map<string, Entry>();
+  const listeners = new Map<string, Set<() => void>>();
+
+  const live = (storeKey: string): Entry | undefined => {
+    const entry = entries.get(storeKey);
+    if (entry === undefined) return undefined;
+    entries.delete(storeKey);
+    if (entry.expiresAt <= now()) return undefined;
+    entries.set(storeKey, entry);
+    return entry;
+  };
+  const put = (storeKey: string, entry: Entry): void => {
+    entries.delete(storeKey);
+    entries.set(storeKey, entry);
+    while (entries.size > maxEntries) {
+      const oldest = entries.keys().next().value as string;
+      entries.delete(oldest);
+    }
+  };
+  const notify = (storeKey: string): void => {
+    const set = listeners.get(storeKey);
+    if (set) for (const fn of [...set]) queueMicrotask(fn);
+  };
+  const owned = (storeKey: string, token: string): boolean => {
+    const entry = live(storeKey);
+    return entry?.kind === "lease" && entry.token === token;
+  };
+
+  return {
+    async acquire(storeKey, fingerprint, leaseMs) {
+      const entry = live(storeKey);
+      if (entry?.kind === "record") return { state: "done", record: copyRecord(entry.record) };
+      if (entry?.kind === "lease") return { state: "pending", fingerprint: entry.fingerprint };
+      const token = newToken();
+      put(storeKey, { kind: "lease", fingerprint, token, expiresAt: now() + leaseMs });
+      return { state: "acquired", token };
+    },
+    async commit(storeKey, token, record, ttlMs) {
+      if (!owned(storeKey, token)) return false;
+      put(storeKey, { kind: "record", record: copyRecord(record), expiresAt: now() + ttlMs });
+      notify(storeKey);
+      return true;
+    },
+    async release(storeKey, token) {
+      if (!owned(storeKey, token)) return false;
+      entries.delete(storeKey);
+      notify(storeKey);
+      return true;
+    },
+    async renew(storeKey, token, leaseMs) {
+      const entry = live(storeKey);
+      if (entry?.kind !== "lease" || entry.token !== token) return false;
+      entry.expiresAt = now() + leaseMs;
+      return true;
+    },
+    subscribe(storeKey, onChange) {
+      let set = listeners.get(storeKey);
+      if (!set) listeners.set(storeKey, (set = new Set()));
+      set.add(onChange);
+      return () => {
+        set.delete(onChange);
+        if (set.size === 0 && listeners.get(storeKey) === set) listeners.delete(storeKey);
+      };
+    },
+  };
+}
+
+/** Callers must never share mutable bytes with the store. */
+function copyRecord(record: StoredRecord): StoredRecord {
+  return { ...record, headers: record.headers.map(([k, v]) => [k, v]), body: record.body.slice() };
+}
