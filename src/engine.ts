@@ -1,0 +1,614 @@
+// The protocol of SPEC.md in one place: key, fingerprint, local join, acquire, lead, wait, replay, conflict.
+import { errorResponse } from "./errors.js";
+import { fingerprintOf, parseJsonBody, sha256 } from "./fingerprint.js";
+import { KEY_HEADER, keyFromHeader, keyFromJson, validateKey } from "./key.js";
+import type { IdempotencyEvent, NormalizedOptions } from "./options.js";
+import { NULL_BODY, replayResponse, storableHeaders } from "./record.js";
+import type { StoredRecord } from "./store.js";
+
+/** Sends a request upstream: the real fetch on the client, the wrapped handler on the server. */
+export type Send = (request: Request) => Promise<Response>;
+
+/** What a face knows about one call beyond the Request itself. */
+export interface CallOptions {
+  /** An explicit key that wins over header and body. */
+  key?: string;
+  /** Per-call TTL override, in seconds. */
+  ttlSeconds?: number;
+  /** The body is a stream the caller handed over: never auto-keyed, never searched for a body key. */
+  streamedBody?: boolean;
+}
+
+export interface Stats {
+  /** Calls that carried (or were given) a key. */
+  requests: number;
+  /** Calls without a key, sent untouched. */
+  passedThrough: number;
+  /** Calls sent upstream by this engine. */
+  upstreamCalls: number;
+  /** Callers that joined a call in flight in this process. */
+  joined: number;
+  /** Callers answered from a stored record. */
+  replayed: number;
+  conflicts: number;
+  timeouts: number;
+  storeErrors: number;
+  notStored: number;
+  /** Upstream calls saved: joined + replayed. */
+  saved: number;
+}
+
+export interface Engine {
+  /** Runs one call through the protocol. Rejects only with the upstream's own error, an abort, or a bad key. */
+  handle(request: Request, send: Send, side: "client" | "server", call?: CallOptions): Promise<Response>;
+  stats(): Stats;
+}
+
+/** What a flight ends with; every caller turns it into a Response of its own. */
+type Outcome =
+  | { kind: "live"; head: Response; body: Broadcast | null }
+  | { kind: "raw"; response: Response }
+  | { kind: "record"; record: StoredRecord }
+  | { kind: "answer"; make: () => Response }
+  | { kind: "fail"; error: unknown };
+
+type Emit = (type: IdempotencyEvent["type"], extra?: Partial<IdempotencyEvent>) => void;
+
+interface Waiting {
+  resolve: (response: Response) => void;
+  reject: (error: unknown) => void;
+  signal: AbortSignal;
+  first: boolean;
+}
+
+enum Limits {
+  FirstPollMs = 25,
+  MaxPollMs = 500,
+}
+
+const now = (): number => (typeof performance !== "undefined" ? performance.now() : Date.now());
+
+export function createEngine(o: NormalizedOptions): Engine {
+  const flights = new Map<string, Flight>();
+  const counts: Omit<Stats, "saved"> = {
+    requests: 0,
+    passedThrough: 0,
+    upstreamCalls: 0,
+    joined: 0,
+    replayed: 0,
+    conflicts: 0,
+    timeouts: 0,
+    storeErrors: 0,
+    notStored: 0,
+  };
+  const tally: Partial<Record<IdempotencyEvent["type"], keyof typeof counts>> = {
+    execute: "upstreamCalls",
+    join: "joined",
+    replay: "replayed",
+    conflict: "conflicts",
+    timeout: "timeouts",
+    "store-error": "storeErrors",
+    "not-stored": "notStored",
+  };
+  const emitter =
+    (keyHash: string, started: number): Emit =>
+    (type, extra) => {
+      const counter = tally[type];
+      if (counter) counts[counter]++;
+      if (!o.onEvent) return;
+      try {
+        o.onEvent({ type, keyHash, durationMs: now() - started, ...extra });
+      } catch {
+        // A listener's failure must never fail a request.
+      }
+    };
+
+  /** A store call with a deadline: a dead or slow store never hangs a request. */
+  const storeCall = <T>(op: string, run: () => Promise<T>): Promise<T> =>
+    new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new Error(`idemfetch: store ${op} timed out after ${o.storeTimeoutMs} ms`)),
+        o.storeTimeoutMs,
+      );
+      let pending: Promise<T>;
+      try {
+        pending = run();
+      } catch (error) {
+        pending = Promise.reject(error);
+      }
+      pending.then(resolve, reject).finally(() => clearTimeout(timer));
+    });
+
+  const conflict = (): Outcome => ({
+    kind: "answer",
+    make: () => errorResponse("IDEMPOTENCY_CONFLICT", o.conflictStatus),
+  });
+
+  /** One upstream call (or wait, or replay) per store key in this process; duplicates attach to it. */
+  class Flight {
+    readonly ctrl = new AbortController();
+    private waiting: Waiting[] = [];
+    private outcome: Outcome | undefined;
+    private callers = 0;
+    private aborted = 0;
+
+    constructor(
+      readonly storeKey: string,
+      readonly fingerprint: string,
+      private readonly request: Request,
+      private readonly upstream: () => Request,
+      private readonly send: Send,
+      private readonly ttlMs: number,
+      private readonly anonymous: boolean,
+      private readonly emit: Emit,
+    ) {}
+
+    start(): void {
+      this.run().then(
+        (outcome) => this.settle(outcome),
+        (error: unknown) => this.settle({ kind: "fail", error }),
+      );
+    }
+
+    attach(signal: AbortSignal, first: boolean): Promise<Response> {
+      this.callers++;
+      return new Promise<Response>((resolve, reject) => {
+        if (signal.aborted) {
+          this.abortOne();
+          reject(signal.reason);
+          return;
+        }
+        const waiter: Waiting = { resolve, reject, signal, first };
+        if (this.outcome) return this.deliver(waiter, this.outcome);
+        this.waiting.push(waiter);
+        signal.addEventListener(
+          "abort",
+          () => {
+            if (!this.waiting.includes(waiter)) return;
+            this.waiting.splice(this.waiting.indexOf(waiter), 1);
+            this.abortOne();
+            reject(signal.reason);
+          },
+          { once: true },
+        );
+      });
+    }
+
+    /** The upstream call is aborted only once every caller waiting on it has aborted. */
+    private abortOne(): void {
+      if (++this.aborted < this.callers) return;
+      this.done();
+      this.ctrl.abort(new DOMException("Every caller of this request aborted", "AbortError"));
+    }
+
+    done(): void {
+      if (flights.get(this.storeKey) === this) flights.delete(this.storeKey);
+    }
+
+    private settle(outcome: Outcome): void {
+      this.outcome = outcome;
+      if (outcome.kind !== "live") this.done();
+      const waiting = this.waiting;
+      this.waiting = [];
+      for (const waiter of waiting) this.deliver(waiter, outcome);
+    }
+
+    private deliver(w: Waiting, outcome: Outcome): void {
+      switch (outcome.kind) {
+        case "fail":
+          return w.reject(outcome.error);
+        case "answer":
+          return w.resolve(outcome.make());
+        case "raw":
+          return w.resolve(w.first ? outcome.response : outcome.response.clone());
+        case "record": {
+          this.emit("replay");
+          return w.resolve(withUrl(replayResponse(outcome.record, this.anonymous), this.request.url));
+        }
+        case "live": {
+          const { head, body } = outcome;
+          const stream = body?.reader(w.signal, () => this.abortOne()) ?? null;
+          const headers = w.first ? head.headers : replayHeaders(head.headers);
+          const response = new Response(NULL_BODY.has(head.status) ? null : stream, {
+            status: head.status,
+            statusText: head.statusText,
+            headers,
+          });
+          return w.resolve(withUrl(response, head.url));
+        }
+      }
+    }
+
+    private async run(): Promise<Outcome> {
+      const store = o.store;
+      const deadline = now() + o.waitTimeoutMs;
+      let delay: number = Limits.FirstPollMs;
+      let waited = false;
+      // A notification that lands while acquire is in flight must not be lost: it skips the next sleep.
+      let notified = false;
+      let wake: (() => void) | undefined;
+      const wakeUp = (): void => {
+        if (wake) wake();
+        else notified = true;
+      };
+      let unsubscribe: (() => void) | undefined;
+      try {
+        for (;;) {
+          let found: Awaited<ReturnType<typeof store.acquire>>;
+          try {
+            found = await storeCall("acquire", () => store.acquire(this.storeKey, this.fingerprint, o.leaseMs));
+          } catch (error) {
+            this.emit("store-error", { reason: "acquire failed", error });
+            if (o.onStoreError === "closed") {
+              return { kind: "answer", make: () => errorResponse("IDEMPOTENCY_STORE_UNAVAILABLE", 503) };
+            }
+            return this.lead(null);
+          }
+          if (found.state === "acquired") {
+            if (found.replacedCorrupt) this.emit("store-error", { reason: "a stored value did not parse; replaced" });
+            if (waited) this.emit("takeover");
+            return this.lead(found.token);
+          }
+          if (found.state === "done") {
+            if (found.record.fingerprint !== this.fingerprint) return this.conflict();
+            return { kind: "record", record: found.record };
+          }
+          if (found.fingerprint !== this.fingerprint) return this.conflict();
+          if (!waited) {
+            waited = true;
+            this.emit("wait");
+            unsubscribe = store.subscribe?.(this.storeKey, wakeUp);
+          }
+          const remaining = deadline - now();
+          if (remaining <= 0) {
+            this.emit("timeout");
+            return {
+              kind: "answer",
+              make: () => errorResponse("IDEMPOTENCY_IN_PROGRESS", 409, undefined, { "retry-after": "1" }),
+            };
+          }
+          if (!notified) {
+            await new Promise<void>((resolve) => {
+              const timer = setTimeout(() => wake?.(), Math.min(delay, remaining));
+              wake = () => {
+                clearTimeout(timer);
+                this.ctrl.signal.removeEventListener("abort", wakeUp);
+                wake = undefined;
+                resolve();
+              };
+              this.ctrl.signal.addEventListener("abort", wakeUp);
+            });
+          }
+          notified = false;
+          if (this.ctrl.signal.aborted) return { kind: "fail", error: this.ctrl.signal.reason };
+          delay = Math.min(delay * 1.5, Limits.MaxPollMs);
+        }
+      } finally {
+        unsubscribe?.();
+      }
+    }
+
+    private conflict(): Outcome {
+      this.emit("conflict");
+      return conflict();
+    }
+
+    /** Sends upstream; with a token, holds the lease until the body is committed or released. */
+    private async lead(token: string | null): Promise<Outcome> {
+      const store = o.store;
+      const { storeKey, emit } = this;
+      emit("execute");
+      let heartbeat: ReturnType<typeof setInterval> | undefined;
+      const finish = (op: "commit" | "release", record?: StoredRecord): Promise<unknown> => {
+        clearInterval(heartbeat);
+        if (token === null) return Promise.resolve();
+        return storeCall(op, () =>
+          record ? store.commit(storeKey, token, record, this.ttlMs) : store.release(storeKey, token),
+        ).then(
+          (ok) => ok || emit("stale-token", { reason: `${op} found the lease held by someone else` }),
+          (error: unknown) => emit("store-error", { reason: `${op} failed`, error }),
+        );
+      };
+      if (token !== null) {
+        heartbeat = setInterval(() => {
+          storeCall("renew", () => store.renew(storeKey, token, o.leaseMs)).then(
+            (ok) => {
+              if (ok) return;
+              clearInterval(heartbeat);
+              emit("stale-token", { reason: "renew found the lease held by someone else" });
+            },
+            (error: unknown) => emit("store-error", { reason: "renew failed", error }),
+          );
+        }, o.leaseMs / 3);
+        (heartbeat as { unref?: () => void }).unref?.();
+      }
+
+      let response: Response;
+      try {
+        response = await this.send(this.upstream());
+      } catch (error) {
+        void finish("release");
+        return { kind: "fail", error };
+      }
+      if (response.status < 200 || response.status > 599) {
+        // Opaque responses (status 0) cannot be copied into a new Response; hand out clones, store nothing.
+        void finish("release");
+        return { kind: "raw", response };
+      }
+      let storable: boolean;
+      try {
+        storable = o.shouldStore(response);
+      } catch {
+        storable = false;
+      }
+      if (!storable) {
+        emit("not-stored", { reason: `status ${response.status} is not stored` });
+        void finish("release");
+      }
+      const head = response;
+      const commit = (body: Uint8Array): void => {
+        if (!storable) return this.done();
+        const record: StoredRecord = {
+          status: head.status,
+          statusText: head.statusText,
+          headers: storableHeaders(head.headers),
+          body,
+          createdAt: Date.now(),
+          fingerprint: this.fingerprint,
+        };
+        void finish("commit", record).finally(() => this.done());
+      };
+      if (response.body === null || NULL_BODY.has(response.status)) {
+        commit(new Uint8Array(0));
+        return { kind: "live", head, body: null };
+      }
+      const body = new Broadcast(response.body, o.maxBodyBytes, {
+        end: commit,
+        overflow: () => {
+          this.done();
+          if (!storable) return;
+          storable = false;
+          emit("not-stored", { reason: `body larger than maxBodyBytes (${o.maxBodyBytes})` });
+          void finish("release");
+        },
+        error: () => {
+          this.done();
+          if (storable) void finish("release");
+        },
+      });
+      return { kind: "live", head, body };
+    }
+  }
+
+  async function handle(request: Request, send: Send, side: "client" | "server", call: CallOptions = {}) {
+    const method = request.method.toUpperCase();
+    const headerValue = request.headers.get(KEY_HEADER);
+    let key =
+      call.key !== undefined ? validateKey(call.key) : headerValue !== null ? keyFromHeader(headerValue) : undefined;
+    const autoEligible = side === "client" && o.autoKey !== false && o.autoKey.methods.has(method);
+    const passThrough = (req: Request): Promise<Response> => {
+      counts.passedThrough++;
+      return send(req);
+    };
+    if (key === undefined && (request.body === null || (call.streamedBody && !autoEligible))) {
+      return passThrough(request);
+    }
+    if (key === undefined && call.streamedBody) return passThrough(request);
+
+    let bytes: Uint8Array | null = null;
+    if (request.body !== null) {
+      const read = await readLimited(request, o.maxBodyBytes);
+      if ("rest" in read) {
+        const rebuilt = new Request(request, { body: read.rest, duplex: "half" } as RequestInit);
+        if (key === undefined) return passThrough(rebuilt);
+        return errorResponse(
+          "IDEMPOTENCY_BODY_TOO_LARGE",
+          413,
+          `Request body exceeds maxBodyBytes (${o.maxBodyBytes}); it cannot be fingerprinted for an idempotency key`,
+        );
+      }
+      bytes = read.bytes;
+    }
+    const json = parseJsonBody(bytes);
+    if (key === undefined) key = keyFromJson(json);
+    const auto = key === undefined;
+    const withBody = (): Request => new Request(request, bytes === null ? {} : { body: bytes as BodyInit });
+    if (auto && !autoEligible) return passThrough(withBody());
+
+    const started = now();
+    counts.requests++;
+    const url = new URL(request.url);
+    const target = side === "client" ? url.href : url.pathname + url.search;
+    const [fingerprint, keyHash, scope] = await Promise.all([
+      o.fingerprint ? o.fingerprint(withBody()) : fingerprintOf(method, target, bytes, json),
+      auto ? undefined : sha256(key as string),
+      scopeOf(request, withBody),
+    ]);
+    const hash = keyHash ?? fingerprint;
+    const storeKey = `${o.namespace}:${scope}:${hash}`;
+    const emit = emitter(hash, started);
+    const signal = request.signal;
+
+    const existing = flights.get(storeKey);
+    if (existing) {
+      if (existing.fingerprint !== fingerprint) {
+        emit("conflict");
+        return errorResponse("IDEMPOTENCY_CONFLICT", o.conflictStatus);
+      }
+      emit("join");
+      return existing.attach(signal, false);
+    }
+
+    const sendKey =
+      side === "client" &&
+      headerValue === null &&
+      (o.sendKeyHeader === "always" ||
+        (o.sendKeyHeader === "same-origin" &&
+          (typeof location === "undefined" || !location.origin || location.origin === url.origin)));
+    const flight: Flight = new Flight(
+      storeKey,
+      fingerprint,
+      request,
+      () => {
+        const init: RequestInit = { signal: flight.ctrl.signal };
+        if (bytes !== null) init.body = bytes as BodyInit;
+        if (sendKey) {
+          const headers = new Headers(request.headers);
+          headers.set(KEY_HEADER, key ?? fingerprint);
+          init.headers = headers;
+        }
+        return new Request(request, init);
+      },
+      send,
+      auto && o.autoKey ? o.autoKey.windowMs : call.ttlSeconds !== undefined ? call.ttlSeconds * 1000 : o.ttlMs,
+      scope === "anonymous",
+      emit,
+    );
+    flights.set(storeKey, flight);
+    const response = flight.attach(signal, true);
+    flight.start();
+    return response;
+  }
+
+  /** Who owns a key: the hash of the caller's credentials, so no client ever reads another's response. */
+  async function scopeOf(request: Request, withBody: () => Request): Promise<string> {
+    if (o.scope) return sha256(`scope\n${await o.scope(withBody())}`);
+    const credential = request.headers.get("authorization") ?? request.headers.get("cookie");
+    return credential === null ? "anonymous" : sha256(`credential\n${credential}`);
+  }
+
+  return {
+    handle,
+    stats: () => ({ ...counts, saved: counts.joined + counts.replayed }),
+  };
+}
+
+/** Reads a request body up to `limit` bytes; past it, hands back a stream of everything (nothing is lost). */
+async function readLimited(
+  request: Request,
+  limit: number,
+): Promise<{ bytes: Uint8Array } | { rest: ReadableStream<Uint8Array> }> {
+  const reader = (request.body as ReadableStream<Uint8Array>).getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) return { bytes: concat(chunks, size) };
+    chunks.push(value);
+    size += value.length;
+    if (size > limit) {
+      return {
+        rest: new ReadableStream<Uint8Array>({
+          start(controller) {
+            for (const chunk of chunks) controller.enqueue(chunk);
+          },
+          async pull(controller) {
+            const next = await reader.read();
+            if (next.done) controller.close();
+            else controller.enqueue(next.value);
+          },
+          cancel: (reason) => reader.cancel(reason),
+        }),
+      };
+    }
+  }
+}
+
+function concat(chunks: Uint8Array[], size: number): Uint8Array {
+  if (chunks.length === 1) return chunks[0] as Uint8Array;
+  const out = new Uint8Array(size);
+  let offset = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, offset);
+    offset += chunk.length;
+  }
+  return out;
+}
+
+function replayHeaders(source: Headers): Headers {
+  const headers = new Headers();
+  for (const [name, value] of storableHeaders(source)) headers.append(name, value);
+  headers.set("idempotent-replayed", "true");
+  return headers;
+}
+
+function withUrl(response: Response, url: string): Response {
+  if (url && !response.url) Object.defineProperty(response, "url", { value: url });
+  return response;
+}
+
+/**
+ * The leader's response body, read once and handed live to every caller: each reader gets the
+ * bytes so far, then the rest as they arrive. Bytes are kept (for the record and late joiners)
+ * up to `limit`.
+ */
+class Broadcast {
+  private chunks: Uint8Array[] = [];
+  private size = 0;
+  private kept = true;
+  private state: "open" | "ended" | "failed" = "open";
+  private failure: unknown;
+  private readonly readers = new Set<ReadableStreamDefaultController<Uint8Array>>();
+
+  constructor(
+    source: ReadableStream<Uint8Array>,
+    private readonly limit: number,
+    private readonly hooks: { end: (body: Uint8Array) => void; overflow: () => void; error: (e: unknown) => void },
+  ) {
+    void this.pump(source.getReader());
+  }
+
+  private async pump(reader: ReadableStreamDefaultReader<Uint8Array>): Promise<void> {
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        for (const reader of this.readers) reader.enqueue(value.slice());
+        if (!this.kept) continue;
+        this.size += value.length;
+        if (this.size > this.limit) {
+          this.kept = false;
+          this.chunks = [];
+          this.hooks.overflow();
+        } else {
+          this.chunks.push(value);
+        }
+      }
+    } catch (error) {
+      this.state = "failed";
+      this.failure = error;
+      for (const reader of this.readers) reader.error(error);
+      this.readers.clear();
+      this.hooks.error(error);
+      return;
+    }
+    this.state = "ended";
+    for (const reader of this.readers) reader.close();
+    this.readers.clear();
+    if (this.kept) this.hooks.end(concat(this.chunks, this.size));
+  }
+
+  /** A new stream for one caller; its signal aborting errors only that stream. */
+  reader(signal: AbortSignal, aborted: () => void): ReadableStream<Uint8Array> {
+    let self: ReadableStreamDefaultController<Uint8Array>;
+    const onAbort = () => {
+      if (!this.readers.delete(self)) return;
+      self.error(signal.reason);
+      aborted();
+    };
+    return new ReadableStream<Uint8Array>({
+      start: (controller) => {
+        self = controller;
+        for (const chunk of this.chunks) controller.enqueue(chunk.slice());
+        if (this.state === "ended") return controller.close();
+        if (this.state === "failed") return controller.error(this.failure);
+        this.readers.add(controller);
+        signal.addEventListener("abort", onAbort, { once: true });
+      },
+      cancel: () => {
+        this.readers.delete(self);
+        signal.removeEventListener("abort", onAbort);
+      },
+    });
+  }
+}

@@ -1,0 +1,85 @@
+// createIdempotentFetch: the fetch-shaped face over the engine.
+import { type CallOptions, createEngine, type Stats } from "./engine.js";
+import { KEY_HEADER } from "./key.js";
+import { type IdempotencyOptions, normalizeOptions } from "./options.js";
+
+/** Per-call settings, passed as `init.idempotency`; `false` sends the call untouched. */
+export interface IdempotencyCallOptions {
+  /** An explicit key (wins over the header and the body field). */
+  key?: string;
+  /** TTL of this call's record, in seconds. */
+  ttlSeconds?: number;
+}
+
+export type IdempotentRequestInit = RequestInit & { idempotency?: IdempotencyCallOptions | false };
+
+/** A function with fetch's signature, plus the counters of what it saved. */
+export interface IdempotentFetch {
+  (input: RequestInfo | URL, init?: IdempotentRequestInit): Promise<Response>;
+  stats(): Stats;
+}
+
+const SAFE = new Set(["GET", "HEAD", "OPTIONS"]);
+
+/** Returns fetch made idempotent: keyed duplicates coalesce, replay, or answer 409 on conflict. */
+export function createIdempotentFetch(options: IdempotencyOptions = {}): IdempotentFetch {
+  const o = normalizeOptions(options, "client");
+  const engine = createEngine(o);
+  const send = (request: Request): Promise<Response> => o.getFetch()(request);
+
+  const idempotentFetch = (input: RequestInfo | URL, init?: IdempotentRequestInit): Promise<Response> => {
+    const perCall = init?.idempotency;
+    if (perCall === false) return o.getFetch()(input, stripOwn(init));
+    try {
+      // The cheap exit: a call that cannot carry a key skips the engine and the Request copy.
+      if (perCall?.key === undefined && !mayCarryKey(input, init, o.autoKey === false ? null : o.autoKey.methods)) {
+        return o.getFetch()(input, stripOwn(init));
+      }
+      const request = new Request(input, stripOwn(init));
+      const call: CallOptions = { streamedBody: isStream(init?.body) };
+      if (perCall?.key !== undefined) call.key = perCall.key;
+      if (perCall?.ttlSeconds !== undefined) call.ttlSeconds = perCall.ttlSeconds;
+      return engine.handle(request, send, "client", call);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  };
+  return Object.assign(idempotentFetch, { stats: engine.stats });
+}
+
+function stripOwn(init: IdempotentRequestInit | undefined): RequestInit | undefined {
+  if (init === undefined || !("idempotency" in init)) return init;
+  const { idempotency: _own, ...rest } = init;
+  return rest;
+}
+
+/** False only when the call has no key header, no body that could hold `idempotency_key`, and no auto key. */
+function mayCarryKey(
+  input: RequestInfo | URL,
+  init: RequestInit | undefined,
+  autoMethods: ReadonlySet<string> | null,
+): boolean {
+  const isRequest = typeof Request !== "undefined" && input instanceof Request;
+  if (init?.headers !== undefined) {
+    if (headerIn(init.headers)) return true;
+  } else if (isRequest && input.headers.has(KEY_HEADER)) {
+    return true;
+  }
+  const method = (init?.method ?? (isRequest ? input.method : "GET")).toUpperCase();
+  if (SAFE.has(method)) return false;
+  if (autoMethods?.has(method)) return true;
+  const body = init?.body;
+  if (body === undefined || body === null) return isRequest && input.body !== null;
+  return typeof body === "string" ? body.includes("idempotency_key") : !(body instanceof URLSearchParams);
+}
+
+function headerIn(headers: HeadersInit): boolean {
+  if (headers instanceof Headers) return headers.has(KEY_HEADER);
+  if (Array.isArray(headers)) return headers.some(([name]) => name?.toLowerCase() === KEY_HEADER);
+  for (const name in headers) if (name.toLowerCase() === KEY_HEADER) return true;
+  return false;
+}
+
+function isStream(body: unknown): boolean {
+  return typeof ReadableStream !== "undefined" && body instanceof ReadableStream;
+}

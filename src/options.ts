@@ -1,0 +1,188 @@
+// Options: the one defaults table, and normalizeOptions() which validates once, at construction.
+import { type IdempotencyStore, memoryStore } from "./store.js";
+
+/** What `onEvent` receives. `keyHash` is the SHA-256 of the key, never the key itself. */
+export interface IdempotencyEvent {
+  type:
+    | "execute"
+    | "join"
+    | "wait"
+    | "replay"
+    | "conflict"
+    | "timeout"
+    | "takeover"
+    | "not-stored"
+    | "store-error"
+    | "stale-token";
+  keyHash: string;
+  /** Milliseconds since the call entered the engine. */
+  durationMs: number;
+  /** Why, for `not-stored`, `store-error` and `stale-token`. */
+  reason?: string;
+  /** The failure behind a `store-error`. */
+  error?: unknown;
+}
+
+export interface AutoKeyOptions {
+  /** Methods that get an auto key. Default POST, PUT, PATCH, DELETE. */
+  methods?: string[];
+  /** How long a completed auto-keyed call is replayed, in ms. Default 2000. */
+  windowMs?: number;
+}
+
+export interface IdempotencyOptions {
+  /** Where leases and records live. Default: a `memoryStore()` per wrapper. */
+  store?: IdempotencyStore;
+  /** The fetch to call upstream. Default: `globalThis.fetch`, looked up at call time. */
+  fetch?: typeof fetch;
+  /** How long a response is replayed, in seconds. Default 3600. */
+  ttlSeconds?: number;
+  /** How long a duplicate waits for a call in flight elsewhere before 409 IDEMPOTENCY_IN_PROGRESS, in ms. Default 30 000. */
+  waitTimeoutMs?: number;
+  /** Lease length in ms; the leader renews it every third of it while the call runs. Default 10 000. */
+  leaseMs?: number;
+  /** Auto keys for double-clicks: on by default where a `document` exists, off in servers and scripts. */
+  autoKey?: boolean | AutoKeyOptions;
+  /** Which responses are stored. Default: status < 500 except 408 and 429. */
+  shouldStore?: (response: Response) => boolean;
+  /** Largest request body fingerprinted and response body stored, in bytes. Default 5 MiB. */
+  maxBodyBytes?: number;
+  /** Status of the conflict response. Default 409 (422 for the IETF draft). */
+  conflictStatus?: number;
+  /** First part of every store key. Default "idemfetch". */
+  namespace?: string;
+  /** Store down or slow: "open" proceeds unprotected (default), "closed" answers 503. */
+  onStoreError?: "open" | "closed";
+  /** Longest a single store call may take, in ms. Default 2000. */
+  storeTimeoutMs?: number;
+  /** Receives every event; a throwing listener is ignored. */
+  onEvent?: (event: IdempotencyEvent) => void;
+  /** Replaces the default request fingerprint. */
+  fingerprint?: (request: Request) => string | Promise<string>;
+  /** Replaces the default scope (hash of Authorization, else Cookie, else "anonymous"). */
+  scope?: (request: Request) => string | Promise<string>;
+  /** When the client adds `Idempotency-Key` upstream for a key from the body or an auto key. Default "same-origin". */
+  sendKeyHeader?: "same-origin" | "always" | "never";
+}
+
+export interface NormalizedOptions {
+  store: IdempotencyStore;
+  /** The upstream fetch, resolved per call. */
+  getFetch: () => typeof fetch;
+  ttlMs: number;
+  waitTimeoutMs: number;
+  leaseMs: number;
+  autoKey: { methods: ReadonlySet<string>; windowMs: number } | false;
+  shouldStore: (response: Response) => boolean;
+  maxBodyBytes: number;
+  conflictStatus: number;
+  namespace: string;
+  onStoreError: "open" | "closed";
+  storeTimeoutMs: number;
+  onEvent: ((event: IdempotencyEvent) => void) | undefined;
+  fingerprint: ((request: Request) => string | Promise<string>) | undefined;
+  scope: ((request: Request) => string | Promise<string>) | undefined;
+  sendKeyHeader: "same-origin" | "always" | "never";
+}
+
+export const defaultShouldStore = (response: Response): boolean =>
+  response.status < 500 && response.status !== 408 && response.status !== 429;
+
+export const DEFAULTS = {
+  ttlSeconds: 3600,
+  waitTimeoutMs: 30_000,
+  leaseMs: 10_000,
+  autoKeyMethods: ["POST", "PUT", "PATCH", "DELETE"],
+  autoKeyWindowMs: 2000,
+  maxBodyBytes: 5 * 1024 * 1024,
+  conflictStatus: 409,
+  namespace: "idemfetch",
+  onStoreError: "open",
+  storeTimeoutMs: 2000,
+  sendKeyHeader: "same-origin",
+} as const;
+
+const fail = (name: string, expected: string, got: unknown): never => {
+  throw new TypeError(`idemfetch: option "${name}" must be ${expected}, got ${JSON.stringify(got) ?? String(got)}`);
+};
+
+const positive = (name: string, value: unknown, fallback: number, integer = false): number => {
+  if (value === undefined) return fallback;
+  if (typeof value !== "number" || !Number.isFinite(value) || value <= 0 || (integer && !Number.isInteger(value))) {
+    return fail(name, integer ? "a positive integer" : "a positive number", value);
+  }
+  return value;
+};
+
+const oneOf = <T extends string>(name: string, value: unknown, allowed: readonly T[], fallback: T): T => {
+  if (value === undefined) return fallback;
+  if (!allowed.includes(value as T)) return fail(name, allowed.map((a) => `"${a}"`).join(" or "), value);
+  return value as T;
+};
+
+const fn = <F>(name: string, value: unknown): F | undefined => {
+  if (value !== undefined && typeof value !== "function") fail(name, "a function", value);
+  return value as F | undefined;
+};
+
+/** Validates options once and fills in every default; throws `TypeError` on nonsense. */
+export function normalizeOptions(
+  options: IdempotencyOptions = {},
+  side: "client" | "server" = "client",
+): NormalizedOptions {
+  if (typeof options !== "object" || options === null) fail("options", "an object", options);
+  const store = options.store ?? memoryStore();
+  for (const method of ["acquire", "commit", "release", "renew"] as const) {
+    if (typeof store[method] !== "function") fail("store", `a store with ${method}()`, typeof store);
+  }
+
+  let autoKey: NormalizedOptions["autoKey"] = false;
+  const auto = options.autoKey ?? (side === "client" && typeof document !== "undefined");
+  if (auto !== false) {
+    if (auto !== true && (typeof auto !== "object" || auto === null)) fail("autoKey", "a boolean or an object", auto);
+    const o: AutoKeyOptions = auto === true ? {} : auto;
+    const methods = o.methods ?? DEFAULTS.autoKeyMethods;
+    if (!Array.isArray(methods) || methods.some((m) => typeof m !== "string")) {
+      fail("autoKey.methods", "an array of method names", methods);
+    }
+    autoKey = {
+      methods: new Set(methods.map((m) => m.toUpperCase())),
+      windowMs: positive("autoKey.windowMs", o.windowMs, DEFAULTS.autoKeyWindowMs),
+    };
+  }
+
+  const conflictStatus = options.conflictStatus ?? DEFAULTS.conflictStatus;
+  if (!Number.isInteger(conflictStatus) || conflictStatus < 400 || conflictStatus > 499) {
+    fail("conflictStatus", "a 4xx status", conflictStatus);
+  }
+  const namespace = options.namespace ?? DEFAULTS.namespace;
+  if (typeof namespace !== "string" || namespace.length === 0 || namespace.length > 64 || namespace.includes(":")) {
+    fail("namespace", "a non-empty string of at most 64 characters without ':'", namespace);
+  }
+  const userFetch = fn<typeof fetch>("fetch", options.fetch);
+
+  return {
+    store,
+    // Looked up at call time by default, so a later patch of globalThis.fetch is respected.
+    getFetch: userFetch ? () => userFetch : () => globalThis.fetch,
+    ttlMs: positive("ttlSeconds", options.ttlSeconds, DEFAULTS.ttlSeconds) * 1000,
+    waitTimeoutMs: positive("waitTimeoutMs", options.waitTimeoutMs, DEFAULTS.waitTimeoutMs),
+    leaseMs: positive("leaseMs", options.leaseMs, DEFAULTS.leaseMs),
+    autoKey,
+    shouldStore: fn("shouldStore", options.shouldStore) ?? defaultShouldStore,
+    maxBodyBytes: positive("maxBodyBytes", options.maxBodyBytes, DEFAULTS.maxBodyBytes, true),
+    conflictStatus,
+    namespace,
+    onStoreError: oneOf("onStoreError", options.onStoreError, ["open", "closed"], DEFAULTS.onStoreError),
+    storeTimeoutMs: positive("storeTimeoutMs", options.storeTimeoutMs, DEFAULTS.storeTimeoutMs),
+    onEvent: fn("onEvent", options.onEvent),
+    fingerprint: fn("fingerprint", options.fingerprint),
+    scope: fn("scope", options.scope),
+    sendKeyHeader: oneOf(
+      "sendKeyHeader",
+      options.sendKeyHeader,
+      ["same-origin", "always", "never"],
+      DEFAULTS.sendKeyHeader,
+    ),
+  };
+}
