@@ -159,7 +159,10 @@ export function createEngine(o: NormalizedOptions): Engine {
           return;
         }
         const waiter: Waiting = { resolve, reject, signal, first };
-        if (this.outcome) return this.deliver(waiter, this.outcome);
+        if (this.outcome) {
+          this.deliver(waiter, this.outcome);
+          return;
+        }
         this.waiting.push(waiter);
         signal.addEventListener(
           "abort",
@@ -194,27 +197,28 @@ export function createEngine(o: NormalizedOptions): Engine {
     }
 
     private deliver(w: Waiting, outcome: Outcome): void {
+      if (outcome.kind === "fail") w.reject(outcome.error);
+      else w.resolve(this.responseFor(w, outcome));
+    }
+
+    private responseFor(w: Waiting, outcome: Exclude<Outcome, { kind: "fail" }>): Response {
       switch (outcome.kind) {
-        case "fail":
-          return w.reject(outcome.error);
         case "answer":
-          return w.resolve(outcome.make());
+          return outcome.make();
         case "raw":
-          return w.resolve(w.first ? outcome.response : outcome.response.clone());
-        case "record": {
+          return w.first ? outcome.response : outcome.response.clone();
+        case "record":
           this.emit("replay");
-          return w.resolve(withUrl(replayResponse(outcome.record, this.anonymous), this.request.url));
-        }
+          return withUrl(replayResponse(outcome.record, this.anonymous), this.request.url);
         case "live": {
           const { head, body } = outcome;
           const stream = body?.reader(w.signal, () => this.abortOne()) ?? null;
-          const headers = w.first ? head.headers : replayHeaders(head.headers);
           const response = new Response(NULL_BODY.has(head.status) ? null : stream, {
             status: head.status,
             statusText: head.statusText,
-            headers,
+            headers: w.first ? head.headers : replayHeaders(head.headers),
           });
-          return w.resolve(withUrl(response, head.url));
+          return withUrl(response, head.url);
         }
       }
     }
@@ -347,7 +351,10 @@ export function createEngine(o: NormalizedOptions): Engine {
       }
       const head = response;
       const commit = (body: Uint8Array): void => {
-        if (!storable) return this.done();
+        if (!storable) {
+          this.done();
+          return;
+        }
         const record: StoredRecord = {
           status: head.status,
           statusText: head.statusText,
