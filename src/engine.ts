@@ -243,15 +243,19 @@ export function createEngine(o: NormalizedOptions): Engine {
             found = await storeCall("acquire", () => store.acquire(this.storeKey, this.fingerprint, o.leaseMs));
           } catch (error) {
             this.emit("store-error", { reason: "acquire failed", error });
-            if (o.onStoreError === "closed") {
-              return { kind: "answer", make: () => errorResponse("IDEMPOTENCY_STORE_UNAVAILABLE", 503) };
-            }
+            if (o.onStoreError === "closed") return this.unavailable();
             return this.lead(null);
           }
           if (found.state === "acquired") {
             if (found.replacedCorrupt) this.emit("store-error", { reason: "a stored value did not parse; replaced" });
             if (waited) this.emit("takeover");
             return this.lead(found.token);
+          }
+          if (found.state === "done" && !isRecord(found.record)) {
+            // A store bug or foreign value must never crash a request: treat it as absent.
+            this.emit("store-error", { reason: "stored record did not parse" });
+            if (o.onStoreError === "closed") return this.unavailable();
+            return this.lead(null);
           }
           if (found.state === "done") {
             if (found.record.fingerprint !== this.fingerprint) return this.conflict();
@@ -290,6 +294,10 @@ export function createEngine(o: NormalizedOptions): Engine {
       } finally {
         unsubscribe?.();
       }
+    }
+
+    private unavailable(): Outcome {
+      return { kind: "answer", make: () => errorResponse("IDEMPOTENCY_STORE_UNAVAILABLE", 503) };
     }
 
     private conflict(): Outcome {
@@ -530,6 +538,20 @@ function concat(chunks: Uint8Array[], size: number): Uint8Array {
     offset += chunk.length;
   }
   return out;
+}
+
+function isRecord(r: StoredRecord): boolean {
+  return (
+    typeof r === "object" &&
+    r !== null &&
+    Number.isInteger(r.status) &&
+    r.status >= 200 &&
+    r.status <= 599 &&
+    typeof r.statusText === "string" &&
+    Array.isArray(r.headers) &&
+    r.body instanceof Uint8Array &&
+    typeof r.fingerprint === "string"
+  );
 }
 
 function replayHeaders(source: Headers): Headers {
