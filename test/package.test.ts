@@ -1,0 +1,32 @@
+// The package's entry points agree everywhere: deno.json (sources), package.json (built files), tsup (entries).
+import { existsSync, readFileSync } from "node:fs";
+import { describe, expect, it } from "vitest";
+import { entryName } from "../tsup.config.js";
+
+const pkg = JSON.parse(readFileSync("package.json", "utf8"));
+const deno = JSON.parse(readFileSync("deno.json", "utf8"));
+const subpaths = (exports: Record<string, unknown>) => Object.keys(exports).filter((k) => k !== "./package.json");
+
+describe("entry points", () => {
+  it("deno.json exports exactly the subpaths package.json exports", () => {
+    expect(subpaths(deno.exports).sort()).toEqual(subpaths(pkg.exports).sort());
+  });
+
+  it("every deno.json export is an existing source file", () => {
+    for (const source of Object.values<string>(deno.exports)) expect(existsSync(source), source).toBe(true);
+  });
+
+  it("every package.json export points at the built files of its tsup entry", () => {
+    for (const subpath of subpaths(pkg.exports)) {
+      const name = entryName(subpath);
+      const target = pkg.exports[subpath];
+      expect(target.types, subpath).toBe(`./dist/${name}.d.ts`);
+      expect(target.import ?? target.default, subpath).toBe(`./dist/${name}.js`);
+      if (target.require !== undefined) expect(target.require, subpath).toBe(`./dist/${name}.cjs`);
+    }
+  });
+
+  it("versions agree", () => {
+    expect(deno.version).toBe(pkg.version);
+  });
+});
