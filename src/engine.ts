@@ -405,10 +405,9 @@ export function createEngine(o: NormalizedOptions): Engine {
       counts.passedThrough++;
       return send(req);
     };
-    if (key === undefined && (request.body === null || (call.streamedBody && !autoEligible))) {
+    if (key === undefined && (call.streamedBody || (request.body === null && !autoEligible))) {
       return passThrough(request);
     }
-    if (key === undefined && call.streamedBody) return passThrough(request);
 
     let bytes: Uint8Array | null = null;
     if (request.body !== null) {

@@ -262,6 +262,12 @@ describe("auto key (double-clicks)", () => {
     expect(up.count()).toBe(2);
   });
 
+  it("a body-less DELETE double-click coalesces too", async () => {
+    const f = createIdempotentFetch({ autoKey: true });
+    await Promise.all([1, 2].map(() => f(`${up.url}/echo?ms=30`, { method: "DELETE" })));
+    expect(up.count()).toBe(1);
+  });
+
   it("is off by default outside pages: two identical un-keyed POSTs both run", async () => {
     const f = createIdempotentFetch();
     await Promise.all([1, 2].map(() => f(`${up.url}/echo?ms=20`, { method: "POST", body: "count" })));
