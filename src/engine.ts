@@ -17,6 +17,8 @@ export interface CallOptions {
   ttlSeconds?: number;
   /** The body is a stream the caller handed over: never auto-keyed, never searched for a body key. */
   streamedBody?: boolean;
+  /** A call without a key answers 400 IDEMPOTENCY_KEY_MISSING instead of passing through (server `requireKey`). */
+  requireKey?: boolean;
 }
 
 export interface Stats {
@@ -65,6 +67,8 @@ enum Limits {
   FirstPollMs = 25,
   MaxPollMs = 500,
 }
+
+const inProgress = (): Response => errorResponse("IDEMPOTENCY_IN_PROGRESS", 409, undefined, { "retry-after": "1" });
 
 const now = (): number => (typeof performance !== "undefined" ? performance.now() : Date.now());
 
@@ -127,6 +131,8 @@ export function createEngine(o: NormalizedOptions): Engine {
   /** One upstream call (or wait, or replay) per store key in this process; duplicates attach to it. */
   class Flight {
     readonly ctrl = new AbortController();
+    /** Holds the lease (or runs unprotected): its fingerprint is the key's. */
+    leading = false;
     private waiting: Waiting[] = [];
     private outcome: Outcome | undefined;
     private callers = 0;
@@ -272,7 +278,7 @@ export function createEngine(o: NormalizedOptions): Engine {
             this.emit("timeout");
             return {
               kind: "answer",
-              make: () => errorResponse("IDEMPOTENCY_IN_PROGRESS", 409, undefined, { "retry-after": "1" }),
+              make: inProgress,
             };
           }
           if (!notified) {
@@ -309,6 +315,7 @@ export function createEngine(o: NormalizedOptions): Engine {
     private async lead(token: string | null): Promise<Outcome> {
       const store = o.store;
       const { storeKey, emit } = this;
+      this.leading = true;
       emit("execute");
       let heartbeat: ReturnType<typeof setInterval> | undefined;
       const finish = (op: "commit" | "release", record?: StoredRecord): Promise<unknown> => {
@@ -402,6 +409,7 @@ export function createEngine(o: NormalizedOptions): Engine {
       call.key !== undefined ? validateKey(call.key) : headerValue !== null ? keyFromHeader(headerValue) : undefined;
     const autoEligible = side === "client" && o.autoKey !== false && o.autoKey.methods.has(method);
     const passThrough = (req: Request): Promise<Response> => {
+      if (call.requireKey) return Promise.resolve(errorResponse("IDEMPOTENCY_KEY_MISSING", 400));
       counts.passedThrough++;
       return send(req);
     };
@@ -444,13 +452,20 @@ export function createEngine(o: NormalizedOptions): Engine {
     const signal = request.signal;
 
     const existing = flights.get(storeKey);
-    if (existing) {
-      if (existing.fingerprint !== fingerprint) {
-        emit("conflict");
-        return errorResponse("IDEMPOTENCY_CONFLICT", o.conflictStatus);
+    if (existing?.fingerprint === fingerprint) {
+      // waitTimeoutMs 0 (the IETF draft's immediate 409): a duplicate in this process does not wait either.
+      if (o.waitTimeoutMs === 0) {
+        emit("timeout");
+        return inProgress();
       }
       emit("join");
       return existing.attach(signal, false);
+    }
+    // Another request under this key conflicts only once it leads; until then the store decides,
+    // else a doomed local request would turn away a correct one.
+    if (existing?.leading) {
+      emit("conflict");
+      return errorResponse("IDEMPOTENCY_CONFLICT", o.conflictStatus);
     }
 
     const sendKey =
@@ -478,7 +493,7 @@ export function createEngine(o: NormalizedOptions): Engine {
       scope === "anonymous",
       emit,
     );
-    flights.set(storeKey, flight);
+    if (!existing) flights.set(storeKey, flight);
     const response = flight.attach(signal, true);
     flight.start();
     return response;

@@ -37,7 +37,7 @@ export interface IdempotencyOptions {
   fetch?: typeof fetch;
   /** How long a response is replayed, in seconds. Default 3600. */
   ttlSeconds?: number;
-  /** How long a duplicate waits for a call in flight elsewhere before 409 IDEMPOTENCY_IN_PROGRESS, in ms. Default 30 000. */
+  /** How long a duplicate waits for a call in flight before 409 IDEMPOTENCY_IN_PROGRESS, in ms; 0 answers at once. Default 30 000. */
   waitTimeoutMs?: number;
   /** Lease length in ms; the leader renews it every third of it while the call runs. Default 10 000. */
   leaseMs?: number;
@@ -166,7 +166,8 @@ export function normalizeOptions(
     // Looked up at call time by default, so a later patch of globalThis.fetch is respected.
     getFetch: userFetch ? () => userFetch : () => globalThis.fetch,
     ttlMs: positive("ttlSeconds", options.ttlSeconds, DEFAULTS.ttlSeconds) * 1000,
-    waitTimeoutMs: positive("waitTimeoutMs", options.waitTimeoutMs, DEFAULTS.waitTimeoutMs),
+    waitTimeoutMs:
+      options.waitTimeoutMs === 0 ? 0 : positive("waitTimeoutMs", options.waitTimeoutMs, DEFAULTS.waitTimeoutMs),
     leaseMs: positive("leaseMs", options.leaseMs, DEFAULTS.leaseMs),
     autoKey,
     shouldStore: fn("shouldStore", options.shouldStore) ?? defaultShouldStore,

@@ -438,6 +438,23 @@ describe("two processes sharing a store", () => {
     expect(up.count()).toBe(1);
   });
 
+  it("a doomed conflicting request in flight locally never turns away a correct duplicate", async () => {
+    const inner = memoryStore();
+    // A remote store: acquire takes a while, so the doomed request is still asking when the correct one arrives.
+    const store: IdempotencyStore = { ...inner, acquire: (...args) => sleep(50).then(() => inner.acquire(...args)) };
+    const p1 = createIdempotentFetch({ store });
+    const p2 = createIdempotentFetch({ store });
+    const a = p1(`${up.url}/echo?ms=150`, json({ v: "A" }, "doomed"));
+    await sleep(30);
+    const doomed = p2(`${up.url}/echo?ms=150`, json({ v: "B" }, "doomed"));
+    await sleep(10);
+    const c = await p2(`${up.url}/echo?ms=150`, json({ v: "A" }, "doomed"));
+    expect((await doomed).status).toBe(409);
+    expect(c.status).toBe(200);
+    expect(await c.text()).toBe(await (await a).text());
+    expect(up.count()).toBe(1);
+  });
+
   it("a wait that times out answers 409 IDEMPOTENCY_IN_PROGRESS with Retry-After", async () => {
     const store = memoryStore();
     const p1 = createIdempotentFetch({ store });
