@@ -147,5 +147,6 @@ export function memoryStore(options: MemoryStoreOptions = {}): IdempotencyStore 
 
 /** Callers must never share mutable bytes with the store. */
 function copyRecord(record: StoredRecord): StoredRecord {
-  return { ...record, headers: record.headers.map(([k, v]) => [k, v]), body: record.body.slice() };
+  // new Uint8Array(), not .slice(): Buffer#slice is a view on the same memory.
+  return { ...record, headers: record.headers.map(([k, v]) => [k, v]), body: new Uint8Array(record.body) };
 }

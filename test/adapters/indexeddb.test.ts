@@ -1,0 +1,140 @@
+// indexedDBStore in Node on fake-indexeddb: the shared contract, and two stores on one database as two tabs.
+import "fake-indexeddb/auto";
+import { createStore, set } from "idb-keyval";
+import { describe, expect, it } from "vitest";
+import { indexedDBStore } from "../../adapters/indexeddb.js";
+import { newToken, type StoredRecord } from "../../src/store.js";
+import { testStore } from "../conformance.js";
+
+const suiteDb = `idemfetch-test-${newToken().slice(0, 8)}`;
+const raw = createStore(suiteDb, "records");
+
+testStore("indexedDBStore", () => indexedDBStore({ dbName: suiteDb }), {
+  writeRaw: (storeKey, value) => set(storeKey, value, raw),
+});
+
+const record: StoredRecord = {
+  status: 200,
+  statusText: "OK",
+  headers: [["content-type", "text/plain"]],
+  body: new TextEncoder().encode("hello"),
+  createdAt: 1_767_225_600_000,
+  fingerprint: "fp-a",
+};
+
+describe("indexedDBStore across tabs", () => {
+  const dbName = `idemfetch-tabs-${newToken().slice(0, 8)}`;
+
+  it("of 50 concurrent acquires from two tabs exactly one is acquired", async () => {
+    const tabs = [indexedDBStore({ dbName }), indexedDBStore({ dbName })];
+    const k = `race:${newToken()}`;
+    const results = await Promise.all(Array.from({ length: 50 }, (_, i) => tabs[i % 2]!.acquire(k, `fp-${i}`, 30_000)));
+    expect(results.filter((r) => r.state === "acquired")).toHaveLength(1);
+    for (const tab of tabs) await tab.close?.();
+  });
+
+  it("a commit in one tab wakes a subscriber in the other via BroadcastChannel", async () => {
+    const [leader, waiter] = [indexedDBStore({ dbName }), indexedDBStore({ dbName })];
+    const k = `wake:${newToken()}`;
+    const other = `other:${newToken()}`;
+    let woken = 0;
+    let wokenOther = 0;
+    const off = waiter.subscribe?.(k, () => woken++);
+    const offOther = waiter.subscribe?.(other, () => wokenOther++);
+    const lease = await leader.acquire(k, "fp-a", 30_000);
+    if (lease.state !== "acquired") throw new Error("expected a lease");
+    expect(await waiter.acquire(k, "fp-a", 30_000)).toEqual({ state: "pending", fingerprint: "fp-a" });
+    expect(await leader.commit(k, lease.token, record, 30_000)).toBe(true);
+    await until(() => woken === 1);
+    expect(wokenOther).toBe(0);
+    expect((await waiter.acquire(k, "fp-a", 30_000)).state).toBe("done");
+    off?.();
+    offOther?.();
+    await leader.close?.();
+    await waiter.close?.();
+  });
+
+  it("a release in one tab wakes a subscriber in the other", async () => {
+    const [leader, waiter] = [indexedDBStore({ dbName }), indexedDBStore({ dbName })];
+    const k = `release:${newToken()}`;
+    let woken = 0;
+    const off = waiter.subscribe?.(k, () => woken++);
+    const lease = await leader.acquire(k, "fp-a", 30_000);
+    if (lease.state !== "acquired") throw new Error("expected a lease");
+    expect(await leader.release(k, lease.token)).toBe(true);
+    await until(() => woken === 1);
+    off?.();
+    await leader.close?.();
+    await waiter.close?.();
+  });
+
+  it("values of our shape with wrong fields are corrupt: acquire replaces them", async () => {
+    const db = `idemfetch-shape-${newToken().slice(0, 8)}`;
+    const store = indexedDBStore({ dbName: db });
+    const rawStore = createStore(db, "records");
+    const bad: unknown[] = [
+      { kind: "lease", token: 1, fingerprint: "fp", expiresAt: Date.now() + 60_000 },
+      { kind: "lease", token: "t", fingerprint: "fp" },
+      { kind: "record", record: { ...record, body: "aGVsbG8=" }, expiresAt: Date.now() + 60_000 },
+      { kind: "record", record: { ...record, status: 42 }, expiresAt: Date.now() + 60_000 },
+      { kind: "record", record: { ...record, headers: [["a"]] }, expiresAt: Date.now() + 60_000 },
+      { kind: "other", expiresAt: Date.now() + 60_000 },
+      null,
+      42,
+    ];
+    for (const [i, value] of bad.entries()) {
+      await set(`bad:${i}`, value, rawStore);
+      expect({ i, result: await store.acquire(`bad:${i}`, "fp-a", 30_000) }).toMatchObject({
+        i,
+        result: { state: "acquired", replacedCorrupt: true },
+      });
+    }
+    await store.close?.();
+  });
+
+  it("a lazy sweep deletes expired entries and leaves live ones", async () => {
+    const db = `idemfetch-sweep-${newToken().slice(0, 8)}`;
+    const store = indexedDBStore({ dbName: db, sweepIntervalMs: 0 });
+    const keysOf = () =>
+      new Promise<IDBValidKey[]>((resolve, reject) => {
+        const request = indexedDB.open(db);
+        request.onsuccess = () => {
+          const all = request.result.transaction("records").objectStore("records").getAllKeys();
+          all.onsuccess = () => {
+            request.result.close();
+            resolve(all.result);
+          };
+          all.onerror = () => reject(all.error);
+        };
+      });
+    await store.acquire("short", "fp", 100);
+    await store.acquire("long", "fp", 60_000);
+    await sleep(200);
+    await store.acquire("trigger", "fp", 60_000); // sweeps after its own claim
+    await until(async () => !(await keysOf()).includes("short"));
+    expect((await keysOf()).sort()).toEqual(["long", "trigger"]);
+    await store.close?.();
+  });
+
+  it("throws a TypeError at construction where indexedDB does not exist", () => {
+    const saved = globalThis.indexedDB;
+    try {
+      Reflect.deleteProperty(globalThis, "indexedDB");
+      expect(() => indexedDBStore()).toThrow(TypeError);
+    } finally {
+      globalThis.indexedDB = saved;
+    }
+    expect(() => indexedDBStore({ sweepIntervalMs: -1 })).toThrow(TypeError);
+    expect(() => indexedDBStore({ dbName: "" })).toThrow(TypeError);
+  });
+});
+
+async function until(condition: () => boolean | Promise<boolean>, withinMs = 2000): Promise<void> {
+  const deadline = Date.now() + withinMs;
+  while (!(await condition()) && Date.now() < deadline) await sleep(10);
+  expect(await condition()).toBe(true);
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

@@ -1,0 +1,267 @@
+// ioredisStore against real Redis: the shared contract (RESP3 and RESP2), scripts, keyPrefix, round trips, outages.
+import { Cluster, Redis } from "ioredis";
+import { afterAll, describe, expect, it } from "vitest";
+import { type IoredisClient, ioredisStore } from "../../adapters/ioredis.js";
+import { SCRIPTS } from "../../adapters/redis-scripts.js";
+import { encodeRecord } from "../../src/record.js";
+import { type IdempotencyStore, newToken, type StoredRecord } from "../../src/store.js";
+import { testStore } from "../conformance.js";
+import { startPrivateRedis } from "../fixtures/processes.js";
+
+// Shared Redis (never flushed): every key of this run lives under one unique prefix, deleted at the end.
+const SHARED = { host: "127.0.0.1", port: 6379 };
+const prefix = `idemfetch-test:ioredis:${newToken().slice(0, 10)}:`;
+const admin = new Redis({ ...SHARED, lazyConnect: true });
+const opened: Redis[] = [];
+const client = (options: { protocol?: 2 | 3; connectionName?: string } = {}): Redis => {
+  const redis = new Redis({ ...SHARED, keyPrefix: prefix, ...options });
+  opened.push(redis);
+  return redis;
+};
+const writeRaw = async (storeKey: string, value: string): Promise<void> => {
+  await admin.set(prefix + storeKey, value, "PX", 60_000);
+};
+
+afterAll(async () => {
+  let cursor = "0";
+  do {
+    const [next, keys] = await admin.scan(cursor, "MATCH", `${prefix}*`, "COUNT", 1000);
+    if (keys.length > 0) await admin.del(...keys);
+    cursor = next;
+  } while (cursor !== "0");
+  for (const redis of opened) redis.disconnect();
+  admin.disconnect();
+});
+
+testStore("ioredisStore (RESP3)", () => ioredisStore({ redis: client() }), { writeRaw });
+testStore("ioredisStore (RESP2)", () => ioredisStore({ redis: client({ protocol: 2 }) }), { writeRaw });
+
+const record: StoredRecord = {
+  status: 200,
+  statusText: "OK",
+  headers: [["content-type", "text/plain"]],
+  body: new TextEncoder().encode("hello"),
+  createdAt: 1_767_225_600_000,
+  fingerprint: "fp-a",
+};
+
+/** Calls per command since the last CONFIG RESETSTAT, without the measuring commands themselves. */
+async function commandStats(redis: Redis): Promise<Record<string, number>> {
+  const info = await redis.info("commandstats");
+  const out: Record<string, number> = {};
+  for (const match of info.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) {
+    const [, name, calls] = match;
+    if (name && calls && name !== "info" && !name.startsWith("config")) out[name] = Number(calls);
+  }
+  return out;
+}
+
+describe("ioredisStore on real Redis", () => {
+  it("each script's SHA1 equals SCRIPT LOAD of its text", async () => {
+    for (const [name, script] of Object.entries(SCRIPTS)) {
+      expect({ name, sha1: await admin.script("LOAD", script.lua) }).toEqual({ name, sha1: script.sha1 });
+    }
+  });
+
+  it("respects the client's keyPrefix for keys and for the pub/sub channel", async () => {
+    const store = ioredisStore({ redis: client() });
+    const k = `keyprefix:${newToken()}`;
+    const woken: string[] = [];
+    const off = store.subscribe?.(k, () => woken.push("woken"));
+    await sleep(150);
+    const lease = await store.acquire(k, "fp-a", 30_000);
+    expect(await admin.exists(k)).toBe(0);
+    expect(await admin.get(prefix + k)).toMatch(/^L[0-9a-f]{32}:fp-a$/);
+    if (lease.state !== "acquired") throw new Error("expected a lease");
+    expect(await store.commit(k, lease.token, record, 30_000)).toBe(true);
+    expect(await admin.get(prefix + k)).toBe(`R${encodeRecord(record)}`);
+    const ttl = await admin.pttl(prefix + k);
+    expect(ttl).toBeGreaterThan(25_000);
+    expect(ttl).toBeLessThanOrEqual(30_000);
+    await until(() => woken.length > 0);
+    off?.();
+    await store.close?.();
+  });
+
+  it("a value of another Redis type is corrupt: acquire replaces it", async () => {
+    const store = ioredisStore({ redis: client() });
+    const k = `wrongtype:${newToken()}`;
+    await admin.hset(prefix + k, "field", "value");
+    await admin.pexpire(prefix + k, 60_000);
+    expect(await store.commit(k, newToken(), record, 1000)).toBe(false);
+    expect(await store.acquire(k, "fp-a", 30_000)).toMatchObject({ state: "acquired", replacedCorrupt: true });
+    expect(await admin.type(prefix + k)).toBe("string");
+  });
+
+  it("an undecodable record whose bytes are not UTF-8 is still replaced, exactly that value", async () => {
+    const store = ioredisStore({ redis: client() });
+    const k = `notutf8:${newToken()}`;
+    await admin.set(prefix + k, Buffer.from([0x52, 0x7b, 0xff, 0xfe, 0x7d]), "PX", 60_000); // R{\xff\xfe}
+    expect(await store.acquire(k, "fp-a", 30_000)).toMatchObject({ state: "acquired", replacedCorrupt: true });
+    expect(await store.acquire(k, "fp-b", 30_000)).toEqual({ state: "pending", fingerprint: "fp-a" });
+  });
+
+  it("of 50 concurrent acquires over 5 connections exactly one is acquired", async () => {
+    const stores = Array.from({ length: 5 }, () => ioredisStore({ redis: client() }));
+    const k = `race:${newToken()}`;
+    const results = await Promise.all(
+      Array.from({ length: 50 }, (_, i) => stores[i % 5]!.acquire(k, `fp-${i}`, 30_000)),
+    );
+    expect(results.filter((r) => r.state === "acquired")).toHaveLength(1);
+  });
+
+  it("a commit through one connection wakes a subscriber of another store", async () => {
+    const waiter = ioredisStore({ redis: client() });
+    const leader = ioredisStore({ redis: client({ protocol: 2 }) });
+    const k = `wake:${newToken()}`;
+    let woken = 0;
+    const off = waiter.subscribe?.(k, () => woken++);
+    await sleep(150);
+    const lease = await leader.acquire(k, "fp-a", 30_000);
+    if (lease.state !== "acquired") throw new Error("expected a lease");
+    expect(await leader.commit(k, lease.token, record, 30_000)).toBe(true);
+    await until(() => woken > 0);
+    off?.();
+    await waiter.close?.();
+  });
+
+  it("close() closes the subscriber connection it opened, never the user's client", async () => {
+    const connectionName = `idemfetch-close-${newToken().slice(0, 8)}`;
+    const named = async () =>
+      String(await admin.client("LIST"))
+        .split("\n")
+        .filter((line) => line.includes(`name=${connectionName} `)).length;
+    const redis = client({ connectionName });
+    const store = ioredisStore({ redis });
+    const off = store.subscribe?.(`close:${newToken()}`, () => {});
+    await until(async () => (await named()) === 2); // the client and its duplicate
+    await store.close?.();
+    off?.();
+    await until(async () => (await named()) === 1);
+    expect(await redis.ping()).toBe("PONG");
+  });
+
+  it("falls back from EVALSHA to EVAL after SCRIPT FLUSH", async () => {
+    const server = await startPrivateRedis();
+    const redis = new Redis({ port: server.port });
+    try {
+      const store = ioredisStore({ redis });
+      await redis.script("FLUSH");
+      await redis.config("RESETSTAT");
+      const k = `flush:${newToken()}`;
+      expect((await store.acquire(k, "fp-a", 30_000)).state).toBe("acquired");
+      expect((await store.acquire(k, "fp-b", 30_000)).state).toBe("pending");
+      const stats = await commandStats(redis);
+      expect(stats.evalsha).toBe(2); // the first one answered NOSCRIPT
+      expect(stats.eval).toBe(1); // which loaded the script for the second
+      const [cached] = (await redis.script("EXISTS", SCRIPTS.acquire.sha1)) as number[];
+      expect(cached).toBe(1);
+    } finally {
+      redis.disconnect();
+      await server.stop();
+    }
+  });
+
+  it("a miss (acquire + commit) costs 2 script calls and a replay 1", async () => {
+    const server = await startPrivateRedis();
+    const redis = new Redis({ port: server.port });
+    try {
+      const store = ioredisStore({ redis });
+      const warm = `warm:${newToken()}`;
+      const lease0 = await store.acquire(warm, "fp", 30_000); // loads the scripts
+      if (lease0.state !== "acquired") throw new Error("expected a lease");
+      await store.commit(warm, lease0.token, record, 30_000);
+      const k = `count:${newToken()}`;
+
+      await redis.config("RESETSTAT");
+      const lease = await store.acquire(k, "fp-a", 30_000);
+      if (lease.state !== "acquired") throw new Error("expected a lease");
+      expect(await store.commit(k, lease.token, record, 30_000)).toBe(true);
+      // Top level: 2 EVALSHA; the rest run inside them (Redis counts a script's own calls too).
+      expect(await commandStats(redis)).toEqual({ evalsha: 2, get: 2, set: 2, publish: 1 });
+
+      await redis.config("RESETSTAT");
+      expect((await store.acquire(k, "fp-a", 30_000)).state).toBe("done");
+      expect(await commandStats(redis)).toEqual({ evalsha: 1, get: 1 });
+    } finally {
+      redis.disconnect();
+      await server.stop();
+    }
+  });
+
+  describe("when Redis is down, store calls reject fast instead of hanging", () => {
+    const ops = (store: IdempotencyStore, k: string) => [
+      store.acquire(k, "fp", 30_000),
+      store.commit(k, newToken(), record, 30_000),
+      store.release(k, newToken()),
+      store.renew(k, newToken(), 30_000),
+    ];
+
+    it("with the recommended client options", async () => {
+      const server = await startPrivateRedis();
+      const redis = new Redis({
+        port: server.port,
+        enableOfflineQueue: false,
+        maxRetriesPerRequest: 1,
+        commandTimeout: 500,
+      });
+      redis.on("error", () => {});
+      try {
+        await new Promise((resolve) => redis.once("ready", resolve)); // without the queue, nothing waits for it
+        const store = ioredisStore({ redis, timeoutMs: 0 }); // the client alone must fail fast
+        await store.acquire(`up:${newToken()}`, "fp", 30_000);
+        await server.stop();
+        const started = Date.now();
+        const settled = await Promise.allSettled(ops(store, `down:${newToken()}`));
+        expect(settled.map((s) => s.status)).toEqual(["rejected", "rejected", "rejected", "rejected"]);
+        expect(Date.now() - started).toBeLessThan(2000);
+      } finally {
+        redis.disconnect();
+        await server.stop();
+      }
+    });
+
+    it("with ioredis' defaults, by the store's timeoutMs", async () => {
+      const server = await startPrivateRedis();
+      const redis = new Redis({ port: server.port });
+      redis.on("error", () => {});
+      try {
+        const store = ioredisStore({ redis, timeoutMs: 500 });
+        await store.acquire(`up:${newToken()}`, "fp", 30_000);
+        await server.stop();
+        const started = Date.now();
+        const settled = await Promise.allSettled(ops(store, `down:${newToken()}`));
+        expect(settled.map((s) => s.status)).toEqual(["rejected", "rejected", "rejected", "rejected"]);
+        expect(Date.now() - started).toBeLessThan(2000);
+      } finally {
+        redis.disconnect();
+        await server.stop();
+      }
+    });
+  });
+
+  it("invalid options throw TypeError at construction", () => {
+    expect(() => ioredisStore({ redis: {} as unknown as IoredisClient })).toThrow(TypeError);
+    expect(() => ioredisStore({ redis: admin, timeoutMs: -1 })).toThrow(TypeError);
+    expect(() => ioredisStore({ redis: admin, timeoutMs: Number.NaN })).toThrow(TypeError);
+  });
+
+  it("accepts Redis and Cluster clients by type", () => {
+    // Compile-time: both fit IoredisClient without casts.
+    const fits = (_: IoredisClient) => true;
+    expect(fits(admin)).toBe(true);
+    const cluster = new Cluster([SHARED], { lazyConnect: true });
+    expect(fits(cluster)).toBe(true);
+    cluster.disconnect();
+  });
+});
+
+async function until(condition: () => boolean | Promise<boolean>, withinMs = 2000): Promise<void> {
+  const deadline = Date.now() + withinMs;
+  while (!(await condition()) && Date.now() < deadline) await sleep(10);
+  expect(await condition()).toBe(true);
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

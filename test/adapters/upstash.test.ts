@@ -1,0 +1,178 @@
+// upstashStore through the local Upstash REST fixture on real Redis: the shared contract, round trips, outages.
+import { Redis as UpstashRedis } from "@upstash/redis";
+import { Redis } from "ioredis";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ioredisStore } from "../../adapters/ioredis.js";
+import { SCRIPTS } from "../../adapters/redis-scripts.js";
+import { type UpstashClient, upstashStore } from "../../adapters/upstash.js";
+import { newToken, type StoredRecord } from "../../src/store.js";
+import { testStore } from "../conformance.js";
+import { startPrivateRedis } from "../fixtures/processes.js";
+import { startUpstashFixture, type UpstashFixture } from "../fixtures/upstash-server.js";
+
+// Shared Redis (never flushed): REST has no keyPrefix, so every key of this run starts with this one.
+const prefix = `idemfetch-test:upstash:${newToken().slice(0, 10)}:`;
+const admin = new Redis({ host: "127.0.0.1", port: 6379, lazyConnect: true });
+let fixture: UpstashFixture;
+
+beforeAll(async () => {
+  fixture = await startUpstashFixture();
+});
+afterAll(async () => {
+  await fixture?.close();
+  let cursor = "0";
+  do {
+    const [next, keys] = await admin.scan(cursor, "MATCH", `${prefix}*`, "COUNT", 1000);
+    if (keys.length > 0) await admin.del(...keys);
+    cursor = next;
+  } while (cursor !== "0");
+  admin.disconnect();
+});
+
+const writeRaw = async (storeKey: string, value: string): Promise<void> => {
+  await admin.set(storeKey, value, "PX", 60_000);
+};
+
+testStore("upstashStore", () => upstashStore({ url: fixture.url, token: fixture.token }), {
+  writeRaw,
+  keyPrefix: `${prefix}own:`,
+});
+// A client the user made with @upstash/redis defaults: automatic deserialization on, which our replies survive.
+testStore(
+  "upstashStore (user's client, automatic deserialization on)",
+  () => upstashStore({ redis: new UpstashRedis({ url: fixture.url, token: fixture.token }) }),
+  { writeRaw, keyPrefix: `${prefix}user:` },
+);
+
+const record: StoredRecord = {
+  status: 200,
+  statusText: "OK",
+  headers: [["content-type", "text/plain"]],
+  body: new TextEncoder().encode("123"), // JSON-looking body: must stay bytes, not become a number
+  createdAt: 1_767_225_600_000,
+  fingerprint: "123",
+};
+
+describe("upstashStore through the REST fixture", () => {
+  it("a miss (acquire + commit) costs 2 commands and a replay 1, one HTTP request each", async () => {
+    const store = upstashStore({ url: fixture.url, token: fixture.token });
+    const k = `${prefix}count:${newToken()}`;
+    const warm = await store.acquire(`${prefix}warm:${newToken()}`, "fp", 30_000); // scripts cached
+    expect(warm.state).toBe("acquired");
+
+    let [commands, requests] = [fixture.commands, fixture.requests];
+    const lease = await store.acquire(k, "fp-a", 30_000);
+    if (lease.state !== "acquired") throw new Error("expected a lease");
+    expect(await store.commit(k, lease.token, record, 30_000)).toBe(true);
+    expect([fixture.commands - commands, fixture.requests - requests]).toEqual([2, 2]);
+
+    [commands, requests] = [fixture.commands, fixture.requests];
+    const replay = await store.acquire(k, "fp-a", 30_000);
+    expect(replay).toMatchObject({ state: "done", record: { fingerprint: "123" } });
+    expect([fixture.commands - commands, fixture.requests - requests]).toEqual([1, 1]);
+  });
+
+  it("values JSON would turn into numbers stay strings and bytes", async () => {
+    const store = upstashStore({ redis: new UpstashRedis({ url: fixture.url, token: fixture.token }) });
+    const k = `${prefix}numeric:${newToken()}`;
+    const lease = await store.acquire(k, "123", 30_000);
+    if (lease.state !== "acquired") throw new Error("expected a lease");
+    expect(await store.acquire(k, "456", 30_000)).toEqual({ state: "pending", fingerprint: "123" });
+    expect(await store.commit(k, lease.token, record, 30_000)).toBe(true);
+    const replay = await store.acquire(k, "123", 30_000);
+    if (replay.state !== "done") throw new Error("expected a record");
+    expect(replay.record.fingerprint).toBe("123");
+    expect(new TextDecoder().decode(replay.record.body)).toBe("123");
+  });
+
+  it("an undecodable record whose bytes are not UTF-8 is still replaced, exactly that value", async () => {
+    const store = upstashStore({ url: fixture.url, token: fixture.token });
+    const k = `${prefix}notutf8:${newToken()}`;
+    await admin.set(k, Buffer.from([0x52, 0x7b, 0xff, 0xfe, 0x7d]), "PX", 60_000); // R{\xff\xfe}
+    const before = fixture.commands;
+    expect(await store.acquire(k, "fp-a", 30_000)).toMatchObject({ state: "acquired", replacedCorrupt: true });
+    // Read it; our SHA1 of the altered text misses; the server's own SHA1 then replaces it.
+    expect(fixture.commands - before).toBe(3);
+    expect(await store.acquire(k, "fp-b", 30_000)).toEqual({ state: "pending", fingerprint: "fp-a" });
+  });
+
+  it("shares the value layout with ioredisStore: one database, either client", async () => {
+    const redis = new Redis({ host: "127.0.0.1", port: 6379 });
+    try {
+      const viaIoredis = ioredisStore({ redis });
+      const viaUpstash = upstashStore({ url: fixture.url, token: fixture.token });
+      const k = `${prefix}shared:${newToken()}`;
+      const lease = await viaIoredis.acquire(k, "fp-a", 30_000);
+      if (lease.state !== "acquired") throw new Error("expected a lease");
+      expect(await viaUpstash.acquire(k, "fp-b", 30_000)).toEqual({ state: "pending", fingerprint: "fp-a" });
+      expect(await viaUpstash.commit(k, lease.token, record, 30_000)).toBe(true);
+      expect(await viaIoredis.acquire(k, "fp-a", 30_000)).toMatchObject({ state: "done", record: { status: 200 } });
+    } finally {
+      redis.disconnect();
+    }
+  });
+
+  it("falls back from EVALSHA to EVAL after SCRIPT FLUSH", async () => {
+    const server = await startPrivateRedis();
+    const own = await startUpstashFixture({ redisUrl: `redis://127.0.0.1:${server.port}` });
+    const redis = new Redis({ port: server.port });
+    try {
+      const store = upstashStore({ url: own.url, token: own.token });
+      await redis.script("FLUSH");
+      const k = `flush:${newToken()}`;
+      const before = own.commands;
+      expect((await store.acquire(k, "fp-a", 30_000)).state).toBe("acquired");
+      expect(own.commands - before).toBe(2); // EVALSHA answered NOSCRIPT, then EVAL
+      expect(await redis.script("EXISTS", SCRIPTS.acquire.sha1)).toEqual([1]);
+      const again = own.commands;
+      expect((await store.acquire(k, "fp-b", 30_000)).state).toBe("pending");
+      expect(own.commands - again).toBe(1);
+    } finally {
+      redis.disconnect();
+      await own.close();
+      await server.stop();
+    }
+  });
+
+  it("store calls reject fast when Redis behind the REST API is down", async () => {
+    const server = await startPrivateRedis();
+    const own = await startUpstashFixture({ redisUrl: `redis://127.0.0.1:${server.port}` });
+    try {
+      const store = upstashStore({ url: own.url, token: own.token, timeoutMs: 1000 });
+      await store.acquire(`up:${newToken()}`, "fp", 30_000);
+      await server.stop();
+      const started = Date.now();
+      await expect(store.acquire(`down:${newToken()}`, "fp", 30_000)).rejects.toThrow();
+      await expect(store.commit(`down:${newToken()}`, newToken(), record, 30_000)).rejects.toThrow();
+      expect(Date.now() - started).toBeLessThan(2000);
+    } finally {
+      await own.close();
+      await server.stop();
+    }
+  });
+
+  it("store calls reject fast when the REST endpoint is unreachable", async () => {
+    const own = await startUpstashFixture();
+    const store = upstashStore({ url: own.url, token: own.token, timeoutMs: 1000 });
+    await own.close();
+    const started = Date.now();
+    const settled = await Promise.allSettled([
+      store.acquire(`${prefix}gone:${newToken()}`, "fp", 30_000),
+      store.release(`${prefix}gone:${newToken()}`, newToken()),
+      store.renew(`${prefix}gone:${newToken()}`, newToken(), 30_000),
+    ]);
+    expect(settled.map((s) => s.status)).toEqual(["rejected", "rejected", "rejected"]);
+    expect(Date.now() - started).toBeLessThan(2000);
+  });
+
+  it("rejects a wrong token instead of reporting success", async () => {
+    const store = upstashStore({ url: fixture.url, token: "wrong", timeoutMs: 1000 });
+    await expect(store.acquire(`${prefix}auth:${newToken()}`, "fp", 30_000)).rejects.toThrow(/Unauthorized/);
+  });
+
+  it("invalid options throw TypeError at construction", () => {
+    expect(() => upstashStore({ redis: {} as UpstashClient })).toThrow(TypeError);
+    expect(() => upstashStore({ url: 1 as unknown as string, token: "t" })).toThrow(TypeError);
+    expect(() => upstashStore({ url: fixture.url, token: "t", timeoutMs: -5 })).toThrow(TypeError);
+  });
+});
