@@ -214,7 +214,8 @@ export function createEngine(o: NormalizedOptions): Engine {
         case "raw":
           return w.first ? outcome.response : outcome.response.clone();
         case "record":
-          this.emit("replay");
+          // Joiners were counted when they joined: one saved call each, never two.
+          if (w.first) this.emit("replay");
           return withUrl(replayResponse(outcome.record, this.anonymous), this.request.url);
         case "live": {
           const { head, body } = outcome;

@@ -1,0 +1,124 @@
+// idempotency(): the Request -> Response face of the engine, for any Web-standard handler (Deno.serve, Bun, Hono, workers).
+import { type CallOptions, createEngine, type Stats } from "./engine.js";
+import { errorResponse, isIdempotencyKeyError } from "./errors.js";
+import { type IdempotencyOptions, normalizeOptions } from "./options.js";
+
+/** Options of the server middleware: the shared ones (no client-only settings) plus the server's own. */
+export interface ServerIdempotencyOptions extends Omit<IdempotencyOptions, "fetch" | "autoKey" | "sendKeyHeader"> {
+  /**
+   * Answer 400 IDEMPOTENCY_KEY_MISSING when a request carries no key: `true` for POST and PATCH (the
+   * IETF draft's non-idempotent methods), or a list of methods. Default false: keyless requests pass through.
+   */
+  requireKey?: boolean | string[];
+  /** Methods the middleware handles; any other passes through untouched. Default POST, PUT, PATCH, DELETE. */
+  methods?: string[];
+  /**
+   * The IETF draft's answers: 422 on a payload mismatch and 409 IDEMPOTENCY_IN_PROGRESS at once while the
+   * key is in flight (instead of waiting for it). `conflictStatus` and `waitTimeoutMs`, when given, still win.
+   */
+  ietf?: boolean;
+}
+
+/** Per-request settings a framework adapter or a route can pass. */
+export interface ServerCallOptions {
+  /** TTL of this request's record, in seconds. */
+  ttlSeconds?: number;
+}
+
+/** A Web handler; extra arguments (Deno's `info`, a worker's `env`, `ctx`) are passed through. */
+export type Handler<A extends unknown[] = []> = (request: Request, ...args: A) => Response | Promise<Response>;
+
+/** The wrapped handler, plus the counters of what it saved. */
+export interface IdempotentHandler<A extends unknown[] = []> {
+  (request: Request, ...args: A): Promise<Response>;
+  stats(): Stats;
+}
+
+/** The per-request form, for frameworks whose downstream handler differs per call (Hono's `next`). */
+export interface IdempotencyLayer {
+  handle(
+    request: Request,
+    handler: (request: Request) => Response | Promise<Response>,
+    call?: ServerCallOptions,
+  ): Promise<Response>;
+  stats(): Stats;
+}
+
+/** Marks an error thrown by the handler, so only the client's bad key becomes a 400. */
+class HandlerFailure {
+  constructor(readonly cause: unknown) {}
+}
+
+export const DEFAULT_METHODS = ["POST", "PUT", "PATCH", "DELETE"] as const;
+
+const methodSet = (name: string, value: unknown, fallback: readonly string[]): ReadonlySet<string> => {
+  const list = value ?? fallback;
+  if (!Array.isArray(list) || list.some((m) => typeof m !== "string" || m.length === 0)) {
+    throw new TypeError(`idemfetch: option "${name}" must be an array of method names, got ${JSON.stringify(value)}`);
+  }
+  return new Set(list.map((m: string) => m.toUpperCase()));
+};
+
+/** Validates `options` once and returns the per-request form of the middleware. */
+export function idempotencyLayer(options: ServerIdempotencyOptions = {}): IdempotencyLayer {
+  if (typeof options !== "object" || options === null) {
+    throw new TypeError(`idemfetch: options must be an object, got ${String(options)}`);
+  }
+  const { requireKey = false, methods, ietf = false, ...shared } = options;
+  if (typeof ietf !== "boolean") throw new TypeError(`idemfetch: option "ietf" must be a boolean, got ${String(ietf)}`);
+  const handled = methodSet("methods", methods, DEFAULT_METHODS);
+  const required =
+    requireKey === false
+      ? new Set<string>()
+      : methodSet("requireKey", requireKey === true ? undefined : requireKey, ["POST", "PATCH"]);
+  if (ietf) {
+    shared.conflictStatus ??= 422;
+    shared.waitTimeoutMs ??= 0;
+  }
+  const engine = createEngine(normalizeOptions(shared, "server"));
+
+  return {
+    async handle(request, handler, call = {}) {
+      const method = request.method.toUpperCase();
+      if (!handled.has(method)) return handler(request);
+      const send = async (upstream: Request): Promise<Response> => {
+        try {
+          return await handler(upstream);
+        } catch (error) {
+          throw new HandlerFailure(error);
+        }
+      };
+      const engineCall: CallOptions = { requireKey: required.has(method) };
+      if (call.ttlSeconds !== undefined) engineCall.ttlSeconds = call.ttlSeconds;
+      try {
+        return await engine.handle(request, send, "server", engineCall);
+      } catch (error) {
+        // The handler's own failures (joined duplicates get the same one) go on as they were thrown.
+        if (error instanceof HandlerFailure) throw error.cause;
+        if (isIdempotencyKeyError(error)) return errorResponse("IDEMPOTENCY_KEY_INVALID", 400, error.message);
+        throw error;
+      }
+    },
+    stats: engine.stats,
+  };
+}
+
+/**
+ * Wraps a Web handler so duplicate requests (same `Idempotency-Key` header or `idempotency_key` body
+ * field, same client) execute it once: concurrent ones share the response live, later ones get it replayed.
+ */
+export const idempotency = <A extends unknown[] = []>(
+  handler: Handler<A>,
+  options: ServerIdempotencyOptions = {},
+): IdempotentHandler<A> => {
+  if (typeof handler !== "function") {
+    throw new TypeError(`idemfetch: idempotency() needs a handler function, got ${typeof handler}`);
+  }
+  const layer = idempotencyLayer(options);
+  return Object.assign(
+    function idempotency(request: Request, ...args: A): Promise<Response> {
+      return layer.handle(request, (upstream) => handler(upstream, ...args));
+    },
+    { stats: layer.stats },
+  );
+};
