@@ -30,3 +30,25 @@ describe("entry points", () => {
     expect(deno.version).toBe(pkg.version);
   });
 });
+
+describe("edge runtimes", () => {
+  it.each(["src/index.ts", "src/server.ts", "adapters/upstash.ts"])(
+    "%s bundles for a neutral platform without any Node built-in",
+    async (entry) => {
+      const { build } = await import("esbuild");
+      const result = await build({
+        entryPoints: [entry],
+        bundle: true,
+        write: false,
+        platform: "neutral",
+        format: "esm",
+        metafile: true,
+        logLevel: "silent",
+        // Peer libraries are the user's; their own edge support is theirs to keep.
+        external: ["@upstash/redis"],
+      });
+      const imports = Object.values(result.metafile.outputs).flatMap((o) => o.imports.map((i) => i.path));
+      expect(imports.filter((path) => path.startsWith("node:") || !path.startsWith("@upstash/"))).toEqual([]);
+    },
+  );
+});
