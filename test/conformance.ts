@@ -2,6 +2,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { encodeRecord } from "../src/record.js";
 import { type AcquireResult, type IdempotencyStore, newToken, type StoredRecord } from "../src/store.js";
+import { sleep } from "./fixtures/util.js";
 
 export interface TestStoreOptions {
   /** Puts `value` at `storeKey` exactly as the backend holds it, bypassing the store: enables the corruption tests. */
@@ -493,8 +494,4 @@ function bytes(s: string): Uint8Array {
 
 function text(b: Uint8Array): string {
   return new TextDecoder().decode(b);
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }

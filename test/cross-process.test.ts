@@ -7,6 +7,7 @@ import { createIdempotentFetch, type IdempotencyStore } from "../src/index.js";
 import { type PrivateRedis, spawnWorker, startPrivateRedis, type Worker } from "./fixtures/processes.js";
 import { startUpstashFixture } from "./fixtures/upstash-server.js";
 import { startUpstream, type Upstream } from "./fixtures/upstream.js";
+import { sleep } from "./fixtures/util.js";
 import type { Outcome } from "./fixtures/worker.js";
 
 const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
@@ -19,7 +20,6 @@ afterAll(() => up.close());
 beforeEach(() => up.reset());
 
 const decode = (o: Outcome) => Buffer.from(o.body, "base64").toString("utf8");
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 type Backend = "ioredis" | "upstash";
 

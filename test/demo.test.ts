@@ -12,11 +12,11 @@ import { createLlmProxy } from "../demo/llm.js";
 import { loadTargets, parseYaml } from "../demo/targets.js";
 import { memoryStore } from "../src/index.js";
 import { startUpstashFixture, type UpstashFixture } from "./fixtures/upstash-server.js";
+import { sleep } from "./fixtures/util.js";
 
 const run = promisify(execFile);
 const root = new URL("..", import.meta.url).pathname;
 const md5 = (text: string) => createHash("md5").update(text).digest("hex");
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const CONFLICT =
   '{"success":false,"error":{"type":"client_error","code":"IDEMPOTENCY_CONFLICT","message":"Request body differs from previous request with same key"}}';
 

@@ -10,6 +10,7 @@ import {
   sha256,
 } from "../src/index.js";
 import { startUpstream, type Upstream } from "./fixtures/upstream.js";
+import { sleep } from "./fixtures/util.js";
 
 let up: Upstream;
 beforeAll(async () => {
@@ -23,7 +24,6 @@ const json = (body: unknown, key?: string): RequestInit => ({
   headers: { "content-type": "application/json", ...(key === undefined ? {} : { "Idempotency-Key": key }) },
   body: JSON.stringify(body),
 });
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const CONFLICT =
   '{"success":false,"error":{"type":"client_error","code":"IDEMPOTENCY_CONFLICT","message":"Request body differs from previous request with same key"}}';
 

@@ -9,13 +9,13 @@ import { idempotency as honoIdempotency } from "../src/hono.js";
 import { IdempotencyKeyError, type IdempotencyStore, memoryStore } from "../src/index.js";
 import { type Handler, idempotency } from "../src/server.js";
 import { listen, type Served } from "./fixtures/serve.js";
+import { sleep } from "./fixtures/util.js";
 
 const CONFLICT =
   '{"success":false,"error":{"type":"client_error","code":"IDEMPOTENCY_CONFLICT","message":"Request body differs from previous request with same key"}}';
 const MISSING =
   '{"success":false,"error":{"type":"client_error","code":"IDEMPOTENCY_KEY_MISSING","message":"Idempotency-Key header is required for this request"}}';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const decoder = new TextDecoder();
 
 let served: Served[] = [];

@@ -5,6 +5,7 @@ import { describe, expect, it } from "vitest";
 import { indexedDBStore } from "../../adapters/indexeddb.js";
 import { newToken, type StoredRecord } from "../../src/store.js";
 import { testStore } from "../conformance.js";
+import { sleep, until } from "../fixtures/util.js";
 
 const suiteDb = `idemfetch-test-${newToken().slice(0, 8)}`;
 const raw = createStore(suiteDb, "records");
@@ -128,13 +129,3 @@ describe("indexedDBStore across tabs", () => {
     expect(() => indexedDBStore({ dbName: "" })).toThrow(TypeError);
   });
 });
-
-async function until(condition: () => boolean | Promise<boolean>, withinMs = 2000): Promise<void> {
-  const deadline = Date.now() + withinMs;
-  while (!(await condition()) && Date.now() < deadline) await sleep(10);
-  expect(await condition()).toBe(true);
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}

@@ -7,6 +7,7 @@ import { encodeRecord } from "../../src/record.js";
 import { type IdempotencyStore, newToken, type StoredRecord } from "../../src/store.js";
 import { testStore } from "../conformance.js";
 import { startPrivateRedis } from "../fixtures/processes.js";
+import { deletePrefix, sleep, until } from "../fixtures/util.js";
 
 // Shared Redis (never flushed): every key of this run lives under one unique prefix, deleted at the end.
 const SHARED = { host: "127.0.0.1", port: 6379 };
@@ -23,12 +24,7 @@ const writeRaw = async (storeKey: string, value: string): Promise<void> => {
 };
 
 afterAll(async () => {
-  let cursor = "0";
-  do {
-    const [next, keys] = await admin.scan(cursor, "MATCH", `${prefix}*`, "COUNT", 1000);
-    if (keys.length > 0) await admin.del(...keys);
-    cursor = next;
-  } while (cursor !== "0");
+  await deletePrefix(admin, prefix);
   for (const redis of opened) redis.disconnect();
   admin.disconnect();
 });
@@ -255,13 +251,3 @@ describe("ioredisStore on real Redis", () => {
     cluster.disconnect();
   });
 });
-
-async function until(condition: () => boolean | Promise<boolean>, withinMs = 2000): Promise<void> {
-  const deadline = Date.now() + withinMs;
-  while (!(await condition()) && Date.now() < deadline) await sleep(10);
-  expect(await condition()).toBe(true);
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}

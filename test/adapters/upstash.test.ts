@@ -9,6 +9,7 @@ import { newToken, type StoredRecord } from "../../src/store.js";
 import { testStore } from "../conformance.js";
 import { startPrivateRedis } from "../fixtures/processes.js";
 import { startUpstashFixture, type UpstashFixture } from "../fixtures/upstash-server.js";
+import { deletePrefix } from "../fixtures/util.js";
 
 // Shared Redis (never flushed): REST has no keyPrefix, so every key of this run starts with this one.
 const prefix = `idemfetch-test:upstash:${newToken().slice(0, 10)}:`;
@@ -20,12 +21,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await fixture?.close();
-  let cursor = "0";
-  do {
-    const [next, keys] = await admin.scan(cursor, "MATCH", `${prefix}*`, "COUNT", 1000);
-    if (keys.length > 0) await admin.del(...keys);
-    cursor = next;
-  } while (cursor !== "0");
+  await deletePrefix(admin, prefix);
   admin.disconnect();
 });
 
