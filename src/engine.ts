@@ -364,6 +364,8 @@ export function createEngine(o: NormalizedOptions): Engine {
       if (!storable) {
         emit("not-stored", { reason: `status ${response.status} is not stored` });
         void finish("release");
+        // Callers already waiting share this answer; a retry that comes after it must run again.
+        this.done();
       }
       const head = response;
       const commit = (body: Uint8Array): void => {
@@ -420,15 +422,19 @@ export function createEngine(o: NormalizedOptions): Engine {
 
     let bytes: Uint8Array | null = null;
     if (request.body !== null) {
-      const read = await readLimited(request, o.maxBodyBytes);
+      // A client body handed over whole is in memory already; only streams are read with a limit.
+      const read =
+        side === "client" && !call.streamedBody
+          ? { bytes: new Uint8Array(await request.arrayBuffer()) }
+          : await readLimited(request, o.maxBodyBytes);
+      if ("bytes" in read && read.bytes.length > o.maxBodyBytes) {
+        if (key === undefined) return passThrough(new Request(request, { body: read.bytes as BodyInit }));
+        return tooLarge();
+      }
       if ("rest" in read) {
         const rebuilt = new Request(request, { body: read.rest, duplex: "half" } as RequestInit);
         if (key === undefined) return passThrough(rebuilt);
-        return errorResponse(
-          "IDEMPOTENCY_BODY_TOO_LARGE",
-          413,
-          `Request body exceeds maxBodyBytes (${o.maxBodyBytes}); it cannot be fingerprinted for an idempotency key`,
-        );
+        return tooLarge();
       }
       bytes = read.bytes;
     }
@@ -499,6 +505,13 @@ export function createEngine(o: NormalizedOptions): Engine {
     flight.start();
     return response;
   }
+
+  const tooLarge = (): Response =>
+    errorResponse(
+      "IDEMPOTENCY_BODY_TOO_LARGE",
+      413,
+      `Request body exceeds maxBodyBytes (${o.maxBodyBytes}); it cannot be fingerprinted for an idempotency key`,
+    );
 
   /** Who owns a key: the hash of the caller's credentials, so no client ever reads another's response. */
   async function scopeOf(request: Request, withBody: () => Request): Promise<string> {
