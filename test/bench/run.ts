@@ -1,0 +1,314 @@
+// `npm run bench` (`-- --quick` for CI): idemfetch beside raw fetch and its peers, measured in one run.
+// Starts its own redis-server on a free port, the upstream and one process per server contender; stops them all.
+import { writeFileSync } from "node:fs";
+import { cpus, loadavg } from "node:os";
+import { Redis } from "ioredis";
+import { startPrivateRedis } from "../fixtures/processes.js";
+import { bundleSizes } from "./bundle.js";
+import { clientContenders } from "./client.js";
+import { clientBurst, clientLatency } from "./client-workloads.js";
+import { type Host, startHost } from "./lib.js";
+import type { MemoryResult } from "./memory-host.js";
+import { type Results, renderChart, renderReport } from "./report.js";
+import {
+  closeServers,
+  commandsPerRequest,
+  crossProcess,
+  keyReuseProbe,
+  type ServerHost,
+  type ServerSpec,
+  serverBurst,
+  serverLatency,
+  startServers,
+  throughput,
+} from "./server-workloads.js";
+
+const argv = process.argv.slice(2);
+const quick = argv.includes("--quick");
+const flag = (name: string, fallback: number): number => {
+  const found = argv.find((a) => a.startsWith(`--${name}=`));
+  return found ? Number(found.slice(name.length + 3)) : fallback;
+};
+
+/** Every size of the run in one place; --quick shrinks counts, never what is measured. */
+const config = {
+  quick,
+  workMs: flag("work", 5),
+  longWorkMs: 200,
+  missCalls: flag("n", quick ? 150 : 2000),
+  missCallsWithWork: flag("n", quick ? 60 : 600),
+  warmup: quick ? 20 : 100,
+  burstSizes: [100, 1000],
+  commandCalls: quick ? 30 : 200,
+  throughputSeconds: quick ? 0.5 : 2,
+  throughputRuns: quick ? 1 : 2,
+  concurrency: [1, 64],
+  crossProcesses: quick ? 3 : 4,
+  crossRounds: quick ? 3 : 10,
+  crossWorkMs: 100,
+  memoryStoreKeys: quick ? 100_000 : 1_000_000,
+  memoryUnboundedKeys: quick ? 20_000 : 100_000,
+  memoryEngineKeys: quick ? 5_000 : 50_000,
+};
+
+const tag = `b${Date.now().toString(36)}`;
+const log = (message: string) =>
+  process.stderr.write(`[bench +${((performance.now() - t0) / 1000).toFixed(1)}s] ${message}\n`);
+const t0 = performance.now();
+
+const SERVERS: ServerSpec[] = [
+  { id: "plain", name: "plain handler", store: "–", baseline: null, peer: false },
+  { id: "idemfetch-memory", name: "idemfetch idempotency()", store: "memory", baseline: "plain", peer: false },
+  { id: "idemfetch-redis", name: "idemfetch idempotency()", store: "redis", baseline: "plain", peer: false },
+  {
+    id: "powertools-redis",
+    name: "@aws-lambda-powertools/idempotency",
+    store: "redis",
+    baseline: "plain",
+    peer: true,
+  },
+  { id: "node-idempotency-redis", name: "@node-idempotency/core", store: "redis", baseline: "plain", peer: true },
+  { id: "express-plain", name: "express (plain)", store: "–", baseline: null, peer: false },
+  { id: "express-idempotency", name: "express-idempotency", store: "memory", baseline: "express-plain", peer: true },
+];
+
+const CROSS: ServerSpec[] = [
+  { id: "idemfetch-redis", name: "idemfetch (pub/sub)", store: "redis", baseline: null, peer: false },
+  { id: "idemfetch-redis-poll", name: "idemfetch (polling)", store: "redis", baseline: null, peer: false },
+  {
+    id: "node-idempotency-redis-wait",
+    name: "@node-idempotency/core (wait: true)",
+    store: "redis",
+    baseline: null,
+    peer: true,
+  },
+  {
+    id: "node-idempotency-redis",
+    name: "@node-idempotency/core (default)",
+    store: "redis",
+    baseline: null,
+    peer: true,
+  },
+  {
+    id: "powertools-redis",
+    name: "@aws-lambda-powertools/idempotency",
+    store: "redis",
+    baseline: null,
+    peer: true,
+  },
+  { id: "express-idempotency", name: "express-idempotency", store: "memory", baseline: null, peer: true },
+];
+
+async function main(): Promise<Results> {
+  log(`${quick ? "quick" : "full"} run; work ${config.workMs} ms; load average ${loadavg().map((l) => l.toFixed(2))}`);
+  const loadBefore = loadavg()[0] as number;
+  const redis = await startPrivateRedis();
+  const admin = new Redis(redis.url);
+  const hosts: Host[] = [];
+  let servers: ServerHost[] = [];
+  try {
+    const upstream = await startHost<{ url: string }>("./upstream-host.ts");
+    hosts.push(upstream);
+    const bundles = await bundleSizes();
+    log("bundles measured");
+
+    // ---- client side: raw fetch / raw axios, idemfetch, fetch-dedupe, axios-cache-interceptor ----
+    const clients = await clientContenders(redis.url);
+    const u = upstream.ready.url;
+    await clientLatency(clients, u, 0, config.warmup, (c, i) => `${tag}-cw-${c}-${i}`);
+    const clientMiss0 = await clientLatency(clients, u, 0, config.missCalls, (c, i) => `${tag}-c${c}-${i}`);
+    log("client W1 (0 ms) done");
+    const clientReplay = await clientLatency(clients, u, 0, config.missCalls, (c, i) => `${tag}-c${c}-${i}`);
+    log("client W2 done");
+    const clientMissW = await clientLatency(
+      clients,
+      u,
+      config.workMs,
+      config.missCallsWithWork,
+      (c, i) => `${tag}-cw${c}-${i}`,
+    );
+    log(`client W1 (${config.workMs} ms) done`);
+    const clientBursts = [];
+    for (const [index, c] of clients.entries()) {
+      const bursts = [];
+      for (const size of config.burstSizes) {
+        bursts.push(await clientBurst(c, upstream, size, config.workMs, `${tag}-cb${index}-${size}`));
+      }
+      clientBursts.push(bursts);
+    }
+    const idemfetch = clients[1];
+    if (!idemfetch) throw new Error("no idemfetch contender");
+    const burstScaling = [
+      await clientBurst(idemfetch, upstream, 1000, 0, `${tag}-scale0`),
+      await clientBurst(idemfetch, upstream, 1000, config.workMs, `${tag}-scalew`),
+      await clientBurst(idemfetch, upstream, 1000, config.longWorkMs, `${tag}-scalel`),
+    ];
+    log("client W3 done");
+    const redisClient = clients[2];
+    if (!redisClient) throw new Error("no idemfetch redis contender");
+    const clientCommands = {
+      miss: await commandsPerRequest(admin, config.commandCalls, async () => {
+        for (let i = 0; i < config.commandCalls; i++)
+          await redisClient.call(`${u}/echo`, `${tag}-cc-${i}`, `{"i":${i}}`);
+      }),
+      replay: await commandsPerRequest(admin, config.commandCalls, async () => {
+        for (let i = 0; i < config.commandCalls; i++)
+          await redisClient.call(`${u}/echo`, `${tag}-cc-${i}`, `{"i":${i}}`);
+      }),
+    };
+    for (const c of clients) await c.close();
+    log("client side done");
+
+    // ---- server side: every contender in its own process, the same handler, the same private Redis ----
+    servers = await startServers(SERVERS, redis.url);
+    log("servers up");
+    await serverLatency(servers, 0, config.warmup, (s, i) => `${tag}-sw-${s}-${i}`);
+    const serverMiss0 = await serverLatency(servers, 0, config.missCalls, (s, i) => `${tag}-s${s}-${i}`);
+    log("server W1 (0 ms) done");
+    const serverReplay = await serverLatency(servers, 0, config.missCalls, (s, i) => `${tag}-s${s}-${i}`);
+    log("server W2 done");
+    const serverMissW = await serverLatency(
+      servers,
+      config.workMs,
+      config.missCallsWithWork,
+      (s, i) => `${tag}-sw${s}-${i}`,
+    );
+    log(`server W1 (${config.workMs} ms) done`);
+    const serverBursts = [];
+    for (const [index, s] of servers.entries()) {
+      const bursts = [];
+      for (const size of config.burstSizes) {
+        bursts.push(await serverBurst(s, size, config.workMs, `${tag}-sb${index}-${size}`));
+      }
+      serverBursts.push(bursts);
+    }
+    log("server W3 done");
+    const probes = [];
+    for (const [index, s] of servers.entries()) {
+      probes.push(s.spec.baseline === null ? null : await keyReuseProbe(s, `${tag}-p${index}`));
+    }
+    const serverCommands = [];
+    for (const [index, s] of servers.entries()) {
+      if (s.spec.store !== "redis") {
+        serverCommands.push(null);
+        continue;
+      }
+      const n = config.commandCalls;
+      const send = (i: number) => s.client.send("/work?ms=0", `${tag}-sc${index}-${i}`, `{"i":${i}}`);
+      serverCommands.push({
+        miss: await commandsPerRequest(admin, n, async () => {
+          for (let i = 0; i < n; i++) await send(i);
+        }),
+        replay: await commandsPerRequest(admin, n, async () => {
+          for (let i = 0; i < n; i++) await send(i);
+        }),
+      });
+    }
+    log("commands counted");
+    const serverThroughput = servers.map(() =>
+      config.concurrency.map((concurrency) => ({ concurrency, rps: 0, errors: 0 })),
+    );
+    for (let run = 0; run < config.throughputRuns; run++) {
+      for (let j = 0; j < servers.length; j++) {
+        const index = (j + run) % servers.length;
+        const s = servers[index] as ServerHost;
+        for (const [ci, concurrency] of config.concurrency.entries()) {
+          const t = await throughput(
+            s,
+            concurrency,
+            config.throughputSeconds,
+            config.workMs,
+            `${tag}-t${index}-${run}-${concurrency}`,
+          );
+          const best = (serverThroughput[index] as { rps: number; errors: number }[])[ci] as {
+            rps: number;
+            errors: number;
+          };
+          if (t.rps > best.rps) Object.assign(best, { rps: t.rps, errors: t.errors });
+        }
+      }
+    }
+    log("server W5 done");
+    await closeServers(servers);
+    servers = [];
+
+    // ---- W4: K processes on one Redis ----
+    const cross = [];
+    for (const [index, spec] of CROSS.entries()) {
+      cross.push(
+        await crossProcess(
+          spec,
+          redis.url,
+          config.crossProcesses,
+          config.crossRounds,
+          config.crossWorkMs,
+          `${tag}-x${index}`,
+        ),
+      );
+    }
+    log("W4 done");
+
+    // ---- memory growth on the memory store, in a process of its own with --expose-gc ----
+    const memoryHost = await startHost("./memory-host.ts", {}, ["--expose-gc"]);
+    hosts.push(memoryHost);
+    const memory = {
+      bounded: await memoryHost.call<MemoryResult>("store", { keys: config.memoryStoreKeys, maxEntries: 10_000 }),
+      unbounded: await memoryHost.call<MemoryResult>("store", {
+        keys: config.memoryUnboundedKeys,
+        maxEntries: Number.MAX_SAFE_INTEGER,
+      }),
+      engine: await memoryHost.call<MemoryResult>("engine", { keys: config.memoryEngineKeys }),
+    };
+    log("memory measured");
+
+    return {
+      config,
+      environment: {
+        node: process.version,
+        cpus: `${cpus().length} × ${cpus()[0]?.model ?? "?"}`,
+        loadBefore,
+        loadAfter: loadavg()[0] as number,
+        wallSeconds: (performance.now() - t0) / 1000,
+      },
+      bundles,
+      client: {
+        contenders: clients.map((c) => ({ name: c.name, store: c.store, baseline: c.baseline, peer: c.peer })),
+        miss0: clientMiss0,
+        missW: clientMissW,
+        replay: clientReplay,
+        bursts: clientBursts,
+        burstScaling,
+        commands: clientCommands,
+      },
+      server: {
+        specs: SERVERS,
+        miss0: serverMiss0,
+        missW: serverMissW,
+        replay: serverReplay,
+        bursts: serverBursts,
+        probes,
+        commands: serverCommands,
+        throughput: serverThroughput,
+      },
+      cross,
+      memory,
+    };
+  } finally {
+    await closeServers(servers);
+    for (const h of hosts) await h.close();
+    admin.disconnect();
+    await redis.stop();
+  }
+}
+
+const results = await main();
+const report = renderReport(results);
+process.stdout.write(`${report}\n`);
+// A quick run (CI) prints only: the committed RESULTS.md and chart.svg come from a full run.
+if (!quick || argv.includes("--write")) {
+  const out = new URL(".", import.meta.url);
+  writeFileSync(new URL("RESULTS.md", out), `${report}\n`);
+  writeFileSync(new URL("chart.svg", out), renderChart(results));
+  log("wrote test/bench/RESULTS.md and test/bench/chart.svg");
+}
+log(`done in ${((performance.now() - t0) / 1000).toFixed(0)} s`);

@@ -1,0 +1,13 @@
+// Child process: the counting upstream of test/fixtures on 127.0.0.1, away from the bench's own event loop.
+import { startUpstream } from "../fixtures/upstream.js";
+import { serveHost } from "./lib.js";
+
+const upstream = await startUpstream();
+serveHost(
+  { url: upstream.url },
+  {
+    count: () => upstream.count(),
+    reset: () => upstream.reset(),
+    exit: () => upstream.close(),
+  },
+);
