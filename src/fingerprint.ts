@@ -1,29 +1,17 @@
-// Request fingerprints: canonical JSON (sorted keys, no idempotency_key) or raw bytes, hashed with Web Crypto SHA-256.
+// Request fingerprints: canonical JSON (sorted keys, no idempotency_key) or raw bytes, hashed with SHA-256.
 import { BODY_KEY_FIELD } from "./key.js";
+import { sha256Sync } from "./sha256.js";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
 
-// Duplicates hash the same short texts (key, scope, canonical body): a burst of 1,000 would queue
-// 2,000 Web Crypto jobs (in Node, on the 4-thread libuv pool) for 2 distinct results.
-const MEMO_ENTRIES = 512;
-const MEMO_MAX_LENGTH = 4096;
-const memo = new Map<string, Promise<string>>();
+/** Up to this size JavaScript hashes faster than a Web Crypto round trip (measured in Node 20). */
+const SYNC_MAX_BYTES = 2048;
 
-/** Hex SHA-256 of text or bytes, with Web Crypto (every runtime); short texts are memoised. */
-export function sha256(data: string | Uint8Array): Promise<string> {
-  if (typeof data !== "string" || data.length > MEMO_MAX_LENGTH) return digest(data);
-  let hex = memo.get(data);
-  if (hex === undefined) {
-    hex = digest(data);
-    if (memo.size >= MEMO_ENTRIES) memo.delete(memo.keys().next().value as string);
-    memo.set(data, hex);
-  }
-  return hex;
-}
-
-async function digest(data: string | Uint8Array): Promise<string> {
+/** Hex SHA-256 of text or bytes: in JavaScript when short, else with Web Crypto (every runtime). */
+export async function sha256(data: string | Uint8Array): Promise<string> {
   const bytes = typeof data === "string" ? encoder.encode(data) : data;
+  if (bytes.length <= SYNC_MAX_BYTES) return sha256Sync(bytes);
   const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>));
   let hex = "";
   for (const b of digest) hex += (b < 16 ? "0" : "") + b.toString(16);

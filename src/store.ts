@@ -48,11 +48,22 @@ export interface IdempotencyStore {
   close?(): Promise<void>;
 }
 
+// Random bytes come from a pool: one getRandomValues call per 256 tokens instead of one each.
+let pool = new Uint8Array(0);
+let poolOffset = 0;
+
 /** An unguessable owner token (128 random bits, hex). */
 export function newToken(): string {
-  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  if (poolOffset + 16 > pool.length) {
+    pool = crypto.getRandomValues(new Uint8Array(4096));
+    poolOffset = 0;
+  }
   let out = "";
-  for (const b of bytes) out += (b < 16 ? "0" : "") + b.toString(16);
+  for (let i = poolOffset; i < poolOffset + 16; i++) {
+    const b = pool[i] as number;
+    out += (b < 16 ? "0" : "") + b.toString(16);
+  }
+  poolOffset += 16;
   return out;
 }
 
