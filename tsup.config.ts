@@ -1,4 +1,5 @@
-// Build: one ESM + CJS + .d.ts entry per export of deno.json (the one list of entry points).
+// Build: one ESM + CJS + .d.ts entry per export of deno.json (the one list of entry points), the
+// runtime-specific install() entries behind package.json's conditions, and a one-file browser bundle.
 import { readFileSync } from "node:fs";
 import { defineConfig } from "tsup";
 
@@ -7,16 +8,39 @@ const { exports } = JSON.parse(readFileSync("deno.json", "utf8")) as { exports: 
 /** "./adapters/ioredis" -> "adapters/ioredis", "." -> "index" */
 export const entryName = (subpath: string): string => (subpath === "." ? "index" : subpath.slice(2));
 
-export default defineConfig({
-  entry: Object.fromEntries(Object.entries(exports).map(([subpath, source]) => [entryName(subpath), source])),
-  format: ["esm", "cjs"],
-  dts: true,
-  clean: true,
-  sourcemap: true,
-  target: "es2022",
-  platform: "neutral",
-  // Deno and edge runtimes need the node: prefix kept.
-  removeNodeProtocol: false,
-  splitting: true,
-  treeshake: true,
-});
+/** package.json's "./install" also points at these, chosen by the "node" and "browser" conditions. */
+export const conditionalEntries = {
+  "install-node": "src/install-node.ts",
+  "install-browser": "src/install-browser.ts",
+};
+
+export default defineConfig([
+  {
+    entry: {
+      ...Object.fromEntries(Object.entries(exports).map(([subpath, source]) => [entryName(subpath), source])),
+      ...conditionalEntries,
+    },
+    format: ["esm", "cjs"],
+    dts: true,
+    clean: true,
+    sourcemap: true,
+    target: "es2022",
+    platform: "neutral",
+    // Deno and edge runtimes need the node: prefix kept; only the Node install entry uses one.
+    removeNodeProtocol: false,
+    external: [/^node:/],
+    splitting: true,
+    treeshake: true,
+  },
+  {
+    // <script type="module"> with no bundler: everything, dependencies included, in one file.
+    entry: { "browser/idemfetch": "src/browser.ts" },
+    format: ["esm"],
+    platform: "browser",
+    target: "es2022",
+    noExternal: [/.*/],
+    minify: true,
+    sourcemap: true,
+    removeNodeProtocol: false,
+  },
+]);

@@ -54,7 +54,7 @@ function stripOwn(init: IdempotentRequestInit | undefined): RequestInit | undefi
 }
 
 /** False only when the call has no key header, no body that could hold `idempotency_key`, and no auto key. */
-function mayCarryKey(
+export function mayCarryKey(
   input: RequestInfo | URL,
   init: RequestInit | undefined,
   autoMethods: ReadonlySet<string> | null,
@@ -73,13 +73,13 @@ function mayCarryKey(
   return typeof body === "string" ? body.includes("idempotency_key") : !(body instanceof URLSearchParams);
 }
 
-function headerIn(headers: HeadersInit): boolean {
+export function headerIn(headers: HeadersInit): boolean {
   if (headers instanceof Headers) return headers.has(KEY_HEADER);
   if (Array.isArray(headers)) return headers.some(([name]) => name?.toLowerCase() === KEY_HEADER);
   for (const name in headers) if (name.toLowerCase() === KEY_HEADER) return true;
   return false;
 }
 
-function isStream(body: unknown): boolean {
+export function isStream(body: unknown): boolean {
   return typeof ReadableStream !== "undefined" && body instanceof ReadableStream;
 }

@@ -17,3 +17,5 @@ export { DEFAULTS, defaultShouldStore, normalizeOptions } from "./options.js";
 export { decodeRecord, encodeRecord } from "./record.js";
 export type { AcquireResult, IdempotencyStore, MemoryStoreOptions, StoredRecord } from "./store.js";
 export { memoryStore, newToken } from "./store.js";
+export type { WebLocksOptions } from "./web-locks.js";
+export { withWebLocks } from "./web-locks.js";

@@ -1,11 +1,13 @@
 // The package's entry points agree everywhere: deno.json (sources), package.json (built files), tsup (entries).
 import { existsSync, readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
-import { entryName } from "../tsup.config.js";
+import { conditionalEntries, entryName } from "../tsup.config.js";
 
 const pkg = JSON.parse(readFileSync("package.json", "utf8"));
 const deno = JSON.parse(readFileSync("deno.json", "utf8"));
-const subpaths = (exports: Record<string, unknown>) => Object.keys(exports).filter((k) => k !== "./package.json");
+// "./browser" is the one-file bundle for <script type="module">; Deno imports the modules themselves.
+const PACKAGE_ONLY = new Set(["./package.json", "./browser"]);
+const subpaths = (exports: Record<string, unknown>) => Object.keys(exports).filter((k) => !PACKAGE_ONLY.has(k));
 
 describe("entry points", () => {
   it("deno.json exports exactly the subpaths package.json exports", () => {
@@ -19,10 +21,24 @@ describe("entry points", () => {
   it("every package.json export points at the built files of its tsup entry", () => {
     for (const subpath of subpaths(pkg.exports)) {
       const name = entryName(subpath);
-      const target = pkg.exports[subpath];
+      // A conditional export ("./install") names Deno's build under "deno"; the others are checked below.
+      const target = pkg.exports[subpath].deno ?? pkg.exports[subpath];
       expect(target.types, subpath).toBe(`./dist/${name}.d.ts`);
       expect(target.import ?? target.default, subpath).toBe(`./dist/${name}.js`);
       if (target.require !== undefined) expect(target.require, subpath).toBe(`./dist/${name}.cjs`);
+    }
+  });
+
+  it("the install() conditions point at the runtime-specific tsup entries", () => {
+    const install = pkg.exports["./install"];
+    for (const [condition, entry] of [
+      ["node", "install-node"],
+      ["browser", "install-browser"],
+      ["default", "install-browser"],
+    ] as const) {
+      expect(install[condition].types, condition).toBe(`./dist/${entry}.d.ts`);
+      expect(install[condition].import ?? install[condition].default, condition).toBe(`./dist/${entry}.js`);
+      expect(conditionalEntries[entry], condition).toBeDefined();
     }
   });
 

@@ -1,0 +1,162 @@
+// The demo page's script: install() over IndexedDB, app code that knows nothing about idempotency, live counters.
+import axios from "axios";
+import { indexedDBStore, install, type Uninstall, withWebLocks } from "../../src/browser.js";
+
+const $ = <T extends HTMLElement = HTMLElement>(id: string): T => document.getElementById(id) as T;
+
+// --- idemfetch: the only lines a real app adds ------------------------------------------------
+const DB = "idemfetch-demo";
+let uninstall: Uninstall | undefined;
+function protect(on: boolean): void {
+  uninstall?.();
+  uninstall = on ? install({ store: withWebLocks(indexedDBStore({ dbName: DB }), { name: DB }) }) : undefined;
+  $("status").textContent = on
+    ? "install() is active: fetch and XMLHttpRequest go through idemfetch"
+    : "uninstalled: every click is a request";
+  $("status").className = on ? "status" : "status off";
+}
+protect(true);
+$<HTMLInputElement>("protect").addEventListener("change", (event) => {
+  protect((event.target as HTMLInputElement).checked);
+});
+
+// --- the app: plain fetch and axios ----------------------------------------------------------
+const order = () => ({ item: $<HTMLSelectElement>("item").value, qty: Number($<HTMLInputElement>("qty").value) });
+
+$("order-fetch").addEventListener("click", () => {
+  void track("fetch", () =>
+    fetch("/api/order", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(order()),
+    }).then(fromFetch),
+  );
+});
+
+$("order-axios").addEventListener("click", () => {
+  void track("axios", () =>
+    axios.post("/api/order", order(), { validateStatus: () => true }).then((r) => ({
+      status: r.status,
+      replayed: r.headers["idempotent-replayed"] === "true",
+      body: JSON.stringify(r.data),
+    })),
+  );
+});
+
+$("burst").addEventListener("click", () => {
+  action(10);
+  const body = JSON.stringify(order());
+  for (let i = 0; i < 10; i++) {
+    void track("burst", () =>
+      fetch("/api/order", { method: "POST", headers: { "content-type": "application/json" }, body }).then(fromFetch),
+    );
+  }
+});
+
+$("pay").addEventListener("click", () => {
+  const key = $<HTMLInputElement>("pay-key").value;
+  const amount = $<HTMLInputElement>("pay-amount").value;
+  void track("pay", () =>
+    fetch("/api/order", {
+      method: "POST",
+      headers: { "content-type": "application/json", "idempotency-key": key },
+      body: JSON.stringify({ invoice: key, amount }),
+    }).then(fromFetch),
+  );
+});
+
+// --- counters, chart and log ------------------------------------------------------------------
+interface Outcome {
+  status: number;
+  replayed: boolean;
+  body: string;
+}
+
+const counts = { sent: 0, replays: 0 };
+/** Per action: requests sent and upstream executions (the server's count moved by). */
+const actions: { sent: number; executedFrom: number; executed: number }[] = [];
+let executions = 0;
+let lastAction = 0;
+
+async function fromFetch(response: Response): Promise<Outcome> {
+  return {
+    status: response.status,
+    replayed: response.headers.get("idempotent-replayed") === "true",
+    body: await response.text(),
+  };
+}
+
+/** Groups the requests of one user action (a click, a double-click, a burst) into one chart column. */
+function action(requests: number): void {
+  const now = performance.now();
+  const current = actions.at(-1);
+  if (current && now - lastAction < 400) current.sent += requests;
+  else actions.push({ sent: requests, executedFrom: executions, executed: 0 });
+  if (actions.length > 12) actions.shift();
+  lastAction = now;
+}
+
+async function track(kind: string, call: () => Promise<Outcome>): Promise<void> {
+  if (kind !== "burst") action(1);
+  counts.sent++;
+  render();
+  let outcome: Outcome;
+  try {
+    outcome = await call();
+  } catch (error) {
+    outcome = { status: 0, replayed: false, body: String(error) };
+  }
+  if (outcome.replayed) counts.replays++;
+  log(kind, outcome);
+  await refresh();
+}
+
+function log(kind: string, outcome: Outcome): void {
+  const item = document.createElement("li");
+  item.dataset.kind = kind;
+  item.dataset.status = String(outcome.status);
+  item.dataset.replayed = String(outcome.replayed);
+  const what = document.createElement("span");
+  what.textContent = outcome.replayed ? `${kind} · replayed` : kind;
+  if (outcome.replayed) what.className = "replayed";
+  const status = document.createElement("span");
+  status.textContent = String(outcome.status);
+  const body = document.createElement("code");
+  body.textContent = outcome.body;
+  item.append(what, status, body);
+  $("log").prepend(item);
+}
+
+async function refresh(): Promise<void> {
+  try {
+    executions = ((await (await fetch("/api/counters")).json()) as { executions: number }).executions;
+  } catch {
+    // the server is gone; keep the last numbers
+  }
+  const current = actions.at(-1);
+  if (current) current.executed = Math.max(0, executions - current.executedFrom);
+  render();
+}
+
+function render(): void {
+  $("c-sent").textContent = String(counts.sent);
+  $("c-exec").textContent = String(executions);
+  $("c-replays").textContent = String(counts.replays);
+  $("c-saved").textContent = String(uninstall?.stats().saved ?? 0);
+  const max = Math.max(1, ...actions.map((a) => a.sent));
+  const svg = actions
+    .map((a, i) => {
+      const x = 10 + i * 72;
+      const bar = (value: number, dx: number, color: string) => {
+        const h = (value / max) * 120;
+        return `<rect x="${x + dx}" y="${130 - h}" width="26" height="${h}" rx="3" fill="${color}"/>`;
+      };
+      return `${bar(a.sent, 0, "var(--sent)")}${bar(a.executed, 30, "var(--exec)")}<text x="${x + 28}" y="146" font-size="11" text-anchor="middle" fill="#6b7385">${a.sent}→${a.executed}</text>`;
+    })
+    .join("");
+  $("chart").innerHTML = svg;
+}
+
+void refresh();
+// Other tabs execute too: keep the shared counter live.
+setInterval(() => void refresh(), 2000);

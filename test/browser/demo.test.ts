@@ -1,0 +1,147 @@
+// The browser demo in Chromium, served by the one demo server (demo/main.ts): real clicks, counters, a screenshot.
+import { mkdirSync } from "node:fs";
+import type { Browser, BrowserContext, Page } from "playwright-core";
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { type Demo, startDemo } from "../../demo/main.js";
+import { launchChromium } from "./harness.js";
+
+let browser: Browser;
+let demo: Demo;
+const contexts: BrowserContext[] = [];
+const ARTIFACTS = new URL("../../test-results/", import.meta.url);
+
+beforeAll(async () => {
+  [demo, browser] = await Promise.all([startDemo({ port: 0, env: {}, log: () => {} }), launchChromium()]);
+});
+afterAll(async () => {
+  await browser?.close();
+  await demo?.close();
+});
+beforeEach(async () => {
+  await fetch(`${demo.url}/api/counters/reset`, { method: "POST" });
+});
+afterEach(async () => {
+  for (const context of contexts.splice(0)) await context.close();
+});
+
+/** The demo page in a fresh profile (an empty IndexedDB), once install() has run. */
+async function openDemo(): Promise<Page> {
+  const context = await browser.newContext({ viewport: { width: 960, height: 900 } });
+  contexts.push(context);
+  const page = await context.newPage();
+  await page.goto(demo.url);
+  await page.waitForFunction(() => document.getElementById("status")?.textContent?.startsWith("install()"));
+  return page;
+}
+
+const executions = async (): Promise<number> =>
+  ((await (await fetch(`${demo.url}/api/counters`)).json()) as { executions: number }).executions;
+
+interface Logged {
+  kind: string;
+  status: number;
+  replayed: boolean;
+  body: string;
+}
+const logged = (page: Page): Promise<Logged[]> =>
+  page.$$eval("#log li", (items) =>
+    items.map((li) => ({
+      kind: (li as HTMLElement).dataset.kind ?? "",
+      status: Number((li as HTMLElement).dataset.status),
+      replayed: (li as HTMLElement).dataset.replayed === "true",
+      body: li.querySelector("code")?.textContent ?? "",
+    })),
+  );
+const waitForLog = (page: Page, n: number) =>
+  page.waitForFunction((count) => document.querySelectorAll("#log li").length >= count, n);
+const counter = async (page: Page, id: string): Promise<number> => Number(await page.textContent(`#${id}`));
+
+describe("the browser demo", () => {
+  for (const [button, kind] of [
+    ["#order-fetch", "fetch"],
+    ["#order-axios", "axios"],
+  ] as const) {
+    it(`a real double-click on ${button} is one upstream call, and both click handlers get the same body`, async () => {
+      const page = await openDemo();
+      await page.dblclick(button);
+      await waitForLog(page, 2);
+      const entries = await logged(page);
+      expect(entries.map((e) => e.kind)).toEqual([kind, kind]);
+      expect(entries[0]!.body).toBe(entries[1]!.body);
+      expect(JSON.parse(entries[0]!.body)).toMatchObject({ execution: 1, order: { item: "Coffee beans", qty: 1 } });
+      expect(entries.map((e) => e.replayed).sort()).toEqual([false, true]);
+      expect(await executions()).toBe(1);
+    });
+  }
+
+  it("with protection off the same double-click is two orders", async () => {
+    const page = await openDemo();
+    await page.uncheck("#protect");
+    await page.dblclick("#order-fetch");
+    await waitForLog(page, 2);
+    const bodies = (await logged(page)).map((e) => JSON.parse(e.body).execution).sort();
+    expect(bodies).toEqual([1, 2]);
+    expect(await executions()).toBe(2);
+  });
+
+  it("the same invoice key with another amount shows the 409 JSON in the page", async () => {
+    const page = await openDemo();
+    await page.click("#pay");
+    await waitForLog(page, 1);
+    await page.fill("#pay-amount", "4200.00");
+    await page.click("#pay");
+    await waitForLog(page, 2);
+    const [conflict] = await logged(page);
+    expect(conflict!.status).toBe(409);
+    expect(JSON.parse(conflict!.body)).toEqual({
+      success: false,
+      error: {
+        type: "client_error",
+        code: "IDEMPOTENCY_CONFLICT",
+        message: "Request body differs from previous request with same key",
+      },
+    });
+    expect(await page.isVisible('#log li[data-status="409"]')).toBe(true);
+    expect(await executions()).toBe(1);
+  });
+
+  it("two tabs pay the same invoice: one execution; a reload replays it from IndexedDB", async () => {
+    const first = await openDemo();
+    const second = await first.context().newPage();
+    await second.goto(demo.url);
+    await second.waitForFunction(() => document.getElementById("status")?.textContent?.startsWith("install()"));
+    await Promise.all([first.click("#pay"), second.click("#pay")]);
+    await Promise.all([waitForLog(first, 1), waitForLog(second, 1)]);
+    const [a] = await logged(first);
+    const [b] = await logged(second);
+    expect(a!.body).toBe(b!.body);
+    expect(await executions()).toBe(1);
+
+    await first.reload();
+    await first.waitForFunction(() => document.getElementById("status")?.textContent?.startsWith("install()"));
+    await first.click("#pay");
+    await waitForLog(first, 1);
+    const [again] = await logged(first);
+    expect(again).toMatchObject({ replayed: true, body: a!.body });
+    expect(await executions()).toBe(1);
+  });
+
+  it("after a burst of 10 the counters (read from the screenshot's page) show 10 sent, 1 executed, 9 saved", async () => {
+    const page = await openDemo();
+    await page.click("#burst");
+    await waitForLog(page, 10);
+    await page.waitForFunction(() => document.getElementById("c-exec")?.textContent === "1");
+    mkdirSync(ARTIFACTS, { recursive: true });
+    const path = new URL("demo-burst.png", ARTIFACTS).pathname;
+    await page.screenshot({ path, fullPage: true });
+    expect({
+      sent: await counter(page, "c-sent"),
+      executed: await counter(page, "c-exec"),
+      replays: await counter(page, "c-replays"),
+      saved: await counter(page, "c-saved"),
+    }).toEqual({ sent: 10, executed: 1, replays: 9, saved: 9 });
+    expect(await page.textContent("#chart")).toContain("10→1");
+    expect(new Set((await logged(page)).map((e) => e.body)).size).toBe(1);
+    expect(await executions()).toBe(1);
+  });
+});
