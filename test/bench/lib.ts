@@ -170,10 +170,14 @@ export function kb(bytes: number): string {
   return `${(bytes / 1024).toFixed(2)} KB`;
 }
 
-/** A markdown table; cells are already formatted. */
+/** A markdown table, columns padded as the project's formatter (Biome) lays them out; cells are already formatted. */
 export function table(head: string[], rows: string[][]): string {
-  const line = (cells: string[]) => `| ${cells.map((c) => c.replaceAll("|", "\\|")).join(" | ")} |`;
-  return [line(head), line(head.map(() => "---")), ...rows.map(line)].join("\n");
+  const all = [head, ...rows].map((cells) => cells.map((c) => c.replaceAll("|", "\\|")));
+  const widths = head.map((_, i) => Math.max(3, ...all.map((cells) => [...(cells[i] ?? "")].length)));
+  const line = (cells: string[]) =>
+    `| ${cells.map((c, i) => c + " ".repeat((widths[i] as number) - [...c].length)).join(" | ")} |`;
+  const [first, ...rest] = all;
+  return [line(first as string[]), line(widths.map((w) => "-".repeat(w))), ...rest.map(line)].join("\n");
 }
 
 /**

@@ -19,6 +19,7 @@ export interface Results {
     longWorkMs: number;
     missCalls: number;
     missCallsWithWork: number;
+    replayCalls: number;
     commandCalls: number;
     throughputSeconds: number;
     crossProcesses: number;
@@ -314,7 +315,9 @@ export function renderReport(r: Results): string {
       }),
     );
   };
-  out.push("## W2 replay path: the W1 (0 ms) keys again");
+  out.push(
+    `## W2 replay path: the last ${r.config.replayCalls} W1 (0 ms) keys again (no more than every store keeps by default: axios-cache-interceptor's memory storage holds 1,024)`,
+  );
   out.push("");
   out.push("Client side (raw fetch and raw axios send the request again: they are the loopback baseline):");
   out.push("");
@@ -398,7 +401,7 @@ export function renderReport(r: Results): string {
 
   // ---------------- W4 ----------------
   out.push(
-    `## W4 cross-process: ${r.config.crossProcesses} server processes on one Redis, the same key to each at once, ${r.config.crossWorkMs} ms handler`,
+    `## W4 cross-process: ${r.config.crossProcesses} server processes on one Redis, the same key to each at once, ${r.config.crossRounds} rounds, ${r.config.crossWorkMs}-${r.config.crossWorkMs + 99} ms handler`,
   );
   out.push("");
   const xPeers = r.cross.flatMap((x, i) => (x.spec.peer && x.correct ? [i] : []));
@@ -411,6 +414,7 @@ export function renderReport(r: Results): string {
         "callers got",
         "wake-up after the first answer: median",
         "p99",
+        "first round (max)",
         "× best peer",
         "correct",
       ],
@@ -420,6 +424,7 @@ export function renderReport(r: Results): string {
         x.outcomes,
         x.wakeMs.length ? ms(median(x.wakeMs)) : "–",
         x.wakeMs.length ? ms(p99(x.wakeMs)) : "–",
+        x.firstWakeMs.length ? ms(Math.max(...x.firstWakeMs)) : "–",
         x.wakeMs.length
           ? ratio(median(x.wakeMs), xBest === undefined ? undefined : median(r.cross[xBest]?.wakeMs ?? []))
           : "–",
@@ -599,6 +604,7 @@ export function renderChart(r: Results): string {
   const esc = (text: string) => text.replaceAll("&", "&amp;").replaceAll("<", "&lt;");
   const parts: string[] = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="11">`,
+    `<title>idemfetch benchmark: W1 miss, W2 replay and W3 burst latency per contender</title>`,
     `<rect width="100%" height="100%" fill="#fff"/>`,
   ];
   panels.forEach((panel, p) => {

@@ -206,12 +206,17 @@ export interface CrossProcess {
   /** Handler executions per round, over all processes. */
   executionsPerRound: number[];
   outcomes: string;
-  /** For each request that waited and got the answer: its completion time minus the first completion of its round. */
+  /** For each request that waited and got the answer: its completion time minus the first completion of its round (rounds after the first). */
   wakeMs: number[];
+  /** The same in the first round, when every process meets the key (and its store connections) for the first time. */
+  firstWakeMs: number[];
   correct: boolean;
 }
 
-/** K processes on one Redis; each round sends the same key to all of them at once. */
+/**
+ * K processes on one Redis; each round sends the same key to all of them at once. The handler's work varies
+ * per round (workMs .. workMs + 99 ms) so that polling intervals cannot line up with it by chance.
+ */
 export async function crossProcess(
   spec: ServerSpec,
   redisUrl: string,
@@ -229,12 +234,14 @@ export async function crossProcess(
     const executionsPerRound: number[] = [];
     const labels: string[] = [];
     const wakeMs: number[] = [];
+    const firstWakeMs: number[] = [];
     for (let round = 0; round < rounds; round++) {
+      const roundMs = workMs + ((round * 37) % 100);
       const before = await Promise.all(hosts.map((h) => h.host.call<number>("count")));
       const key = `${tag}-round-${round}`;
       const results = await Promise.all(
         hosts.map(async (h) => {
-          const reply = await h.client.send(`/work?ms=${workMs}`, key, body(`round-${round}`));
+          const reply = await h.client.send(`/work?ms=${roundMs}`, key, body(`round-${round}`));
           return { reply, at: performance.now() };
         }),
       );
@@ -242,7 +249,7 @@ export async function crossProcess(
       executionsPerRound.push(after.reduce((sum, a, i) => sum + a - (before[i] as number), 0));
       for (const r of results) labels.push(label(r.reply));
       const ok = results.filter((r) => r.reply.status === 200).sort((a, b) => a.at - b.at);
-      for (const r of ok.slice(1)) wakeMs.push(r.at - (ok[0] as { at: number }).at);
+      for (const r of ok.slice(1)) (round === 0 ? firstWakeMs : wakeMs).push(r.at - (ok[0] as { at: number }).at);
       await sleep(20);
     }
     return {
@@ -252,6 +259,7 @@ export async function crossProcess(
       executionsPerRound,
       outcomes: tally(labels),
       wakeMs,
+      firstWakeMs,
       correct: executionsPerRound.every((e) => e === 1) && labels.every((l) => l === "200"),
     };
   } finally {
