@@ -53,6 +53,7 @@ export function fingerprintOf(
   target: string,
   bytes: Uint8Array | null,
   json: unknown,
+  contentType: string | null = null,
 ): Promise<string> {
   const head = `${method}\n${target}\n`;
   if (json !== undefined) {
@@ -64,6 +65,15 @@ export function fingerprintOf(
     return sha256(`${head}json\n${canonicalJson(body)}`);
   }
   if (bytes === null || bytes.length === 0) return sha256(`${head}empty\n`);
+  // FormData gets a random multipart boundary per request: two identical form posts must still match.
+  const boundary = contentType && /^multipart\/[^;]*;.*boundary="?([^";]+)"?/i.exec(contentType)?.[1];
+  if (boundary) {
+    let binary = "";
+    for (let i = 0; i < bytes.length; i += 0x8000) {
+      binary += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000) as unknown as number[]);
+    }
+    return sha256(`${head}multipart\n${binary.replaceAll(boundary, "boundary")}`);
+  }
   const prefix = encoder.encode(`${head}bytes\n`);
   const all = new Uint8Array(prefix.length + bytes.length);
   all.set(prefix);

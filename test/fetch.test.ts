@@ -268,6 +268,22 @@ describe("auto key (double-clicks)", () => {
     expect(up.count()).toBe(1);
   });
 
+  it("two identical FormData posts coalesce although each gets its own random multipart boundary", async () => {
+    const f = createIdempotentFetch({ autoKey: true });
+    const form = () => {
+      const data = new FormData();
+      data.set("name", "Ada");
+      data.set("file", new Blob([new Uint8Array([0, 255, 10])]), "a.bin");
+      return data;
+    };
+    await Promise.all([1, 2].map(() => f(`${up.url}/echo?ms=40`, { method: "POST", body: form() })));
+    expect(up.count()).toBe(1);
+    const other = form();
+    other.set("name", "Grace");
+    await f(`${up.url}/echo?ms=40`, { method: "POST", body: other });
+    expect(up.count()).toBe(2);
+  });
+
   it("is off by default outside pages: two identical un-keyed POSTs both run", async () => {
     const f = createIdempotentFetch();
     await Promise.all([1, 2].map(() => f(`${up.url}/echo?ms=20`, { method: "POST", body: "count" })));
