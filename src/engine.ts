@@ -449,7 +449,9 @@ export function createEngine(o: NormalizedOptions): Engine {
     const url = new URL(request.url);
     const target = side === "client" ? url.href : url.pathname + url.search;
     const [fingerprint, keyHash, scope] = await Promise.all([
-      o.fingerprint ? o.fingerprint(withBody()) : fingerprintOf(method, target, bytes, json, request.headers.get("content-type")),
+      o.fingerprint
+        ? o.fingerprint(withBody())
+        : fingerprintOf(method, target, bytes, json, request.headers.get("content-type")),
       auto ? undefined : sha256(key as string),
       scopeOf(request, withBody),
     ]);
