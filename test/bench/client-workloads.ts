@@ -24,14 +24,17 @@ const body = (i: number) => JSON.stringify({ model: "bench", prompt: `hello ${i}
 
 const label = (o: ClientOutcome): string => (o.error ? "error" : o.replayed ? `${o.status} replay` : String(o.status));
 
-/** Sequential calls, interleaved across contenders; `keyOf` picks the key (fresh for W1, W1's again for W2). */
+/**
+ * Sequential calls number `first` .. `first + n - 1`, interleaved across contenders. Call i sends key
+ * `keyOf(contender, i)` with body i, so W2 repeats W1's calls exactly by repeating their numbers.
+ */
 export async function clientLatency(
   contenders: ClientContender[],
   upstreamUrl: string,
   workMs: number,
   n: number,
   keyOf: (contender: number, i: number) => string,
-  bodyOf: (i: number) => string = body,
+  first = 0,
 ): Promise<Latency[]> {
   const url = `${upstreamUrl}/echo?ms=${workMs}`;
   const stats = contenders.map(() => ({ replayed: 0, errors: 0 }));
@@ -40,7 +43,7 @@ export async function clientLatency(
     n,
     async ({ c, index }, i) => {
       const started = performance.now();
-      const outcome = await c.call(url, keyOf(index, i), bodyOf(i));
+      const outcome = await c.call(url, keyOf(index, first + i), body(first + i));
       const elapsed = performance.now() - started;
       const s = stats[index] as { replayed: number; errors: number };
       if (outcome.replayed) s.replayed++;

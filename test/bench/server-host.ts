@@ -173,17 +173,28 @@ async function expressServer(withIdempotency: boolean): Promise<Server> {
   if (withIdempotency) {
     const lib = await import("express-idempotency");
     const options: Record<string, unknown> = {};
-    // Its Redis adapter is a separate package; use it when installed, else the built-in memory adapter.
+    // Its Redis adapter is a separate package (express-idempotency-redis-adapter, not a devDependency here):
+    // used as its README shows when installed, else the built-in memory adapter, and the tables say which.
+    type RedisAdapter = new (options: {
+      connectionConfig: { url: string };
+    }) => {
+      connect(): Promise<void>;
+      disconnect(): Promise<void>;
+    };
+    let Adapter: RedisAdapter | undefined;
     try {
       const specifier = "express-idempotency-redis-adapter";
-      const mod = (await import(specifier)) as Record<string, new (options: unknown) => unknown>;
-      const Adapter = mod.RedisDataAdapter ?? mod.default;
-      if (Adapter) {
-        options.dataAdapter = new Adapter({ url: redisUrl });
-        adapterName = "redis";
-      }
+      const mod = (await import(specifier)) as { default?: RedisAdapter | { default?: RedisAdapter } };
+      Adapter = typeof mod.default === "function" ? mod.default : mod.default?.default;
     } catch {
       // not installed
+    }
+    if (Adapter) {
+      const adapter = new Adapter({ connectionConfig: { url: redisUrl } });
+      await adapter.connect();
+      closers.push(() => adapter.disconnect());
+      options.dataAdapter = adapter;
+      adapterName = "redis";
     }
     app.use(lib.idempotency(options));
     const service = lib.getSharedIdempotencyService();

@@ -54,12 +54,13 @@ export interface ServerLatency {
   replays: number;
 }
 
-/** Sequential requests, interleaved across servers. */
+/** Sequential requests number `first` .. `first + n - 1`, interleaved across servers; request i sends body i. */
 export async function serverLatency(
   hosts: ServerHost[],
   workMs: number,
   n: number,
   keyOf: (host: number, i: number) => string,
+  first = 0,
 ): Promise<ServerLatency[]> {
   const before = await Promise.all(hosts.map((h) => h.host.call<number>("count")));
   const stats = hosts.map(() => ({ errors: 0, replays: 0 }));
@@ -68,7 +69,7 @@ export async function serverLatency(
     n,
     async ({ h, index }, i) => {
       const started = performance.now();
-      const reply = await h.client.send(`/work?ms=${workMs}`, keyOf(index, i), body(i));
+      const reply = await h.client.send(`/work?ms=${workMs}`, keyOf(index, first + i), body(first + i));
       const elapsed = performance.now() - started;
       const s = stats[index] as { errors: number; replays: number };
       if (reply.status !== 200) s.errors++;
@@ -253,7 +254,8 @@ export async function crossProcess(
       await sleep(20);
     }
     return {
-      spec,
+      // The store the processes reported (express-idempotency: its Redis adapter only when installed).
+      spec: { ...spec, store: hosts[0]?.spec.store ?? spec.store },
       processes,
       rounds,
       executionsPerRound,
