@@ -8,6 +8,9 @@ export interface IoredisSubscriber {
   unsubscribe(channel: string): Promise<unknown>;
   on(event: "message", listener: (channel: string, message: string) => void): unknown;
   on(event: "error", listener: (error: Error) => void): unknown;
+  /** "ready" once connected; a double without it is taken as ready. */
+  readonly status?: string;
+  once?(event: "ready", listener: () => void): unknown;
   disconnect(): void;
 }
 
@@ -58,10 +61,17 @@ export function ioredisStore(options: IoredisStoreOptions): IdempotencyStore {
   const channelOf = (storeKey: string): string => `${redis.options?.keyPrefix ?? ""}${storeKey}`;
   const listeners = new Map<string, Set<() => void>>();
   let subscriber: IoredisSubscriber | undefined;
+  let subscriberReady: Promise<void> = Promise.resolve();
   const subscriberConnection = (duplicate: () => IoredisSubscriber): IoredisSubscriber => {
     if (subscriber) return subscriber;
     // A connection in subscriber mode cannot run scripts (RESP2), and the user's client must stay usable.
     const sub = duplicate();
+    // It inherits `enableOfflineQueue: false` (recommended above): a SUBSCRIBE sent before it is connected
+    // fails at once, and that waiter would poll instead of waking on the commit. So subscribe once ready.
+    if (sub.status !== undefined && sub.status !== "ready" && sub.once) {
+      const once = sub.once.bind(sub);
+      subscriberReady = new Promise((resolve) => once("ready", () => resolve()));
+    }
     sub.on("message", (channel) => {
       for (const fn of [...(listeners.get(channel) ?? [])]) fn();
     });
@@ -86,9 +96,8 @@ export function ioredisStore(options: IoredisStoreOptions): IdempotencyStore {
       let set = listeners.get(channel);
       if (!set) {
         listeners.set(channel, (set = new Set()));
-        subscriberConnection(duplicate)
-          .subscribe(channel)
-          .catch(() => {});
+        const sub = subscriberConnection(duplicate);
+        subscriberReady.then(() => sub.subscribe(channel)).catch(() => {});
       }
       // A wrapper per call: the same function subscribed twice is two subscriptions.
       const entry = () => onChange();

@@ -25,7 +25,7 @@ const SAFE = new Set(["GET", "HEAD", "OPTIONS"]);
 export function createIdempotentFetch(options: IdempotencyOptions = {}): IdempotentFetch {
   const o = normalizeOptions(options, "client");
   const engine = createEngine(o);
-  const send = (request: Request): Promise<Response> => o.getFetch()(request);
+  const send = (request: Request, init?: RequestInit): Promise<Response> => o.getFetch()(request, init);
 
   const idempotentFetch = (input: RequestInfo | URL, init?: IdempotentRequestInit): Promise<Response> => {
     const perCall = init?.idempotency;
@@ -36,7 +36,11 @@ export function createIdempotentFetch(options: IdempotencyOptions = {}): Idempot
         return o.getFetch()(input, stripOwn(init));
       }
       const request = new Request(input, stripOwn(init));
-      const call: CallOptions = { streamedBody: isStream(init?.body) };
+      const call: CallOptions = {
+        streamedBody: isStream(init?.body),
+        // Only a caller with a signal can abort (a Request input may carry one).
+        abortable: init?.signal != null || (typeof Request !== "undefined" && input instanceof Request),
+      };
       if (perCall?.key !== undefined) call.key = perCall.key;
       if (perCall?.ttlSeconds !== undefined) call.ttlSeconds = perCall.ttlSeconds;
       return engine.handle(request, send, "client", call);

@@ -13,9 +13,7 @@ export async function sha256(data: string | Uint8Array): Promise<string> {
   const bytes = typeof data === "string" ? encoder.encode(data) : data;
   if (bytes.length <= SYNC_MAX_BYTES) return sha256Sync(bytes);
   const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>));
-  let hex = "";
-  for (const b of digest) hex += (b < 16 ? "0" : "") + b.toString(16);
-  return hex;
+  return Array.from(digest, (b) => (b | 256).toString(16).slice(1)).join("");
 }
 
 /** Serialises JSON with object keys sorted, so key order and spacing never change a fingerprint. */

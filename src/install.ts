@@ -66,7 +66,7 @@ interface Registry {
   /** Most recent last; the last one handles requests. */
   stack: Installation[];
   /** Sends to the network past every interceptor. */
-  send(request: Request): Promise<Response>;
+  send(request: Request, init?: RequestInit): Promise<Response>;
   restore(): void;
 }
 
@@ -214,7 +214,7 @@ function patch(runtime: Runtime, forget: () => void): Registry {
   return {
     version: VERSION,
     stack,
-    send: (request) => own(request),
+    send: (request, init) => own(request, init),
     restore() {
       for (const interceptor of applied) interceptor.dispose();
       if (saved) Object.defineProperty(globalThis, "fetch", saved);

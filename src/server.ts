@@ -81,9 +81,20 @@ export function idempotencyLayer(options: ServerIdempotencyOptions = {}): Idempo
     async handle(request, handler, call = {}) {
       const method = request.method.toUpperCase();
       if (!handled.has(method)) return handler(request);
-      const send = async (upstream: Request): Promise<Response> => {
+      const send = async (upstream: Request, init?: RequestInit): Promise<Response> => {
         try {
-          return await handler(upstream);
+          // A fresh Request from parts: copying `upstream` would first turn a lightweight server request
+          // (@hono/node-server) into a full one, only to replace its body.
+          return await handler(
+            init
+              ? new Request(upstream.url, {
+                  method: upstream.method,
+                  headers: init.headers ?? upstream.headers,
+                  body: init.body ?? null,
+                  signal: init.signal ?? null,
+                })
+              : upstream,
+          );
         } catch (error) {
           throw new HandlerFailure(error);
         }

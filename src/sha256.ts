@@ -66,7 +66,6 @@ export function sha256Sync(bytes: Uint8Array): string {
     h[6] = (h[6] as number) + g;
     h[7] = (h[7] as number) + hh;
   }
-  let hex = "";
-  for (const word of h) hex += word.toString(16).padStart(8, "0");
-  return hex;
+  // join() makes a flat string; `+=` leaves a rope of pieces that every stored record would keep alive.
+  return Array.from(h, (word) => word.toString(16).padStart(8, "0")).join("");
 }
