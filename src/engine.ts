@@ -3,7 +3,7 @@ import { errorResponse } from "./errors.js";
 import { fingerprintOf, parseJsonBody, sha256 } from "./fingerprint.js";
 import { KEY_HEADER, keyFromHeader, keyFromJson, validateKey } from "./key.js";
 import type { IdempotencyEvent, NormalizedOptions } from "./options.js";
-import { NULL_BODY, replayResponse, storableHeaders } from "./record.js";
+import { NULL_BODY, replayHeaders, replayResponse, storableHeaders } from "./record.js";
 import type { StoredRecord } from "./store.js";
 
 /**
@@ -233,7 +233,7 @@ export function createEngine(o: NormalizedOptions): Engine {
           const response = new Response(NULL_BODY.has(head.status) ? null : stream, {
             status: head.status,
             statusText: head.statusText,
-            headers: w.first ? head.headers : replayHeaders(head.headers),
+            headers: w.first ? head.headers : replayHeaders(storableHeaders(head.headers)),
           });
           return withUrl(response, head.url);
         }
@@ -442,14 +442,10 @@ export function createEngine(o: NormalizedOptions): Engine {
         (side === "client" && !call.streamedBody) || (length !== null && length <= o.maxBodyBytes)
           ? { bytes: new Uint8Array(await request.arrayBuffer()) }
           : await readLimited(request, o.maxBodyBytes);
-      if ("bytes" in read && read.bytes.length > o.maxBodyBytes) {
-        if (key === undefined) return passThrough(new Request(request, { body: read.bytes as BodyInit }));
-        return tooLarge();
-      }
-      if ("rest" in read) {
-        const rebuilt = new Request(request, { body: read.rest, duplex: "half" } as RequestInit);
-        if (key === undefined) return passThrough(rebuilt);
-        return tooLarge();
+      if ("rest" in read || read.bytes.length > o.maxBodyBytes) {
+        if (key !== undefined) return tooLarge();
+        const body = "rest" in read ? { body: read.rest, duplex: "half" } : { body: read.bytes as BodyInit };
+        return passThrough(new Request(request, body as RequestInit));
       }
       bytes = read.bytes;
     }
@@ -604,13 +600,6 @@ function isRecord(r: StoredRecord): boolean {
     r.body instanceof Uint8Array &&
     typeof r.fingerprint === "string"
   );
-}
-
-function replayHeaders(source: Headers): Headers {
-  const headers = new Headers();
-  for (const [name, value] of storableHeaders(source)) headers.append(name, value);
-  headers.set("idempotent-replayed", "true");
-  return headers;
 }
 
 function withUrl(response: Response, url: string): Response {

@@ -89,17 +89,22 @@ export function storableHeaders(headers: Headers): [string, string][] {
   return out;
 }
 
-/** A fresh Response for one caller: never a shared body. */
-export function replayResponse(record: StoredRecord, dropSetCookie: boolean): Response {
+/** Headers of a response a caller did not cause: stored pairs plus `Idempotent-Replayed: true`. */
+export function replayHeaders(pairs: [string, string][], dropSetCookie = false): Headers {
   const headers = new Headers();
-  for (const [name, value] of record.headers) {
+  for (const [name, value] of pairs) {
     if (dropSetCookie && name === "set-cookie") continue;
     headers.append(name, value);
   }
   headers.set("idempotent-replayed", "true");
+  return headers;
+}
+
+/** A fresh Response for one caller: never a shared body. */
+export function replayResponse(record: StoredRecord, dropSetCookie: boolean): Response {
   return new Response(NULL_BODY.has(record.status) ? null : record.body.slice(), {
     status: record.status,
     statusText: record.statusText,
-    headers,
+    headers: replayHeaders(record.headers, dropSetCookie),
   });
 }
