@@ -29,6 +29,9 @@ export type AcquireResult =
   /** A live record exists. */
   | { state: "done"; record: StoredRecord };
 
+/** What `forget` did: removed a record (or a forced lease), found nothing, or left a live lease in place. */
+export type ForgetResult = "forgotten" | "absent" | "in-progress";
+
 /**
  * A place that holds leases and records. One store key per operation (Redis Cluster safe).
  * Every method may reject; the engine applies timeouts and the `onStoreError` policy.
@@ -42,6 +45,12 @@ export interface IdempotencyStore {
   release(storeKey: string, token: string): Promise<boolean>;
   /** Extends a live lease to `leaseMs` ms from now, only for its owner. Resolves whether it took effect. */
   renew(storeKey: string, token: string, leaseMs: number): Promise<boolean>;
+  /**
+   * Removes what `storeKey` holds, for an operator who must let a key run again. A live lease is left alone
+   * ("in-progress") unless `force`, which deletes it too (its owner's commit then finds it gone and changes
+   * nothing). Wakes subscribers when something was removed. Resolves "forgotten", "absent" or "in-progress".
+   */
+  forget(storeKey: string, force: boolean): Promise<ForgetResult>;
   /** Optional: calls `onChange` after a commit or release of `storeKey`; returns the unsubscribe function. */
   subscribe?(storeKey: string, onChange: () => void): () => void;
   /** Optional: frees what the store itself opened (never the client the user passed in). */
@@ -137,6 +146,14 @@ export function memoryStore(options: MemoryStoreOptions = {}): IdempotencyStore 
       entries.delete(storeKey);
       notify(storeKey);
       return true;
+    },
+    async forget(storeKey, force) {
+      const entry = live(storeKey);
+      if (entry === undefined) return "absent";
+      if (entry.kind === "lease" && !force) return "in-progress";
+      entries.delete(storeKey);
+      notify(storeKey);
+      return "forgotten";
     },
     async renew(storeKey, token, leaseMs) {
       const entry = live(storeKey);
