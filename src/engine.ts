@@ -1,10 +1,15 @@
-// The protocol of SPEC.md in one place: key, fingerprint, local join, acquire, lead, wait, replay, conflict.
-import { errorResponse } from "./errors.js";
+// The protocol of docs/protocol.md in one place: key, fingerprint, local join, acquire, lead, wait, replay, conflict.
+import { declaredLength, isJsonType, readLimited } from "./body.js";
+import { Broadcast } from "./broadcast.js";
+import { errorResponse, type IdempotencyErrorCode } from "./errors.js";
+import type { IdempotencyEvent, IdempotencyEventType, StoreOp } from "./events.js";
 import { fingerprintOf, parseJsonBody, sha256 } from "./fingerprint.js";
+import { Flight, type Outcome } from "./flight.js";
 import { KEY_HEADER, keyFromHeader, keyFromJson, validateKey } from "./key.js";
-import type { IdempotencyEvent, NormalizedOptions } from "./options.js";
-import { NULL_BODY, replayHeaders, replayResponse, storableHeaders } from "./record.js";
-import type { StoredRecord } from "./store.js";
+import { Lease, withDeadline } from "./lease.js";
+import type { NormalizedOptions } from "./options.js";
+import { isRecord, NULL_BODY, replayResponse, storableHeaders } from "./record.js";
+import type { AcquireResult, ForgetResult, IdempotencyStore, StoredRecord } from "./store.js";
 
 /**
  * Sends a request upstream: the real fetch on the client, the wrapped handler on the server. `init`, when
@@ -24,11 +29,30 @@ export interface CallOptions {
   /** A call without a key answers 400 IDEMPOTENCY_KEY_MISSING instead of passing through (server `requireKey`). */
   requireKey?: boolean;
   /**
-   * False when the caller's signal can never abort (it passed none). The upstream call is aborted only once
-   * every caller aborted, so a leader that cannot abort needs no signal upstream; in Node a Request that
-   * follows a signal costs 25-45 µs more to build. Default true.
+   * The caller's abort signal. The client passes fetch's; the server passes none: a client that went away
+   * does not stop a handler whose result the next retry will want.
    */
-  abortable?: boolean;
+  signal?: AbortSignal | null | undefined;
+  /** Receives the promise of this call's store writes, for runtimes that end an isolate with the response. */
+  waitUntil?: (promise: Promise<unknown>) => void;
+}
+
+/** What differs between the faces, given once: the protocol never asks which face it serves. */
+export interface Face {
+  /** Auto keys for double-clicks (client only), or false. */
+  autoKey: { methods: ReadonlySet<string>; windowMs: number } | false;
+  /** What the fingerprint covers of the URL: all of it on the client, path and query on the server. */
+  target(url: URL): string;
+  /** Whether a key found in the body goes upstream as `Idempotency-Key`. */
+  sendKeyHeader(url: URL): boolean;
+  /** Headers a stored or shared response never carries. */
+  dropHeaders: ReadonlySet<string>;
+  /**
+   * How a keyless body is read to look for `idempotency_key`: "in-memory" whole (a client's body is in
+   * memory already); "sniff" whole only when it is a JSON object, found from its content type or first
+   * byte, so a server never holds back another upload.
+   */
+  keylessBodies: "sniff" | "in-memory";
 }
 
 export interface Stats {
@@ -50,40 +74,68 @@ export interface Stats {
   saved: number;
 }
 
+/** Which stored key `forget` removes: the key's scope is derived as for a call. */
+export interface ForgetOptions {
+  /** The credentials of the client that used the key (its `Authorization` or `Cookie`), for the default scope. */
+  headers?: HeadersInit;
+  /** The value the custom `scope` option returned for that client. */
+  scope?: string;
+  /** Also remove a live lease (its holder's commit then changes nothing). Default false. */
+  force?: boolean;
+}
+
 export interface Engine {
   /** Runs one call through the protocol. Rejects only with the upstream's own error, an abort, or a bad key. */
-  handle(request: Request, send: Send, side: "client" | "server", call?: CallOptions): Promise<Response>;
+  handle(request: Request, send: Send, call?: CallOptions): Promise<Response>;
+  /** Removes a stored key so it runs again; a live lease is refused unless forced. */
+  forget(key: string, options?: ForgetOptions): Promise<ForgetResult>;
+  /** Resolves once every store write this engine started has settled (and every call in flight with it). */
+  close(): Promise<void>;
   stats(): Stats;
 }
 
-/** What a flight ends with; every caller turns it into a Response of its own. */
-type Outcome =
-  | { kind: "live"; head: Response; body: Broadcast | null }
-  | { kind: "raw"; response: Response }
-  | { kind: "record"; record: StoredRecord }
-  | { kind: "answer"; make: () => Response }
-  | { kind: "fail"; error: unknown };
+/** Omit over each member of a union (the built-in Omit would merge them). */
+type OmitEach<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 
-type Emit = (type: IdempotencyEvent["type"], extra?: Partial<IdempotencyEvent>) => void;
+type Emit = (event: OmitEach<IdempotencyEvent, keyof CallInfo | "durationMs">) => void;
 
-interface Waiting {
-  resolve: (response: Response) => void;
-  reject: (error: unknown) => void;
-  signal: AbortSignal;
-  first: boolean;
+/** What every event of one call names. */
+interface CallInfo {
+  keyHash: string;
+  scopeHash: string;
+  method: string;
+  target: string;
 }
 
-enum Limits {
-  FirstPollMs = 25,
-  MaxPollMs = 500,
+/** One call's protocol inputs, resolved before any store call. */
+interface Keyed {
+  key: string | undefined;
+  auto: boolean;
+  bytes: Uint8Array | null;
+  json: unknown;
 }
 
-const inProgress = (): Response => errorResponse("IDEMPOTENCY_IN_PROGRESS", 409, undefined, { "retry-after": "1" });
+enum Poll {
+  FirstMs = 25,
+  MaxMs = 500,
+}
 
 const now = (): number => (typeof performance !== "undefined" ? performance.now() : Date.now());
+const resolved = Promise.resolve();
 
-export function createEngine(o: NormalizedOptions): Engine {
+export function createEngine(o: NormalizedOptions, face: Face): Engine {
   const flights = new Map<string, Flight>();
+  /** Every lease's end, and the acquire loops still running: what close() waits for. */
+  const pending = new Set<Promise<unknown>>();
+  const track = <T>(promise: Promise<T>): Promise<T> => {
+    pending.add(promise);
+    promise.then(
+      () => pending.delete(promise),
+      () => pending.delete(promise),
+    );
+    return promise;
+  };
+
   const counts: Omit<Stats, "saved"> = {
     requests: 0,
     passedThrough: 0,
@@ -95,7 +147,7 @@ export function createEngine(o: NormalizedOptions): Engine {
     storeErrors: 0,
     notStored: 0,
   };
-  const tally: Partial<Record<IdempotencyEvent["type"], keyof typeof counts>> = {
+  const tally: Partial<Record<IdempotencyEventType, keyof typeof counts>> = {
     execute: "upstreamCalls",
     join: "joined",
     replay: "replayed",
@@ -105,419 +157,356 @@ export function createEngine(o: NormalizedOptions): Engine {
     "not-stored": "notStored",
   };
   const emitter =
-    (keyHash: string, started: number): Emit =>
-    (type, extra) => {
-      const counter = tally[type];
+    (info: CallInfo, started: number): Emit =>
+    (event) => {
+      const counter = tally[event.type];
       if (counter) counts[counter]++;
       if (!o.onEvent) return;
       try {
-        o.onEvent({ type, keyHash, durationMs: now() - started, ...extra });
+        o.onEvent({ ...info, durationMs: now() - started, ...event } as IdempotencyEvent);
       } catch {
         // A listener's failure must never fail a request.
       }
     };
 
-  /** A store call with a deadline: a dead or slow store never hangs a request. */
-  const storeCall = <T>(op: string, run: () => Promise<T>): Promise<T> =>
-    new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(
-        () => reject(new Error(`idemfetch: store ${op} timed out after ${o.storeTimeoutMs} ms`)),
-        o.storeTimeoutMs,
-      );
-      let pending: Promise<T>;
-      try {
-        pending = run();
-      } catch (error) {
-        pending = Promise.reject(error);
-      }
-      pending.then(resolve, reject).finally(() => clearTimeout(timer));
-    });
-
-  const conflict = (): Outcome => ({
+  const inProgress = (): Response => errorResponse("IDEMPOTENCY_IN_PROGRESS", 409, undefined, { "retry-after": "1" });
+  const errorAnswer = (code: IdempotencyErrorCode, status: number): Outcome => ({
     kind: "answer",
-    make: () => errorResponse("IDEMPOTENCY_CONFLICT", o.conflictStatus),
+    make: code === "IDEMPOTENCY_IN_PROGRESS" ? inProgress : () => errorResponse(code, status),
   });
 
-  /** One upstream call (or wait, or replay) per store key in this process; duplicates attach to it. */
-  class Flight {
-    readonly ctrl = new AbortController();
-    /** Holds the lease (or runs unprotected): its fingerprint is the key's. */
-    leading = false;
-    private waiting: Waiting[] = [];
-    private outcome: Outcome | undefined;
-    private callers = 0;
-    private aborted = 0;
+  async function handle(request: Request, send: Send, call: CallOptions = {}): Promise<Response> {
+    const signal = call.signal ?? undefined;
+    // Nothing was sent: like fetch, reject with the reason and touch nothing.
+    if (signal?.aborted) throw signal.reason;
+    const ttlMs = call.ttlSeconds === undefined ? undefined : callTtlMs(call.ttlSeconds);
+    const method = request.method.toUpperCase();
+    const headerValue = request.headers.get(KEY_HEADER);
+    const explicit =
+      call.key !== undefined ? validateKey(call.key) : headerValue !== null ? keyFromHeader(headerValue) : undefined;
+    const autoEligible = face.autoKey !== false && face.autoKey.methods.has(method) && !call.streamedBody;
+
+    const passThrough = (req: Request): Promise<Response> => {
+      if (call.requireKey) return Promise.resolve(errorResponse("IDEMPOTENCY_KEY_MISSING", 400));
+      counts.passedThrough++;
+      return send(req);
+    };
+    const keyed = await readKeyed(request, explicit, autoEligible, call);
+    if (keyed instanceof Request) return passThrough(keyed);
+    if (keyed === "too-large") return tooLarge();
+    const { bytes, json } = keyed;
+    const withBody = (): Request => new Request(request, bytes === null ? {} : { body: bytes as BodyInit });
+    if (keyed.auto && !autoEligible) return passThrough(withBody());
+
+    const started = now();
+    counts.requests++;
+    const url = new URL(request.url);
+    const target = face.target(url);
+    const [fingerprint, keyHash, scope] = await Promise.all([
+      o.fingerprint
+        ? o.fingerprint(withBody())
+        : fingerprintOf(method, target, bytes, json, request.headers.get("content-type")),
+      keyed.auto ? undefined : sha256(keyed.key as string),
+      scopeOf(request.headers, () => withBody()),
+    ]);
+    const hash = keyHash ?? fingerprint;
+    const storeKey = `${o.namespace}:${scope.hash}:${hash}`;
+    const emit = emitter({ keyHash: hash, scopeHash: scope.hash, method, target }, started);
+
+    const existing = flights.get(storeKey);
+    if (existing?.fingerprint === fingerprint) {
+      // waitTimeoutMs 0 (the IETF draft's immediate 409): a duplicate in this process does not wait either.
+      if (o.waitTimeoutMs === 0) {
+        emit({ type: "timeout" });
+        return inProgress();
+      }
+      emit({ type: "join" });
+      call.waitUntil?.(existing.durable);
+      return existing.attach(signal, false);
+    }
+    // Another request under this key conflicts only once it leads; until then the store decides,
+    // else a doomed local request would turn away a correct one.
+    if (existing?.leading) {
+      emit({ type: "conflict" });
+      return errorResponse("IDEMPOTENCY_CONFLICT", o.conflictStatus);
+    }
+
+    // A key from the body goes upstream as the header, so a server running the middleware collapses
+    // retries from other processes too. An auto key never does: the server cannot know the client's window.
+    const sendKey = headerValue === null && !keyed.auto && call.key === undefined && face.sendKeyHeader(url);
+    const flight = new Flight(
+      fingerprint,
+      {
+        dropSetCookie: scope.kind !== "credential",
+        dropHeaders: face.dropHeaders,
+        url: request.url,
+        replayed: (record) => emit({ type: "replay", status: record.status }),
+      },
+      signal !== undefined,
+      () => {
+        if (flights.get(storeKey) === flight) flights.delete(storeKey);
+      },
+    );
+    const upstream = (): RequestInit => {
+      // `signal: null`, not none: a copy of a Request otherwise follows that Request's own signal.
+      const init: RequestInit = { signal: flight.abort?.signal ?? null };
+      if (bytes !== null) init.body = bytes as BodyInit;
+      if (sendKey) {
+        const headers = new Headers(request.headers);
+        headers.set(KEY_HEADER, keyed.key as string);
+        init.headers = headers;
+      }
+      return init;
+    };
+    if (!existing) flights.set(storeKey, flight);
+    const response = flight.attach(signal, true);
+    const ttl = keyed.auto && face.autoKey ? face.autoKey.windowMs : (ttlMs ?? o.ttlMs);
+    const run = new Run(flight, storeKey, emit, () => send(request, upstream()), ttl);
+    const done = run.start();
+    flight.durable = done;
+    call.waitUntil?.(done);
+    return response;
+  }
+
+  /**
+   * One flight's path through the store: acquire, then lead, wait, replay or conflict. `start()` resolves
+   * once every store write of the flight has settled; it never rejects.
+   */
+  class Run {
+    /** Set once this flight saw a live lease of its own fingerprint: from then on it never runs unprotected. */
+    private knowsOwner = false;
+    /** Set once a store call of this flight failed: a wait that then times out answers 503 when closed. */
+    private sawStoreError = false;
+    private lease: Lease | undefined;
 
     constructor(
-      readonly storeKey: string,
-      readonly fingerprint: string,
-      private readonly request: Request,
-      private readonly upstream: () => RequestInit,
-      private readonly send: Send,
-      private readonly ttlMs: number,
-      private readonly anonymous: boolean,
+      private readonly flight: Flight,
+      private readonly storeKey: string,
       private readonly emit: Emit,
+      private readonly sendUpstream: () => Promise<Response>,
+      private readonly ttlMs: number,
     ) {}
 
-    start(): void {
-      this.run().then(
-        (outcome) => this.settle(outcome),
-        (error: unknown) => this.settle({ kind: "fail", error }),
+    start(): Promise<void> {
+      const done = this.decide().then(
+        (outcome) => this.flight.settle(outcome),
+        (error: unknown) => {
+          // Only a bug gets here; the caller still gets an answer, and the lease still ends.
+          void this.lease?.release();
+          this.flight.settle({ kind: "fail", error });
+        },
       );
+      return track(done.then(() => this.lease?.ended ?? resolved));
     }
 
-    attach(signal: AbortSignal, first: boolean): Promise<Response> {
-      this.callers++;
-      return new Promise<Response>((resolve, reject) => {
-        if (signal.aborted) {
-          this.abortOne();
-          reject(signal.reason);
-          return;
-        }
-        const waiter: Waiting = { resolve, reject, signal, first };
-        if (this.outcome) {
-          this.deliver(waiter, this.outcome);
-          return;
-        }
-        this.waiting.push(waiter);
-        signal.addEventListener(
-          "abort",
-          () => {
-            if (!this.waiting.includes(waiter)) return;
-            this.waiting.splice(this.waiting.indexOf(waiter), 1);
-            this.abortOne();
-            reject(signal.reason);
-          },
-          { once: true },
-        );
-      });
-    }
-
-    /** The upstream call is aborted only once every caller waiting on it has aborted. */
-    private abortOne(): void {
-      if (++this.aborted < this.callers) return;
-      this.done();
-      this.ctrl.abort(new DOMException("Every caller of this request aborted", "AbortError"));
-    }
-
-    done(): void {
-      if (flights.get(this.storeKey) === this) flights.delete(this.storeKey);
-    }
-
-    private settle(outcome: Outcome): void {
-      this.outcome = outcome;
-      if (outcome.kind !== "live") this.done();
-      const waiting = this.waiting;
-      this.waiting = [];
-      for (const waiter of waiting) this.deliver(waiter, outcome);
-    }
-
-    private deliver(w: Waiting, outcome: Outcome): void {
-      if (outcome.kind === "fail") w.reject(outcome.error);
-      else w.resolve(this.responseFor(w, outcome));
-    }
-
-    private responseFor(w: Waiting, outcome: Exclude<Outcome, { kind: "fail" }>): Response {
-      switch (outcome.kind) {
-        case "answer":
-          return outcome.make();
-        case "raw":
-          return w.first ? outcome.response : outcome.response.clone();
-        case "record":
-          // Joiners were counted when they joined: one saved call each, never two.
-          if (w.first) this.emit("replay");
-          return withUrl(replayResponse(outcome.record, this.anonymous), this.request.url);
-        case "live": {
-          const { head, body } = outcome;
-          const stream = body?.reader(w.signal, () => this.abortOne()) ?? null;
-          const response = new Response(NULL_BODY.has(head.status) ? null : stream, {
-            status: head.status,
-            statusText: head.statusText,
-            headers: w.first ? head.headers : replayHeaders(storableHeaders(head.headers)),
-          });
-          return withUrl(response, head.url);
-        }
-      }
-    }
-
-    private async run(): Promise<Outcome> {
-      const store = o.store;
+    private async decide(): Promise<Outcome> {
+      const { flight, storeKey, emit } = this;
       const deadline = now() + o.waitTimeoutMs;
-      let delay: number = Limits.FirstPollMs;
-      let waited = false;
-      // A notification that lands while acquire is in flight must not be lost: it skips the next sleep.
-      let notified = false;
-      let wake: (() => void) | undefined;
-      const wakeUp = (): void => {
-        if (wake) wake();
-        else notified = true;
-      };
-      let unsubscribe: (() => void) | undefined;
+      let delay: number = Poll.FirstMs;
+      let forgotCorrupt = false;
+      const waker = new Waker(o.store);
       try {
         for (;;) {
-          let found: Awaited<ReturnType<typeof store.acquire>>;
+          let found: AcquireResult;
           try {
-            found = await storeCall("acquire", () => store.acquire(this.storeKey, this.fingerprint, o.leaseMs));
+            found = await withDeadline(
+              "acquire",
+              o.storeTimeoutMs,
+              () => o.store.acquire(storeKey, flight.fingerprint, o.leaseMs),
+              // Landed after we gave up: nobody will use that lease, so let it go at once.
+              (late) => {
+                if (late.state === "acquired") o.store.release(storeKey, late.token).catch(() => {});
+              },
+            );
           } catch (error) {
-            this.emit("store-error", { reason: "acquire failed", error });
-            if (o.onStoreError === "closed") return this.unavailable();
+            this.storeError("acquire", "acquire failed", error);
+            if (this.knowsOwner) {
+              // Someone else is executing: a store blip must never make this caller execute too.
+              if (now() >= deadline) return this.timedOut();
+              await waker.sleep(Math.min(delay, deadline - now()), flight.abort?.signal);
+              if (flight.abort?.signal.aborted) return { kind: "fail", error: flight.abort.signal.reason };
+              delay = Math.min(delay * 1.5, Poll.MaxMs);
+              continue;
+            }
+            if (o.onStoreError === "closed") return errorAnswer("IDEMPOTENCY_STORE_UNAVAILABLE", 503);
             return this.lead(null);
           }
+
           if (found.state === "acquired") {
-            if (found.replacedCorrupt) this.emit("store-error", { reason: "a stored value did not parse; replaced" });
-            if (waited) this.emit("takeover");
+            if (found.replacedCorrupt) this.storeError("acquire", "a stored value did not parse; replaced");
+            if (this.knowsOwner) emit({ type: "takeover" });
             return this.lead(found.token);
           }
-          if (found.state === "done" && !isRecord(found.record)) {
-            // A store bug or foreign value must never crash a request: treat it as absent.
-            this.emit("store-error", { reason: "stored record did not parse" });
-            if (o.onStoreError === "closed") return this.unavailable();
-            return this.lead(null);
-          }
           if (found.state === "done") {
-            if (found.record.fingerprint !== this.fingerprint) return this.conflict();
-            return { kind: "record", record: found.record };
+            const record = found.record;
+            if (!usable(record)) {
+              // A foreign or damaged record is treated as absent: removed once, then the key is acquired again.
+              this.storeError("acquire", "stored record did not parse");
+              if (!forgotCorrupt) {
+                forgotCorrupt = true;
+                try {
+                  await withDeadline("forget", o.storeTimeoutMs, () => storeForget(storeKey, false));
+                  continue;
+                } catch (error) {
+                  this.storeError("forget", "could not remove a record that did not parse", error);
+                }
+              }
+              if (o.onStoreError === "closed") return errorAnswer("IDEMPOTENCY_STORE_UNAVAILABLE", 503);
+              return this.lead(null);
+            }
+            if (record.fingerprint !== flight.fingerprint) return this.conflict();
+            return { kind: "record", record };
           }
-          if (found.fingerprint !== this.fingerprint) return this.conflict();
-          if (!waited) {
-            waited = true;
-            this.emit("wait");
-            unsubscribe = store.subscribe?.(this.storeKey, wakeUp);
+          if (found.fingerprint !== flight.fingerprint) return this.conflict();
+
+          if (!this.knowsOwner) {
+            this.knowsOwner = true;
+            emit({ type: "wait" });
+            waker.subscribe(storeKey);
           }
-          const remaining = deadline - now();
-          if (remaining <= 0) {
-            this.emit("timeout");
-            return {
-              kind: "answer",
-              make: inProgress,
-            };
-          }
-          if (!notified) {
-            await new Promise<void>((resolve) => {
-              const timer = setTimeout(() => wake?.(), Math.min(delay, remaining));
-              wake = () => {
-                clearTimeout(timer);
-                this.ctrl.signal.removeEventListener("abort", wakeUp);
-                wake = undefined;
-                resolve();
-              };
-              this.ctrl.signal.addEventListener("abort", wakeUp);
-            });
-          }
-          notified = false;
-          if (this.ctrl.signal.aborted) return { kind: "fail", error: this.ctrl.signal.reason };
-          delay = Math.min(delay * 1.5, Limits.MaxPollMs);
+          if (now() >= deadline) return this.timedOut();
+          await waker.sleep(Math.min(delay, deadline - now()), flight.abort?.signal);
+          if (flight.abort?.signal.aborted) return { kind: "fail", error: flight.abort.signal.reason };
+          delay = Math.min(delay * 1.5, Poll.MaxMs);
         }
       } finally {
-        unsubscribe?.();
+        waker.close();
       }
     }
 
-    private unavailable(): Outcome {
-      return { kind: "answer", make: () => errorResponse("IDEMPOTENCY_STORE_UNAVAILABLE", 503) };
+    private timedOut(): Outcome {
+      this.emit({ type: "timeout" });
+      return o.onStoreError === "closed" && this.sawStoreError
+        ? errorAnswer("IDEMPOTENCY_STORE_UNAVAILABLE", 503)
+        : errorAnswer("IDEMPOTENCY_IN_PROGRESS", 409);
+    }
+
+    private storeError(op: StoreOp, reason: string, error?: unknown): void {
+      this.sawStoreError = true;
+      this.emit(error === undefined ? { type: "store-error", op, reason } : { type: "store-error", op, reason, error });
     }
 
     private conflict(): Outcome {
-      this.emit("conflict");
-      return conflict();
+      this.emit({ type: "conflict" });
+      return errorAnswer("IDEMPOTENCY_CONFLICT", o.conflictStatus);
     }
 
     /** Sends upstream; with a token, holds the lease until the body is committed or released. */
     private async lead(token: string | null): Promise<Outcome> {
-      const store = o.store;
-      const { storeKey, emit } = this;
-      this.leading = true;
-      emit("execute");
-      let heartbeat: ReturnType<typeof setInterval> | undefined;
-      const finish = (op: "commit" | "release", record?: StoredRecord): Promise<unknown> => {
-        clearInterval(heartbeat);
-        if (token === null) return Promise.resolve();
-        return storeCall(op, () =>
-          record ? store.commit(storeKey, token, record, this.ttlMs) : store.release(storeKey, token),
-        ).then(
-          (ok) => ok || emit("stale-token", { reason: `${op} found the lease held by someone else` }),
-          (error: unknown) => emit("store-error", { reason: `${op} failed`, error }),
-        );
-      };
-      if (token !== null) {
-        heartbeat = setInterval(() => {
-          storeCall("renew", () => store.renew(storeKey, token, o.leaseMs)).then(
-            (ok) => {
-              if (ok) return;
-              clearInterval(heartbeat);
-              emit("stale-token", { reason: "renew found the lease held by someone else" });
-            },
-            (error: unknown) => emit("store-error", { reason: "renew failed", error }),
-          );
-        }, o.leaseMs / 3);
-        (heartbeat as { unref?: () => void }).unref?.();
-      }
+      const { flight, emit, storeKey } = this;
+      flight.leading = true;
+      const lease = new Lease(o.store, storeKey, token, o.leaseMs, o.storeTimeoutMs, (type, op, error) => {
+        if (type === "stale-token") {
+          emit({
+            type,
+            op: op as "commit" | "release" | "renew",
+            reason: `${op} found the lease held by someone else`,
+          });
+        } else {
+          this.storeError(op as StoreOp, `${op} failed`, error);
+        }
+      });
+      this.lease = lease;
+      emit({ type: "execute" });
 
-      let response: Response;
+      let response: unknown;
       try {
-        response = await this.send(this.request, this.upstream());
+        response = await this.sendUpstream();
       } catch (error) {
-        void finish("release");
+        await lease.release();
         return { kind: "fail", error };
+      }
+      if (!(response instanceof Response) || response.bodyUsed) {
+        await lease.release();
+        const what = response instanceof Response ? "a Response whose body was already used" : describe(response);
+        return { kind: "fail", error: new TypeError(`idemfetch: the upstream answered ${what}, not a Response`) };
       }
       if (response.status < 200 || response.status > 599) {
         // Opaque responses (status 0) cannot be copied into a new Response; hand out clones, store nothing.
-        void finish("release");
+        await lease.release();
         return { kind: "raw", response };
       }
       let storable: boolean;
       try {
-        storable = o.shouldStore(response);
+        storable = o.shouldStore(response) === true;
       } catch {
         storable = false;
       }
-      if (!storable) {
-        emit("not-stored", { reason: `status ${response.status} is not stored` });
-        void finish("release");
-        // Callers already waiting share this answer; a retry that comes after it must run again.
-        this.done();
-      }
       const head = response;
-      const commit = (body: Uint8Array): void => {
-        if (!storable) {
-          this.done();
-          return;
-        }
+      const notStored = (reason: string): Promise<void> => {
+        emit({ type: "not-stored", status: head.status, reason });
+        // A retry that comes after this answer must run again: nobody joins it any more.
+        flight.close();
+        return lease.release();
+      };
+      const commit = (body: Uint8Array): Promise<void> => {
         const record: StoredRecord = {
           status: head.status,
           statusText: head.statusText,
-          headers: storableHeaders(head.headers),
+          headers: storableHeaders(head.headers, face.dropHeaders),
           body,
           createdAt: Date.now(),
-          fingerprint: this.fingerprint,
+          fingerprint: flight.fingerprint,
         };
-        void finish("commit", record).finally(() => this.done());
+        return lease.commit(record, this.ttlMs).then(() => {
+          if (token !== null) emit({ type: "stored", status: head.status, bytes: body.length });
+          flight.close();
+        });
       };
-      if (response.body === null || NULL_BODY.has(response.status)) {
-        commit(new Uint8Array(0));
+      const released = storable ? undefined : notStored(`status ${head.status} is not stored`);
+
+      if (head.body === null || NULL_BODY.has(head.status)) {
+        // No body to hold back: the answer itself waits for the write.
+        await (released ?? commit(new Uint8Array(0)));
         return { kind: "live", head, body: null };
       }
-      const body = new Broadcast(response.body, o.maxBodyBytes, {
-        end: commit,
+      const body = new Broadcast(head.body, storable ? o.maxBodyBytes : -1, {
+        end: (bytes) => released ?? (bytes ? commit(bytes) : lease.release()),
         overflow: () => {
-          this.done();
-          if (!storable) return;
-          storable = false;
-          emit("not-stored", { reason: `body larger than maxBodyBytes (${o.maxBodyBytes})` });
-          void finish("release");
+          if (storable) void notStored(`body larger than maxBodyBytes (${o.maxBodyBytes})`);
         },
         error: () => {
-          this.done();
-          if (storable) void finish("release");
+          flight.close();
+          return lease.release();
         },
       });
       return { kind: "live", head, body };
     }
   }
 
-  async function handle(request: Request, send: Send, side: "client" | "server", call: CallOptions = {}) {
-    const method = request.method.toUpperCase();
-    const headerValue = request.headers.get(KEY_HEADER);
-    let key =
-      call.key !== undefined ? validateKey(call.key) : headerValue !== null ? keyFromHeader(headerValue) : undefined;
-    const autoEligible = side === "client" && o.autoKey !== false && o.autoKey.methods.has(method);
-    const passThrough = (req: Request): Promise<Response> => {
-      if (call.requireKey) return Promise.resolve(errorResponse("IDEMPOTENCY_KEY_MISSING", 400));
-      counts.passedThrough++;
-      return send(req);
-    };
+  /** Reads what the protocol needs of a request: its key and body, or the Request to pass through untouched. */
+  async function readKeyed(
+    request: Request,
+    explicit: string | undefined,
+    autoEligible: boolean,
+    call: CallOptions,
+  ): Promise<Keyed | Request | "too-large"> {
+    const length = declaredLength(request.headers);
     // A declared length spares `request.body`: on some servers (@hono/node-server) that getter turns a
     // lightweight request into a full one with a web stream over the socket, which costs more than the rest.
-    const length = declaredLength(request);
     const bodyless = length === null ? request.body === null : length === 0;
-    if (key === undefined && (call.streamedBody || (bodyless && !autoEligible))) {
-      return passThrough(request);
-    }
-
+    if (explicit === undefined && (call.streamedBody || (bodyless && !autoEligible))) return request;
     let bytes: Uint8Array | null = null;
     if (!bodyless) {
-      // A client body handed over whole is in memory already, and a declared length bounds the read: only
-      // other streams are read with a limit.
+      // A keyless body that is not a JSON object cannot hold a key: once its first bytes show it, it goes
+      // on as it came, so a server never holds back an upload it does not own.
+      const sniff =
+        explicit === undefined && face.keylessBodies === "sniff" && !isJsonType(request.headers.get("content-type"));
+      const inMemory = face.keylessBodies === "in-memory" && !call.streamedBody;
       const read =
-        (side === "client" && !call.streamedBody) || (length !== null && length <= o.maxBodyBytes)
+        !sniff && (inMemory || (length !== null && length <= o.maxBodyBytes))
           ? { bytes: new Uint8Array(await request.arrayBuffer()) }
-          : await readLimited(request, o.maxBodyBytes);
+          : await readLimited(request.body as ReadableStream<Uint8Array>, o.maxBodyBytes, sniff);
       if ("rest" in read || read.bytes.length > o.maxBodyBytes) {
-        if (key !== undefined) return tooLarge();
+        if (explicit !== undefined) return "too-large";
         const body = "rest" in read ? { body: read.rest, duplex: "half" } : { body: read.bytes as BodyInit };
-        return passThrough(new Request(request, body as RequestInit));
+        return new Request(request, body as RequestInit);
       }
       bytes = read.bytes;
     }
     const json = parseJsonBody(bytes);
-    if (key === undefined) key = keyFromJson(json);
-    const auto = key === undefined;
-    const withBody = (): Request => new Request(request, bytes === null ? {} : { body: bytes as BodyInit });
-    if (auto && !autoEligible) return passThrough(withBody());
-
-    const started = now();
-    counts.requests++;
-    const url = new URL(request.url);
-    const target = side === "client" ? url.href : url.pathname + url.search;
-    const [fingerprint, keyHash, scope] = await Promise.all([
-      o.fingerprint
-        ? o.fingerprint(withBody())
-        : fingerprintOf(method, target, bytes, json, request.headers.get("content-type")),
-      auto ? undefined : sha256(key as string),
-      scopeOf(request, withBody),
-    ]);
-    const hash = keyHash ?? fingerprint;
-    const storeKey = `${o.namespace}:${scope}:${hash}`;
-    const emit = emitter(hash, started);
-    const signal = request.signal;
-
-    const existing = flights.get(storeKey);
-    if (existing?.fingerprint === fingerprint) {
-      // waitTimeoutMs 0 (the IETF draft's immediate 409): a duplicate in this process does not wait either.
-      if (o.waitTimeoutMs === 0) {
-        emit("timeout");
-        return inProgress();
-      }
-      emit("join");
-      return existing.attach(signal, false);
-    }
-    // Another request under this key conflicts only once it leads; until then the store decides,
-    // else a doomed local request would turn away a correct one.
-    if (existing?.leading) {
-      emit("conflict");
-      return errorResponse("IDEMPOTENCY_CONFLICT", o.conflictStatus);
-    }
-
-    const sendKey =
-      side === "client" &&
-      headerValue === null &&
-      (o.sendKeyHeader === "always" ||
-        (o.sendKeyHeader === "same-origin" &&
-          (typeof location === "undefined" || !location.origin || location.origin === url.origin)));
-    const flight: Flight = new Flight(
-      storeKey,
-      fingerprint,
-      request,
-      () => {
-        // `signal: null`, not none: a copy of a Request otherwise follows that Request's own signal.
-        const init: RequestInit = { signal: call.abortable === false ? null : flight.ctrl.signal };
-        if (bytes !== null) init.body = bytes as BodyInit;
-        if (sendKey) {
-          const headers = new Headers(request.headers);
-          headers.set(KEY_HEADER, key ?? fingerprint);
-          init.headers = headers;
-        }
-        return init;
-      },
-      send,
-      auto && o.autoKey ? o.autoKey.windowMs : call.ttlSeconds !== undefined ? call.ttlSeconds * 1000 : o.ttlMs,
-      scope === "anonymous",
-      emit,
-    );
-    if (!existing) flights.set(storeKey, flight);
-    const response = flight.attach(signal, true);
-    flight.start();
-    return response;
+    const key = explicit ?? keyFromJson(json);
+    return { key, auto: key === undefined, bytes, json };
   }
 
   const tooLarge = (): Response =>
@@ -528,157 +517,109 @@ export function createEngine(o: NormalizedOptions): Engine {
     );
 
   /** Who owns a key: the hash of the caller's credentials, so no client ever reads another's response. */
-  async function scopeOf(request: Request, withBody: () => Request): Promise<string> {
-    if (o.scope) return sha256(`scope\n${await o.scope(withBody())}`);
-    const credential = request.headers.get("authorization") ?? request.headers.get("cookie");
-    return credential === null ? "anonymous" : sha256(`credential\n${credential}`);
+  async function scopeOf(
+    headers: Headers,
+    request: () => Request,
+  ): Promise<{ kind: "credential" | "custom" | "anonymous"; hash: string }> {
+    if (o.scope) return { kind: "custom", hash: await sha256(`scope\n${await o.scope(request())}`) };
+    const credential = headers.get("authorization") ?? headers.get("cookie");
+    return credential === null
+      ? { kind: "anonymous", hash: "anonymous" }
+      : { kind: "credential", hash: await sha256(`credential\n${credential}`) };
+  }
+
+  async function forget(key: string, options: ForgetOptions = {}): Promise<ForgetResult> {
+    validateKey(key);
+    let scope: string;
+    if (options.scope !== undefined) {
+      if (typeof options.scope !== "string") throw new TypeError("idemfetch: forget() scope must be a string");
+      scope = await sha256(`scope\n${options.scope}`);
+    } else {
+      if (o.scope) throw new TypeError("idemfetch: forget() needs `scope`: this instance uses a custom scope option");
+      scope = (await scopeOf(new Headers(options.headers), () => new Request("http://forget.invalid"))).hash;
+    }
+    const storeKey = `${o.namespace}:${scope}:${await sha256(key)}`;
+    return withDeadline("forget", o.storeTimeoutMs, () => storeForget(storeKey, options.force === true));
+  }
+
+  const storeForget = (storeKey: string, force: boolean): Promise<ForgetResult> =>
+    o.store.forget
+      ? o.store.forget(storeKey, force)
+      : Promise.reject(new TypeError("idemfetch: the store has no forget()"));
+
+  async function close(): Promise<void> {
+    while (pending.size > 0) await Promise.allSettled([...pending]);
   }
 
   return {
     handle,
+    forget,
+    close,
     stats: () => ({ ...counts, saved: counts.joined + counts.replayed }),
   };
 }
 
-/** The Content-Length a request declares, when it is a valid one. */
-function declaredLength(request: Request): number | null {
-  const value = request.headers.get("content-length");
-  return value !== null && /^\d{1,15}$/.test(value) ? Number(value) : null;
-}
+/** Wakes a waiter early: on the store's notification, or when every caller aborted. */
+class Waker {
+  private notified = false;
+  private wake: (() => void) | undefined;
+  private unsubscribe: (() => void) | undefined;
 
-/** Reads a request body up to `limit` bytes; past it, hands back a stream of everything (nothing is lost). */
-async function readLimited(
-  request: Request,
-  limit: number,
-): Promise<{ bytes: Uint8Array } | { rest: ReadableStream<Uint8Array> }> {
-  const reader = (request.body as ReadableStream<Uint8Array>).getReader();
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) return { bytes: concat(chunks, size) };
-    chunks.push(value);
-    size += value.length;
-    if (size > limit) {
-      return {
-        rest: new ReadableStream<Uint8Array>({
-          start(controller) {
-            for (const chunk of chunks) controller.enqueue(chunk);
-          },
-          async pull(controller) {
-            const next = await reader.read();
-            if (next.done) controller.close();
-            else controller.enqueue(next.value);
-          },
-          cancel: (reason) => reader.cancel(reason),
-        }),
-      };
-    }
-  }
-}
+  constructor(private readonly store: IdempotencyStore) {}
 
-function concat(chunks: Uint8Array[], size: number): Uint8Array {
-  if (chunks.length === 1) return chunks[0] as Uint8Array;
-  const out = new Uint8Array(size);
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.length;
-  }
-  return out;
-}
-
-function isRecord(r: StoredRecord): boolean {
-  return (
-    typeof r === "object" &&
-    r !== null &&
-    Number.isInteger(r.status) &&
-    r.status >= 200 &&
-    r.status <= 599 &&
-    typeof r.statusText === "string" &&
-    Array.isArray(r.headers) &&
-    r.body instanceof Uint8Array &&
-    typeof r.fingerprint === "string"
-  );
-}
-
-function withUrl(response: Response, url: string): Response {
-  if (url && !response.url) Object.defineProperty(response, "url", { value: url });
-  return response;
-}
-
-/**
- * The leader's response body, read once and handed live to every caller: each reader gets the
- * bytes so far, then the rest as they arrive. Bytes are kept (for the record and late joiners)
- * up to `limit`.
- */
-class Broadcast {
-  private chunks: Uint8Array[] = [];
-  private size = 0;
-  private kept = true;
-  private state: "open" | "ended" | "failed" = "open";
-  private failure: unknown;
-  private readonly readers = new Set<ReadableStreamDefaultController<Uint8Array>>();
-
-  constructor(
-    source: ReadableStream<Uint8Array>,
-    private readonly limit: number,
-    private readonly hooks: { end: (body: Uint8Array) => void; overflow: () => void; error: (e: unknown) => void },
-  ) {
-    void this.pump(source.getReader());
-  }
-
-  private async pump(reader: ReadableStreamDefaultReader<Uint8Array>): Promise<void> {
-    try {
-      for (;;) {
-        const { done, value } = await reader.read();
-        if (done) break;
-        for (const reader of this.readers) reader.enqueue(value.slice());
-        if (!this.kept) continue;
-        this.size += value.length;
-        if (this.size > this.limit) {
-          this.kept = false;
-          this.chunks = [];
-          this.hooks.overflow();
-        } else {
-          this.chunks.push(value);
-        }
-      }
-    } catch (error) {
-      this.state = "failed";
-      this.failure = error;
-      for (const reader of this.readers) reader.error(error);
-      this.readers.clear();
-      this.hooks.error(error);
-      return;
-    }
-    this.state = "ended";
-    for (const reader of this.readers) reader.close();
-    this.readers.clear();
-    if (this.kept) this.hooks.end(concat(this.chunks, this.size));
-  }
-
-  /** A new stream for one caller; its signal aborting errors only that stream. */
-  reader(signal: AbortSignal, aborted: () => void): ReadableStream<Uint8Array> {
-    let self: ReadableStreamDefaultController<Uint8Array>;
-    const onAbort = () => {
-      if (!this.readers.delete(self)) return;
-      self.error(signal.reason);
-      aborted();
-    };
-    return new ReadableStream<Uint8Array>({
-      start: (controller) => {
-        self = controller;
-        for (const chunk of this.chunks) controller.enqueue(chunk.slice());
-        if (this.state === "ended") return controller.close();
-        if (this.state === "failed") return controller.error(this.failure);
-        this.readers.add(controller);
-        signal.addEventListener("abort", onAbort, { once: true });
-      },
-      cancel: () => {
-        this.readers.delete(self);
-        signal.removeEventListener("abort", onAbort);
-      },
+  /** From now on a commit or release of `storeKey` cuts the current (or next) sleep short. */
+  subscribe(storeKey: string): void {
+    this.unsubscribe ??= this.store.subscribe?.(storeKey, () => {
+      if (this.wake) this.wake();
+      else this.notified = true;
     });
   }
+
+  /** Sleeps `ms`, or less when woken; a notification that landed while not sleeping skips the sleep. */
+  sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+    if (this.notified) {
+      this.notified = false;
+      return resolved;
+    }
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(() => this.wake?.(), ms);
+      const onAbort = (): void => this.wake?.();
+      this.wake = () => {
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
+        this.wake = undefined;
+        resolve();
+      };
+      signal?.addEventListener("abort", onAbort);
+    });
+  }
+
+  close(): void {
+    this.unsubscribe?.();
+  }
+}
+
+/** A record from the store that a Response can really be made of. */
+function usable(record: unknown): record is StoredRecord {
+  if (!isRecord(record)) return false;
+  try {
+    replayResponse(record, false);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function describe(value: unknown): string {
+  if (value === null) return "null";
+  if (typeof value !== "object") return typeof value;
+  return `an object (${Object.prototype.toString.call(value)})`;
+}
+
+/** A per-call TTL in seconds as ms; validated like the constructor's options, before any store call. */
+function callTtlMs(ttlSeconds: unknown): number {
+  if (typeof ttlSeconds !== "number" || !Number.isFinite(ttlSeconds) || ttlSeconds <= 0) {
+    throw new TypeError(`idemfetch: option "ttlSeconds" must be a positive number, got ${String(ttlSeconds)}`);
+  }
+  return ttlSeconds * 1000;
 }

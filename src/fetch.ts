@@ -1,7 +1,9 @@
 // createIdempotentFetch: the fetch-shaped face over the engine.
-import { type CallOptions, createEngine, type Stats } from "./engine.js";
+import { type CallOptions, createEngine, type Face, type ForgetOptions, type Send, type Stats } from "./engine.js";
 import { KEY_HEADER } from "./key.js";
-import { type IdempotencyOptions, normalizeOptions } from "./options.js";
+import { type IdempotencyOptions, type NormalizedOptions, normalizeOptions } from "./options.js";
+import { DECODED_BODY_HEADERS } from "./record.js";
+import type { ForgetResult } from "./store.js";
 
 /** Per-call settings, passed as `init.idempotency`; `false` sends the call untouched. */
 export interface IdempotencyCallOptions {
@@ -17,15 +19,39 @@ export type IdempotentRequestInit = RequestInit & { idempotency?: IdempotencyCal
 export interface IdempotentFetch {
   (input: RequestInfo | URL, init?: IdempotentRequestInit): Promise<Response>;
   stats(): Stats;
+  /** Removes a stored key so the next call with it runs again; a live lease is refused unless `force`. */
+  forget(key: string, options?: ForgetOptions): Promise<ForgetResult>;
+  /** Resolves once every store write started so far has settled: await it before a short-lived process exits. */
+  close(): Promise<void>;
 }
 
 const SAFE = new Set(["GET", "HEAD", "OPTIONS"]);
 
+/** The client's policy: auto keys, the whole URL fingerprinted, decoded bodies, the key header same-origin. */
+export function clientFace(o: NormalizedOptions): Face {
+  return {
+    autoKey: o.autoKey,
+    target: (url) => url.href,
+    sendKeyHeader: (url) =>
+      o.sendKeyHeader === "always" ||
+      (o.sendKeyHeader === "same-origin" &&
+        // A new header on a cross-origin request triggers a CORS preflight the server may refuse.
+        (typeof location === "undefined" || !location.origin || location.origin === url.origin)),
+    dropHeaders: DECODED_BODY_HEADERS,
+    keylessBodies: "in-memory",
+  };
+}
+
 /** Returns fetch made idempotent: keyed duplicates coalesce, replay, or answer 409 on conflict. */
 export function createIdempotentFetch(options: IdempotencyOptions = {}): IdempotentFetch {
   const o = normalizeOptions(options, "client");
-  const engine = createEngine(o);
-  const send = (request: Request, init?: RequestInit): Promise<Response> => o.getFetch()(request, init);
+  const engine = createEngine(o, clientFace(o));
+  // The runtime's fetch takes (request, init) as they are; a fetch of the user's gets one fresh Request it
+  // can clone and read (a signing fetch does), not one whose body the engine already read.
+  const send: Send =
+    options.fetch === undefined
+      ? (request, init) => o.getFetch()(request, init)
+      : (request, init) => o.getFetch()(init ? new Request(request, init) : request);
 
   const idempotentFetch = (input: RequestInfo | URL, init?: IdempotentRequestInit): Promise<Response> => {
     const perCall = init?.idempotency;
@@ -35,20 +61,21 @@ export function createIdempotentFetch(options: IdempotencyOptions = {}): Idempot
       if (perCall?.key === undefined && !mayCarryKey(input, init, o.autoKey === false ? null : o.autoKey.methods)) {
         return o.getFetch()(input, stripOwn(init));
       }
+      const isRequest = typeof Request !== "undefined" && input instanceof Request;
       const request = new Request(input, stripOwn(init));
       const call: CallOptions = {
         streamedBody: isStream(init?.body),
-        // Only a caller with a signal can abort (a Request input may carry one).
-        abortable: init?.signal != null || (typeof Request !== "undefined" && input instanceof Request),
+        // Only a caller with a signal can abort (a Request input carries one).
+        signal: init?.signal ?? (isRequest ? input.signal : undefined),
       };
       if (perCall?.key !== undefined) call.key = perCall.key;
       if (perCall?.ttlSeconds !== undefined) call.ttlSeconds = perCall.ttlSeconds;
-      return engine.handle(request, send, "client", call);
+      return engine.handle(request, send, call);
     } catch (error) {
       return Promise.reject(error);
     }
   };
-  return Object.assign(idempotentFetch, { stats: engine.stats });
+  return Object.assign(idempotentFetch, { stats: engine.stats, forget: engine.forget, close: engine.close });
 }
 
 function stripOwn(init: IdempotentRequestInit | undefined): RequestInit | undefined {

@@ -1,13 +1,12 @@
 // idemfetch/hono: the server middleware as a Hono middleware, a thin layer over server.ts.
 import type { MiddlewareHandler } from "hono";
 import { cloneRawRequest } from "hono/request";
-import type { Stats } from "./engine.js";
-import { idempotencyLayer, type ServerIdempotencyOptions } from "./server.js";
+import { type Controls, idempotencyLayer, type ServerCallOptions, type ServerIdempotencyOptions } from "./server.js";
 
 export type { ServerIdempotencyOptions } from "./server.js";
 
 /** A Hono middleware, plus the counters of what it saved. */
-export type IdempotencyMiddleware = MiddlewareHandler & { stats(): Stats };
+export type IdempotencyMiddleware = MiddlewareHandler & Controls;
 
 /**
  * `app.use("/api/*", idempotency(options))`: duplicate requests run the downstream handlers once.
@@ -18,14 +17,26 @@ export const idempotency = (options: ServerIdempotencyOptions = {}): Idempotency
   const middleware: MiddlewareHandler = async function idempotency(c, next) {
     // A body an earlier middleware read through c.req is cached by Hono; rebuild the Request from that cache.
     const raw = c.req.raw.bodyUsed ? await cloneRawRequest(c.req) : c.req.raw;
-    const response = await layer.handle(raw, async (request) => {
-      // Downstream handlers read the body (and the engine's abort signal) from the request the engine hands on.
-      c.req.raw = request;
-      await next();
-      return c.res;
-    });
+    const call: ServerCallOptions = {};
+    try {
+      // Workers and other edge runtimes: the store write outlives the response. Elsewhere the getter throws.
+      const ctx = c.executionCtx;
+      call.waitUntil = (promise) => ctx.waitUntil(promise);
+    } catch {
+      // No execution context (Node, Deno, Bun): the process outlives the response anyway.
+    }
+    const response = await layer.handle(
+      raw,
+      async (request) => {
+        // Downstream handlers read the body from the request the engine hands on.
+        c.req.raw = request;
+        await next();
+        return c.res;
+      },
+      call,
+    );
     // Hono's setter keeps headers outer middleware put on c.res (CORS, for one), replays included.
     c.res = response;
   };
-  return Object.assign(middleware, { stats: layer.stats });
+  return Object.assign(middleware, { stats: layer.stats, forget: layer.forget, close: layer.close });
 };

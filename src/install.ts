@@ -1,9 +1,9 @@
 // install(): global interception on @mswjs/interceptors; the runtime entry points (install-*.ts) pick the interceptors.
-import { createEngine, type Stats } from "./engine.js";
-import { headerIn, isStream, mayCarryKey } from "./fetch.js";
+import { createEngine, type ForgetOptions, type Stats } from "./engine.js";
+import { clientFace, headerIn, isStream, mayCarryKey } from "./fetch.js";
 import { BODY_KEY_FIELD, KEY_HEADER } from "./key.js";
 import { type IdempotencyOptions, normalizeOptions } from "./options.js";
-import { type IdempotencyStore, newToken } from "./store.js";
+import { type ForgetResult, type IdempotencyStore, newToken } from "./store.js";
 
 /** The options of `createIdempotentFetch` except `fetch`: an install sends upstream with the runtime's own fetch. */
 export type InstallOptions = Omit<IdempotencyOptions, "fetch">;
@@ -13,6 +13,10 @@ export interface Uninstall {
   (): void;
   /** What this install has seen and saved. */
   stats(): Stats;
+  /** Removes a stored key so the next request with it runs again; a live lease is refused unless `force`. */
+  forget(key: string, options?: ForgetOptions): Promise<ForgetResult>;
+  /** Resolves once every store write started so far has settled: await it before a short-lived process exits. */
+  close(): Promise<void>;
 }
 
 /** What idemfetch uses of an @mswjs/interceptors request controller (structural: browser and Node builds declare their own). */
@@ -86,13 +90,13 @@ export function createInstall(runtime: Runtime): (options?: InstallOptions) => U
     const normalized = normalizeOptions(options, "client");
     const scope = runtime.storeScope;
     const o = scope ? { ...normalized, store: scoped(normalized.store, scope.run) } : normalized;
-    const engine = createEngine(o);
+    const engine = createEngine(o, clientFace(o));
     const autoMethods = o.autoKey === false ? null : o.autoKey.methods;
     const registry = registryFor(runtime);
 
     const installation: Installation = {
       wants(input, init) {
-        // A streamed body never gets an auto key (SPEC), so only a key header makes it ours.
+        // A streamed body never gets an auto key (docs/protocol.md), so only a key header makes it ours.
         if (isStream(init?.body)) {
           return init?.headers !== undefined
             ? headerIn(init.headers)
@@ -113,7 +117,7 @@ export function createInstall(runtime: Runtime): (options?: InstallOptions) => U
         }
         let response: Response;
         try {
-          response = await engine.handle(upstream, registry.send, "client");
+          response = await engine.handle(upstream, registry.send, { signal: upstream.signal });
         } catch (error) {
           answer(controller, () => controller.errorWith(error instanceof Error ? error : new Error(String(error))));
           return;
@@ -131,7 +135,7 @@ export function createInstall(runtime: Runtime): (options?: InstallOptions) => U
       if (at >= 0) registry.stack.splice(at, 1);
       if (registry.stack.length === 0) registry.restore();
     };
-    return Object.assign(uninstall, { stats: engine.stats });
+    return Object.assign(uninstall, { stats: engine.stats, forget: engine.forget, close: engine.close });
   };
 }
 
@@ -231,6 +235,7 @@ function scoped(store: IdempotencyStore, run: <T>(fn: () => T) => T): Idempotenc
     commit: (...args) => run(() => store.commit(...args)),
     release: (...args) => run(() => store.release(...args)),
     renew: (...args) => run(() => store.renew(...args)),
+    forget: (...args) => run(() => (store.forget as NonNullable<IdempotencyStore["forget"]>)(...args)),
   };
   const { subscribe, close } = store;
   if (subscribe) wrapped.subscribe = (...args) => run(() => subscribe.apply(store, args));

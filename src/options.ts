@@ -1,27 +1,9 @@
 // Options: the one defaults table, and normalizeOptions() which validates once, at construction.
+
+import type { IdempotencyEvent } from "./events.js";
 import { type IdempotencyStore, memoryStore } from "./store.js";
 
-/** What `onEvent` receives. `keyHash` is the SHA-256 of the key, never the key itself. */
-export interface IdempotencyEvent {
-  type:
-    | "execute"
-    | "join"
-    | "wait"
-    | "replay"
-    | "conflict"
-    | "timeout"
-    | "takeover"
-    | "not-stored"
-    | "store-error"
-    | "stale-token";
-  keyHash: string;
-  /** Milliseconds since the call entered the engine. */
-  durationMs: number;
-  /** Why, for `not-stored`, `store-error` and `stale-token`. */
-  reason?: string;
-  /** The failure behind a `store-error`. */
-  error?: unknown;
-}
+export type { IdempotencyEvent } from "./events.js";
 
 export interface AutoKeyOptions {
   /** Methods that get an auto key. Default POST, PUT, PATCH, DELETE. */

@@ -74,23 +74,26 @@ export function base64ToBytes(text: string): Uint8Array | undefined {
   return out;
 }
 
-/** Headers a replay never carries: the stored body is already decoded and its length is the body's own. */
-const DROPPED = new Set(["content-encoding", "content-length", "transfer-encoding"]);
+/** Framing headers a shared or replayed body never carries: its length is its own. */
+export const FRAMING_HEADERS: ReadonlySet<string> = new Set(["content-length", "transfer-encoding"]);
+
+/** What a client drops too: fetch hands the body over decoded, so its encoding no longer applies. */
+export const DECODED_BODY_HEADERS: ReadonlySet<string> = new Set([...FRAMING_HEADERS, "content-encoding"]);
 
 /** Statuses whose Response must have a null body. */
 export const NULL_BODY = new Set([101, 103, 204, 205, 304]);
 
-/** Header pairs of a response as stored: lower-case names, framing headers dropped. */
-export function storableHeaders(headers: Headers): [string, string][] {
+/** Header pairs of a response as stored: lower-case names, without the `dropped` ones. */
+export function storableHeaders(headers: Headers, dropped: ReadonlySet<string>): [string, string][] {
   const out: [string, string][] = [];
   headers.forEach((value, name) => {
-    if (!DROPPED.has(name)) out.push([name, value]);
+    if (!dropped.has(name)) out.push([name, value]);
   });
   return out;
 }
 
 /** Headers of a response a caller did not cause: stored pairs plus `Idempotent-Replayed: true`. */
-export function replayHeaders(pairs: [string, string][], dropSetCookie = false): Headers {
+export function replayHeaders(pairs: [string, string][], dropSetCookie: boolean): Headers {
   const headers = new Headers();
   for (const [name, value] of pairs) {
     if (dropSetCookie && name === "set-cookie") continue;
@@ -100,11 +103,27 @@ export function replayHeaders(pairs: [string, string][], dropSetCookie = false):
   return headers;
 }
 
-/** A fresh Response for one caller: never a shared body. */
+/** A fresh Response for one caller (never a shared body). Throws when the record holds what no Response can. */
 export function replayResponse(record: StoredRecord, dropSetCookie: boolean): Response {
-  return new Response(NULL_BODY.has(record.status) ? null : record.body.slice(), {
+  return new Response(NULL_BODY.has(record.status) ? null : new Uint8Array(record.body), {
     status: record.status,
     statusText: record.statusText,
     headers: replayHeaders(record.headers, dropSetCookie),
   });
+}
+
+/** Whether a value from a store has a record's shape (a store bug or a foreign value must never crash a call). */
+export function isRecord(r: unknown): r is StoredRecord {
+  if (typeof r !== "object" || r === null) return false;
+  const o = r as StoredRecord;
+  return (
+    Number.isInteger(o.status) &&
+    o.status >= 200 &&
+    o.status <= 599 &&
+    typeof o.statusText === "string" &&
+    Array.isArray(o.headers) &&
+    o.headers.every((p) => Array.isArray(p) && typeof p[0] === "string" && typeof p[1] === "string") &&
+    o.body instanceof Uint8Array &&
+    typeof o.fingerprint === "string"
+  );
 }

@@ -1,7 +1,9 @@
 // idempotency(): the Request -> Response face of the engine, for any Web-standard handler (Deno.serve, Bun, Hono, workers).
-import { type CallOptions, createEngine, type Stats } from "./engine.js";
+import { type CallOptions, createEngine, type Face, type ForgetOptions, type Stats } from "./engine.js";
 import { errorResponse, isIdempotencyKeyError } from "./errors.js";
 import { type IdempotencyOptions, normalizeOptions } from "./options.js";
+import { FRAMING_HEADERS } from "./record.js";
+import type { ForgetResult } from "./store.js";
 
 /** Options of the server middleware: the shared ones (no client-only settings) plus the server's own. */
 export interface ServerIdempotencyOptions extends Omit<IdempotencyOptions, "fetch" | "autoKey" | "sendKeyHeader"> {
@@ -17,32 +19,60 @@ export interface ServerIdempotencyOptions extends Omit<IdempotencyOptions, "fetc
    * key is in flight (instead of waiting for it). `conflictStatus` and `waitTimeoutMs`, when given, still win.
    */
   ietf?: boolean;
+  /**
+   * Keeps the runtime alive until a response's store write has settled, for runtimes that end an isolate
+   * with the response (Vercel's `waitUntil` from `@vercel/functions`). A Workers-style `ctx` argument with
+   * `waitUntil` is found and used without this.
+   */
+  waitUntil?: (promise: Promise<unknown>) => void;
 }
 
 /** Per-request settings a framework adapter or a route can pass. */
 export interface ServerCallOptions {
   /** TTL of this request's record, in seconds. */
   ttlSeconds?: number;
+  /** Keeps the runtime alive until this request's store write has settled (Hono's `c.executionCtx.waitUntil`). */
+  waitUntil?: (promise: Promise<unknown>) => void;
+}
+
+/** What the wrapped handler and the layer offer besides handling requests. */
+export interface Controls {
+  stats(): Stats;
+  /** Removes a stored key so the next request with it runs again; a live lease is refused unless `force`. */
+  forget(key: string, options?: ForgetOptions): Promise<ForgetResult>;
+  /** Resolves once every store write started so far has settled (graceful shutdown). */
+  close(): Promise<void>;
 }
 
 /** A Web handler; extra arguments (Deno's `info`, a worker's `env`, `ctx`) are passed through. */
 export type Handler<A extends unknown[] = []> = (request: Request, ...args: A) => Response | Promise<Response>;
 
 /** The wrapped handler, plus the counters of what it saved. */
-export interface IdempotentHandler<A extends unknown[] = []> {
+export interface IdempotentHandler<A extends unknown[] = []> extends Controls {
   (request: Request, ...args: A): Promise<Response>;
-  stats(): Stats;
 }
 
 /** The per-request form, for frameworks whose downstream handler differs per call (Hono's `next`). */
-export interface IdempotencyLayer {
+export interface IdempotencyLayer extends Controls {
   handle(
     request: Request,
     handler: (request: Request) => Response | Promise<Response>,
     call?: ServerCallOptions,
   ): Promise<Response>;
-  stats(): Stats;
 }
+
+/**
+ * The server's policy: no auto keys (two identical requests to a server are often meant), path and query
+ * fingerprinted (hosts differ behind a load balancer), bodies stored as sent (their encoding with them),
+ * keyless uploads read only when they are JSON objects.
+ */
+const SERVER_FACE: Face = {
+  autoKey: false,
+  target: (url) => url.pathname + url.search,
+  sendKeyHeader: () => false,
+  dropHeaders: FRAMING_HEADERS,
+  keylessBodies: "sniff",
+};
 
 /** Marks an error thrown by the handler, so only the client's bad key becomes a 400. */
 class HandlerFailure {
@@ -64,7 +94,10 @@ export function idempotencyLayer(options: ServerIdempotencyOptions = {}): Idempo
   if (typeof options !== "object" || options === null) {
     throw new TypeError(`idemfetch: options must be an object, got ${String(options)}`);
   }
-  const { requireKey = false, methods, ietf = false, ...shared } = options;
+  const { requireKey = false, methods, ietf = false, waitUntil, ...shared } = options;
+  if (waitUntil !== undefined && typeof waitUntil !== "function") {
+    throw new TypeError(`idemfetch: option "waitUntil" must be a function, got ${typeof waitUntil}`);
+  }
   if (typeof ietf !== "boolean") throw new TypeError(`idemfetch: option "ietf" must be a boolean, got ${String(ietf)}`);
   const handled = methodSet("methods", methods, DEFAULT_METHODS);
   const required =
@@ -75,7 +108,7 @@ export function idempotencyLayer(options: ServerIdempotencyOptions = {}): Idempo
     shared.conflictStatus ??= 422;
     shared.waitTimeoutMs ??= 0;
   }
-  const engine = createEngine(normalizeOptions(shared, "server"));
+  const engine = createEngine(normalizeOptions(shared, "server"), SERVER_FACE);
 
   return {
     async handle(request, handler, call = {}) {
@@ -101,8 +134,10 @@ export function idempotencyLayer(options: ServerIdempotencyOptions = {}): Idempo
       };
       const engineCall: CallOptions = { requireKey: required.has(method) };
       if (call.ttlSeconds !== undefined) engineCall.ttlSeconds = call.ttlSeconds;
+      const hook = call.waitUntil ?? waitUntil;
+      if (hook) engineCall.waitUntil = hook;
       try {
-        return await engine.handle(request, send, "server", engineCall);
+        return await engine.handle(request, send, engineCall);
       } catch (error) {
         // The handler's own failures (joined duplicates get the same one) go on as they were thrown.
         if (error instanceof HandlerFailure) throw error.cause;
@@ -111,6 +146,8 @@ export function idempotencyLayer(options: ServerIdempotencyOptions = {}): Idempo
       }
     },
     stats: engine.stats,
+    forget: engine.forget,
+    close: engine.close,
   };
 }
 
@@ -128,8 +165,20 @@ export const idempotency = <A extends unknown[] = []>(
   const layer = idempotencyLayer(options);
   return Object.assign(
     function idempotency(request: Request, ...args: A): Promise<Response> {
-      return layer.handle(request, (upstream) => handler(upstream, ...args));
+      const ctx = args.find(hasWaitUntil);
+      return layer.handle(
+        request,
+        (upstream) => handler(upstream, ...args),
+        ctx ? { waitUntil: (promise) => ctx.waitUntil(promise) } : {},
+      );
     },
-    { stats: layer.stats },
+    { stats: layer.stats, forget: layer.forget, close: layer.close },
   );
 };
+
+/** A Workers-style execution context among a handler's arguments. */
+function hasWaitUntil(value: unknown): value is { waitUntil(promise: Promise<unknown>): void } {
+  return (
+    typeof value === "object" && value !== null && typeof (value as { waitUntil?: unknown }).waitUntil === "function"
+  );
+}

@@ -1,4 +1,4 @@
-// testStore(): the one conformance suite every IdempotencyStore passes (SPEC.md "The store contract").
+// testStore(): the one conformance suite every IdempotencyStore passes (docs/protocol.md "The store contract").
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { encodeRecord } from "../src/record.js";
 import { type AcquireResult, type IdempotencyStore, newToken, type StoredRecord } from "../src/store.js";

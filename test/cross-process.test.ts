@@ -1,4 +1,6 @@
 // Several Node processes sharing one real Redis (directly, and through the Upstash REST protocol): coalescing, crash, outage, fuzz.
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { ioredisStore } from "../adapters/ioredis.js";
@@ -18,6 +20,9 @@ beforeAll(async () => {
 });
 afterAll(() => up.close());
 beforeEach(() => up.reset());
+
+const exec = promisify(execFile);
+const EXIT_AFTER_READ = new URL("./fixtures/exit-after-read.ts", import.meta.url).pathname;
 
 const decode = (o: Outcome) => Buffer.from(o.body, "base64").toString("utf8");
 
@@ -118,6 +123,26 @@ describe.each(["ioredis", "upstash"] as const)("across processes via %s", (backe
       }
     }
     await Promise.all(ws.map((w) => w.exit()));
+  });
+
+  it("processes that exit the moment they have read the body lose nothing: 1 execution, the later ones replay", async () => {
+    const b = await backendFor(backend, REDIS_URL);
+    try {
+      const key = `${run}-${backend}-exit`;
+      const outcomes: { status: number; body: string; replayed: boolean }[] = [];
+      for (let i = 0; i < 4; i++) {
+        const { stdout } = await exec(process.execPath, ["--import", "tsx", EXIT_AFTER_READ], {
+          env: { ...process.env, ...b.env, TARGET: `${up.url}/echo?ms=50`, KEY: key },
+        });
+        outcomes.push(JSON.parse(stdout.trim().split("\n").at(-1) as string));
+      }
+      expect(up.count("/echo")).toBe(1);
+      expect(outcomes.map((o) => o.status)).toEqual([200, 200, 200, 200]);
+      expect(outcomes.map((o) => o.replayed)).toEqual([false, true, true, true]);
+      expect(new Set(outcomes.map((o) => o.body)).size).toBe(1);
+    } finally {
+      await b.close();
+    }
   });
 });
 

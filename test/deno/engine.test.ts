@@ -1,13 +1,8 @@
 // Deno: the engine and createIdempotentFetch on the memory store against a Deno.serve upstream; upstashStore on Deno's fetch.
 import assert from "node:assert/strict";
 import { upstashStore } from "../../adapters/upstash.ts";
-import {
-  createEngine,
-  createIdempotentFetch,
-  type IdempotencyStore,
-  memoryStore,
-  normalizeOptions,
-} from "../../src/index.ts";
+import { createIdempotentFetch, type IdempotencyStore, memoryStore } from "../../src/index.ts";
+import { idempotency } from "../../src/server.ts";
 
 const CONFLICT =
   '{"success":false,"error":{"type":"client_error","code":"IDEMPOTENCY_CONFLICT","message":"Request body differs from previous request with same key"}}';
@@ -63,17 +58,16 @@ Deno.test("createIdempotentFetch on memoryStore: coalescing, replay, conflict ag
   await fetchContract(memoryStore());
 });
 
-Deno.test("createEngine directly: a keyless call passes through; keyed ones run once", async () => {
-  const engine = createEngine(normalizeOptions({}, "server"));
+Deno.test("the server face: a keyless call passes through; keyed ones run once; close() settles", async () => {
   let runs = 0;
-  const send = async () => new Response(String(++runs));
+  const engine = idempotency(async () => new Response(String(++runs)));
   const req = (key?: string) =>
     new Request("http://x/a", { method: "POST", body: "{}", headers: key ? { "Idempotency-Key": key } : {} });
-  await (await engine.handle(req(), send, "server")).text();
-  await (await engine.handle(req(), send, "server")).text();
+  await (await engine(req())).text();
+  await (await engine(req())).text();
   assert.equal(runs, 2);
-  const a = await engine.handle(req("k"), send, "server");
-  const b = await engine.handle(req("k"), send, "server");
+  const a = await engine(req("k"));
+  const b = await engine(req("k"));
   assert.equal(await a.text(), "3");
   assert.equal(await b.text(), "3");
   assert.equal(b.headers.get("idempotent-replayed"), "true");
@@ -81,6 +75,7 @@ Deno.test("createEngine directly: a keyless call passes through; keyed ones run 
     { passedThrough: engine.stats().passedThrough, upstreamCalls: engine.stats().upstreamCalls },
     { passedThrough: 2, upstreamCalls: 1 },
   );
+  await engine.close();
 });
 
 /** The Upstash REST fixture (Node, backed by the Redis on 6379), started as a child process. */

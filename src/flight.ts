@@ -1,0 +1,157 @@
+// A flight: one upstream call (or wait, or replay) per store key in this process, and the callers attached to it.
+import type { Broadcast } from "./broadcast.js";
+import { NULL_BODY, replayHeaders, replayResponse, storableHeaders } from "./record.js";
+import type { StoredRecord } from "./store.js";
+
+/** What a flight ends with; every caller turns it into a Response of its own. */
+export type Outcome =
+  /** The leader's response, its body shared live. */
+  | { kind: "live"; head: Response; body: Broadcast | null }
+  /** A response no copy can be made of (opaque, status 0): clones. */
+  | { kind: "raw"; response: Response }
+  /** A stored record, already proven to make a Response. */
+  | { kind: "record"; record: StoredRecord }
+  /** An answer of the library's own (conflict, in progress, unavailable). */
+  | { kind: "answer"; make: () => Response }
+  | { kind: "fail"; error: unknown };
+
+/** How this flight's responses look to callers who did not lead it. */
+export interface View {
+  /** Set-Cookie never reaches another caller unless the scope proves it is the same client. */
+  dropSetCookie: boolean;
+  /** Headers a shared response never carries. */
+  dropHeaders: ReadonlySet<string>;
+  /** The request URL, for `Response.url` of replays. */
+  url: string;
+  /** Counts the first caller's replay (joiners were counted when they joined). */
+  replayed(record: StoredRecord): void;
+}
+
+interface Caller {
+  resolve: (response: Response) => void;
+  reject: (error: unknown) => void;
+  signal: AbortSignal | undefined;
+  first: boolean;
+}
+
+/**
+ * Joinable from creation until `close()`, which runs once; settled with one outcome, once. A caller's
+ * abort rejects only that caller; the upstream call is aborted once every caller has aborted.
+ */
+export class Flight {
+  /** Aborts the upstream call; only made when the first caller can abort (else no caller ever all-aborts). */
+  readonly abort: AbortController | undefined;
+  /** Holds the lease or runs unprotected: its fingerprint is the key's now. */
+  leading = false;
+  /** Settles once this flight's store writes have (the commit or release): what `waitUntil` hooks get. */
+  durable: Promise<void> = Promise.resolve();
+  private open = true;
+  private outcome: Outcome | undefined;
+  private waiting: Caller[] = [];
+  private callers = 0;
+  private aborted = 0;
+
+  constructor(
+    readonly fingerprint: string,
+    private readonly view: View,
+    abortable: boolean,
+    private readonly onClose: () => void,
+  ) {
+    this.abort = abortable ? new AbortController() : undefined;
+  }
+
+  get joinable(): boolean {
+    return this.open;
+  }
+
+  /** No new caller joins after this: the next one goes to the store. Runs once. */
+  close(): void {
+    if (!this.open) return;
+    this.open = false;
+    this.onClose();
+  }
+
+  attach(signal: AbortSignal | undefined, first: boolean): Promise<Response> {
+    this.callers++;
+    return new Promise<Response>((resolve, reject) => {
+      const caller: Caller = { resolve, reject, signal, first };
+      if (this.outcome) {
+        this.deliver(caller, this.outcome);
+        return;
+      }
+      this.waiting.push(caller);
+      signal?.addEventListener(
+        "abort",
+        () => {
+          const at = this.waiting.indexOf(caller);
+          if (at < 0) return;
+          this.waiting.splice(at, 1);
+          reject(signal.reason);
+          this.abortOne();
+        },
+        { once: true },
+      );
+    });
+  }
+
+  /** Hands the outcome to every caller waiting, and to every later joiner. Runs once. */
+  settle(outcome: Outcome): void {
+    if (this.outcome) return;
+    this.outcome = outcome;
+    if (outcome.kind !== "live") this.close();
+    const waiting = this.waiting;
+    this.waiting = [];
+    for (const caller of waiting) this.deliver(caller, outcome);
+    if (outcome.kind === "live") outcome.body?.start();
+  }
+
+  /** One caller gave up; the last one stops the upstream call. */
+  private abortOne(): void {
+    if (++this.aborted < this.callers) return;
+    this.close();
+    this.abort?.abort(new DOMException("Every caller of this request aborted", "AbortError"));
+  }
+
+  private deliver(caller: Caller, outcome: Outcome): void {
+    if (outcome.kind === "fail") {
+      caller.reject(outcome.error);
+      return;
+    }
+    try {
+      caller.resolve(this.responseFor(caller, outcome));
+    } catch (error) {
+      // Building a Response can throw (a header of a foreign record); that caller gets the error, nobody hangs.
+      caller.reject(error);
+    }
+  }
+
+  private responseFor(caller: Caller, outcome: Exclude<Outcome, { kind: "fail" }>): Response {
+    const { view } = this;
+    switch (outcome.kind) {
+      case "answer":
+        return outcome.make();
+      case "raw":
+        return caller.first ? outcome.response : outcome.response.clone();
+      case "record":
+        if (caller.first) view.replayed(outcome.record);
+        return withUrl(replayResponse(outcome.record, view.dropSetCookie), view.url);
+      case "live": {
+        const { head, body } = outcome;
+        const stream = body?.reader(caller.signal, () => this.abortOne()) ?? null;
+        const response = new Response(NULL_BODY.has(head.status) ? null : stream, {
+          status: head.status,
+          statusText: head.statusText,
+          headers: caller.first
+            ? head.headers
+            : replayHeaders(storableHeaders(head.headers, view.dropHeaders), view.dropSetCookie),
+        });
+        return withUrl(response, head.url || view.url);
+      }
+    }
+  }
+}
+
+function withUrl(response: Response, url: string): Response {
+  if (url && !response.url) Object.defineProperty(response, "url", { value: url });
+  return response;
+}

@@ -1,0 +1,108 @@
+// The lease's life in one object: taken → heartbeat → committed or released, exactly once (docs/protocol.md "Lifecycles").
+import type { IdempotencyStore, StoredRecord } from "./store.js";
+
+/** Reports a store problem or a lost lease; never throws. */
+export type LeaseReport = (type: "store-error" | "stale-token", op: string, error?: unknown) => void;
+
+/** Runs one store call with a deadline: a dead or slow store never hangs a request. */
+export function withDeadline<T>(
+  op: string,
+  ms: number,
+  run: () => Promise<T>,
+  onLate?: (value: T) => void,
+): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    let late = false;
+    const timer = setTimeout(() => {
+      late = true;
+      reject(new Error(`idemfetch: store ${op} timed out after ${ms} ms`));
+    }, ms);
+    let pending: Promise<T>;
+    try {
+      pending = run();
+    } catch (error) {
+      pending = Promise.reject(error);
+    }
+    pending.then(
+      (value) => {
+        clearTimeout(timer);
+        if (late) onLate?.(value);
+        else resolve(value);
+      },
+      (error: unknown) => {
+        clearTimeout(timer);
+        reject(error);
+      },
+    );
+  });
+}
+
+/**
+ * The leader's hold on a store key. `commit` and `release` are the only ways out; whichever runs first
+ * wins, the other returns the same settlement. `ended` resolves once the store has answered (or the
+ * deadline passed), never rejects: it is what "durable before delivered" waits on.
+ */
+export class Lease {
+  private heartbeat: ReturnType<typeof setInterval> | undefined;
+  private outcome: Promise<void> | undefined;
+  private finish!: () => void;
+  /** Settles when the lease is committed or released (successfully or not). */
+  readonly ended: Promise<void> = new Promise<void>((resolve) => {
+    this.finish = resolve;
+  });
+
+  constructor(
+    private readonly store: IdempotencyStore,
+    private readonly storeKey: string,
+    /** The owner token; null when the call runs unprotected (store down, fail-open). */
+    readonly token: string | null,
+    private readonly leaseMs: number,
+    private readonly timeoutMs: number,
+    private readonly report: LeaseReport,
+  ) {
+    if (token === null) return;
+    this.heartbeat = setInterval(() => this.renew(token), Math.max(1, Math.floor(leaseMs / 3)));
+    (this.heartbeat as { unref?: () => void }).unref?.();
+  }
+
+  /** Stores `record` for `ttlMs` and drops the lease, once. */
+  commit(record: StoredRecord, ttlMs: number): Promise<void> {
+    return this.end("commit", (token) => this.store.commit(this.storeKey, token, record, ttlMs));
+  }
+
+  /** Drops the lease without storing anything, once. */
+  release(): Promise<void> {
+    return this.end("release", (token) => this.store.release(this.storeKey, token));
+  }
+
+  private end(op: "commit" | "release", run: (token: string) => Promise<boolean>): Promise<void> {
+    if (this.outcome) return this.outcome;
+    clearInterval(this.heartbeat);
+    const token = this.token;
+    this.outcome =
+      token === null
+        ? Promise.resolve()
+        : withDeadline(op, this.timeoutMs, () => run(token)).then(
+            (ok) => {
+              if (!ok) this.report("stale-token", op);
+            },
+            (error: unknown) => this.report("store-error", op, error),
+          );
+    this.outcome.then(this.finish);
+    return this.outcome;
+  }
+
+  private renew(token: string): void {
+    withDeadline("renew", this.timeoutMs, () => this.store.renew(this.storeKey, token, this.leaseMs)).then(
+      (ok) => {
+        if (ok || this.outcome) return;
+        // Someone else owns the key now; renewing again would only repeat the report.
+        clearInterval(this.heartbeat);
+        this.report("stale-token", "renew");
+      },
+      (error: unknown) => {
+        if (!this.outcome) this.report("store-error", "renew", error);
+      },
+    );
+  }
+}
