@@ -1,7 +1,7 @@
 // idempotency(): the Request -> Response face of the engine, for any Web-standard handler (Deno.serve, Bun, Hono, workers).
 import { type CallOptions, createEngine, type Stats } from "./engine.js";
 import { errorResponse, isIdempotencyKeyError } from "./errors.js";
-import { type IdempotencyOptions, normalizeOptions } from "./options.js";
+import { callTtlMs, type IdempotencyOptions, normalizeOptions } from "./options.js";
 
 /** Options of the server middleware: the shared ones (no client-only settings) plus the server's own. */
 export interface ServerIdempotencyOptions extends Omit<IdempotencyOptions, "fetch" | "autoKey" | "sendKeyHeader"> {
@@ -79,6 +79,8 @@ export function idempotencyLayer(options: ServerIdempotencyOptions = {}): Idempo
 
   return {
     async handle(request, handler, call = {}) {
+      // A per-call TTL comes from code: nonsense is a programming error, thrown before anything runs.
+      callTtlMs(call.ttlSeconds, "call.ttlSeconds");
       const method = request.method.toUpperCase();
       if (!handled.has(method)) return handler(request);
       const send = async (upstream: Request, init?: RequestInit): Promise<Response> => {
