@@ -19,8 +19,9 @@ export async function sha256(data: string | Uint8Array): Promise<string> {
 
 /**
  * Containers nested deeper than this are not canonicalised: the body is hashed as its raw bytes. The
- * canonicaliser recurses once per level, and 128 frames fit every engine's stack (small worker stacks
- * included) with room to spare, while real API payloads stay far below it (a few dozen levels at most).
+ * canonicaliser recurses two small frames per level, which at 128 levels fits every engine's stack (small
+ * worker and browser stacks included) many times over, while real API payloads stay far below it (a few
+ * dozen levels at most); and past it, a retry still sends the same bytes.
  */
 export const MAX_CANONICAL_DEPTH = 128;
 
@@ -49,6 +50,7 @@ let stripKey = false;
 let strStart = 0;
 let strEnd = 0;
 let strEscaped = false;
+/** The last top-level `idempotency_key` seen while stripping it, when it is a string. */
 let bodyKey: string | undefined;
 
 // A string without escapes or control characters, matched natively; its source text is already canonical.
@@ -298,10 +300,19 @@ function exactDecimal(negative: boolean, digits: string, point: number, exponent
   return `${sign}${d.slice(0, n)}.${d.slice(n)}`;
 }
 
-/** Serialises a JSON value with object keys sorted, so key order and spacing never change a fingerprint. */
+/**
+ * Serialises a JSON value with object keys sorted, so key order and spacing never change a fingerprint.
+ * Throws `RangeError` for a value nested deeper than `MAX_CANONICAL_DEPTH`.
+ */
 export function canonicalJson(value: unknown): string {
   const text = JSON.stringify(value);
-  return text === undefined ? text : canonicalText(text, false);
+  if (text === undefined) return text;
+  try {
+    return canonicalText(text, false);
+  } catch (stop) {
+    if (stop === DEEP) throw new RangeError(`canonicalJson: nested deeper than ${MAX_CANONICAL_DEPTH}`);
+    throw stop;
+  }
 }
 
 /** The body read from JSON text: canonical, or past the depth limit only its key; undefined when not JSON. */

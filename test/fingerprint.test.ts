@@ -81,7 +81,10 @@ describe("canonical JSON from source text", () => {
     expect(await fp(nest(MAX_CANONICAL_DEPTH + 1))).not.toBe(await fp(` ${nest(MAX_CANONICAL_DEPTH + 1)}`));
     // Invalid JSON past the limit is not JSON at all: no key, bytes hashed.
     expect(bodyOf(`{"idempotency_key":"k","a":${nest(500)}`)).toBeUndefined();
-    expect(bodyOf(`[${"{}".repeat(10)}${nest(200000)}]`)?.canonical).toBeUndefined();
+    const deepest = bodyOf(`{"idempotency_key":"k","a":${nest(200_000)}}`);
+    expect(deepest?.canonical).toBeUndefined();
+    expect(deepest?.idempotency_key).toBe("k");
+    expect(() => canonicalJson(JSON.parse(nest(MAX_CANONICAL_DEPTH + 1)))).toThrow(RangeError);
   });
 
   it.each([
