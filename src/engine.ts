@@ -7,7 +7,7 @@ import { fingerprintOf, parseJsonBody, sha256 } from "./fingerprint.js";
 import { Flight, type Outcome } from "./flight.js";
 import { KEY_HEADER, keyFromHeader, keyFromJson, validateKey } from "./key.js";
 import { Lease, withDeadline } from "./lease.js";
-import type { NormalizedOptions } from "./options.js";
+import { callTtlMs, type NormalizedOptions } from "./options.js";
 import { isRecord, NULL_BODY, replayResponse, storableHeaders } from "./record.js";
 import type { AcquireResult, ForgetResult, IdempotencyStore, StoredRecord } from "./store.js";
 
@@ -179,7 +179,7 @@ export function createEngine(o: NormalizedOptions, face: Face): Engine {
     const signal = call.signal ?? undefined;
     // Nothing was sent: like fetch, reject with the reason and touch nothing.
     if (signal?.aborted) throw signal.reason;
-    const ttlMs = call.ttlSeconds === undefined ? undefined : callTtlMs(call.ttlSeconds);
+    const ttlMs = callTtlMs(call.ttlSeconds);
     const method = request.method.toUpperCase();
     const headerValue = request.headers.get(KEY_HEADER);
     const explicit =
@@ -614,12 +614,4 @@ function describe(value: unknown): string {
   if (value === null) return "null";
   if (typeof value !== "object") return typeof value;
   return `an object (${Object.prototype.toString.call(value)})`;
-}
-
-/** A per-call TTL in seconds as ms; validated like the constructor's options, before any store call. */
-function callTtlMs(ttlSeconds: unknown): number {
-  if (typeof ttlSeconds !== "number" || !Number.isFinite(ttlSeconds) || ttlSeconds <= 0) {
-    throw new TypeError(`idemfetch: option "ttlSeconds" must be a positive number, got ${String(ttlSeconds)}`);
-  }
-  return ttlSeconds * 1000;
 }

@@ -1,7 +1,7 @@
 // createIdempotentFetch: the fetch-shaped face over the engine.
 import { type CallOptions, createEngine, type Face, type ForgetOptions, type Send, type Stats } from "./engine.js";
 import { KEY_HEADER } from "./key.js";
-import { type IdempotencyOptions, type NormalizedOptions, normalizeOptions } from "./options.js";
+import { callTtlMs, type IdempotencyOptions, type NormalizedOptions, normalizeOptions } from "./options.js";
 import { DECODED_BODY_HEADERS } from "./record.js";
 import type { ForgetResult } from "./store.js";
 
@@ -57,6 +57,8 @@ export function createIdempotentFetch(options: IdempotencyOptions = {}): Idempot
     const perCall = init?.idempotency;
     if (perCall === false) return o.getFetch()(input, stripOwn(init));
     try {
+      // Nonsense is refused even on a call that turns out unkeyed, so it cannot hide until one is.
+      callTtlMs(perCall?.ttlSeconds, "idempotency.ttlSeconds");
       // The cheap exit: a call that cannot carry a key skips the engine and the Request copy.
       if (perCall?.key === undefined && !mayCarryKey(input, init, o.autoKey === false ? null : o.autoKey.methods)) {
         return o.getFetch()(input, stripOwn(init));

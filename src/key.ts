@@ -5,16 +5,42 @@ export const KEY_HEADER = "idempotency-key";
 export const BODY_KEY_FIELD = "idempotency_key";
 const MAX_KEY_LENGTH = 255;
 
-/** The key carried by an `Idempotency-Key` header value; throws `IdempotencyKeyError` when it is not valid. */
+/**
+ * The key carried by an `Idempotency-Key` header value; throws `IdempotencyKeyError` when it is not valid.
+ * A value starting with `"` must be exactly one RFC 8941 sf-string (printable ASCII, only `\"` and `\\`
+ * escaped, nothing after the closing quote: no parameters); the quotes are not part of the key. Any other
+ * value is taken as a bare token, which cannot contain `"` (an sf-string is the only item that may).
+ */
 export function keyFromHeader(value: string): string {
-  let key = value.trim();
-  if (key.length >= 2 && key.startsWith('"') && key.endsWith('"')) {
-    key = key.slice(1, -1);
-    if (/(^|[^\\])"/.test(key))
-      throw new IdempotencyKeyError("Idempotency-Key has an unescaped '\"' inside its quotes");
-    key = key.replace(/\\(["\\])/g, "$1");
+  const key = value.trim();
+  if (!key.startsWith('"')) {
+    if (key.includes('"')) throw new IdempotencyKeyError("Idempotency-Key has a '\"' outside an sf-string");
+    return validateKey(key);
   }
-  return validateKey(key);
+  let out = "";
+  let i = 1;
+  for (;;) {
+    const c = key.charCodeAt(i);
+    if (Number.isNaN(c)) throw new IdempotencyKeyError("Idempotency-Key has no closing '\"'");
+    if (c === 0x22) break;
+    if (c === 0x5c) {
+      const next = key[i + 1];
+      if (next !== '"' && next !== "\\") {
+        throw new IdempotencyKeyError("Idempotency-Key escapes something other than '\"' or '\\' (RFC 8941)");
+      }
+      out += next;
+      i += 2;
+    } else if (c < 0x20 || c > 0x7e) {
+      throw new IdempotencyKeyError("Idempotency-Key has a character other than printable ASCII inside its quotes");
+    } else {
+      out += key[i];
+      i++;
+    }
+  }
+  if (i !== key.length - 1) {
+    throw new IdempotencyKeyError("Idempotency-Key has characters after its closing '\"' (no parameters allowed)");
+  }
+  return validateKey(out);
 }
 
 /** Returns the key when it is 1-255 characters without control characters, else throws `IdempotencyKeyError`. */
@@ -30,7 +56,10 @@ export function validateKey(key: string): string {
   return key;
 }
 
-/** The top-level string `idempotency_key` of a parsed JSON body, validated; undefined when there is none. */
+/**
+ * The top-level string `idempotency_key` of a JSON body, validated; undefined when there is none. Takes
+ * a parsed JSON value or what `parseJsonBody` returns (which holds that field under the same name).
+ */
 export function keyFromJson(json: unknown): string | undefined {
   if (typeof json !== "object" || json === null || Array.isArray(json)) return undefined;
   const value = (json as Record<string, unknown>)[BODY_KEY_FIELD];

@@ -84,17 +84,60 @@ export const DEFAULTS = {
   sendKeyHeader: "same-origin",
 } as const;
 
+/** The longest delay `setTimeout` honours, in ms: beyond it Node, browsers and Deno fire after about 1 ms. */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+/** The longest TTL, in ms: an exact integer (about 285 000 years) that every store can write as Redis PX. */
+export const MAX_TTL_MS = Number.MAX_SAFE_INTEGER;
+/** The largest `maxBodyBytes`, in bytes (1 GiB): bodies are held whole in memory and in the store. */
+export const MAX_BODY_BYTES = 2 ** 30;
+
 const fail = (name: string, expected: string, got: unknown): never => {
   throw new TypeError(`idemfetch: option "${name}" must be ${expected}, got ${JSON.stringify(got) ?? String(got)}`);
 };
 
-const positive = (name: string, value: unknown, fallback: number, integer = false): number => {
+/** A finite number in (0, max] (or 0 itself when `zero`); `unit` follows the limit in the message. */
+const positive = (
+  name: string,
+  value: unknown,
+  fallback: number,
+  max: number,
+  unit: string,
+  { integer = false, zero = false } = {},
+): number => {
   if (value === undefined) return fallback;
-  if (typeof value !== "number" || !Number.isFinite(value) || value <= 0 || (integer && !Number.isInteger(value))) {
-    return fail(name, integer ? "a positive integer" : "a positive number", value);
+  if (
+    typeof value !== "number" ||
+    !Number.isFinite(value) ||
+    value < 0 ||
+    (value === 0 && !zero) ||
+    value > max ||
+    (integer && !Number.isInteger(value))
+  ) {
+    const kind = integer ? "integer" : "number";
+    return fail(name, `a ${zero ? "non-negative" : "positive"} ${kind} at most ${max} ${unit}`, value);
   }
   return value;
 };
+
+const timer = (name: string, value: unknown, fallback: number, zero = false): number =>
+  positive(name, value, fallback, MAX_TIMER_MS, "ms (the longest timer delay)", { zero });
+
+const MAX_TTL_SECONDS = Math.floor(MAX_TTL_MS / 1000);
+
+/**
+ * A per-call `ttlSeconds`, validated like the option (a positive number of seconds, at most about 285 000
+ * years), in ms; undefined when not given. Throws `TypeError` naming `name`.
+ */
+export function callTtlMs(ttlSeconds: unknown, name = "ttlSeconds"): number | undefined {
+  if (ttlSeconds === undefined) return undefined;
+  return positive(name, ttlSeconds, 0, MAX_TTL_SECONDS, "seconds") * 1000;
+}
+
+// A method is an HTTP token (RFC 9110).
+const METHOD = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+// Visible ASCII without ':', the store key separator: no spaces, control or non-ASCII characters, which
+// would make store keys ambiguous across encodings or unreadable in store tools.
+const NAMESPACE = /^[\x21-\x39\x3b-\x7e]{1,64}$/;
 
 const oneOf = <T extends string>(name: string, value: unknown, allowed: readonly T[], fallback: T): T => {
   if (value === undefined) return fallback;
@@ -124,12 +167,13 @@ export function normalizeOptions(
     if (auto !== true && (typeof auto !== "object" || auto === null)) fail("autoKey", "a boolean or an object", auto);
     const o: AutoKeyOptions = auto === true ? {} : auto;
     const methods = o.methods ?? DEFAULTS.autoKeyMethods;
-    if (!Array.isArray(methods) || methods.some((m) => typeof m !== "string")) {
+    if (!Array.isArray(methods) || methods.some((m) => typeof m !== "string" || !METHOD.test(m))) {
       fail("autoKey.methods", "an array of method names", methods);
     }
     autoKey = {
       methods: new Set(methods.map((m) => m.toUpperCase())),
-      windowMs: positive("autoKey.windowMs", o.windowMs, DEFAULTS.autoKeyWindowMs),
+      // A TTL (the record's expiry), not a timer.
+      windowMs: positive("autoKey.windowMs", o.windowMs, DEFAULTS.autoKeyWindowMs, MAX_TTL_MS, "ms"),
     };
   }
 
@@ -138,8 +182,8 @@ export function normalizeOptions(
     fail("conflictStatus", "a 4xx status", conflictStatus);
   }
   const namespace = options.namespace ?? DEFAULTS.namespace;
-  if (typeof namespace !== "string" || namespace.length === 0 || namespace.length > 64 || namespace.includes(":")) {
-    fail("namespace", "a non-empty string of at most 64 characters without ':'", namespace);
+  if (typeof namespace !== "string" || !NAMESPACE.test(namespace)) {
+    fail("namespace", "1-64 visible ASCII characters other than ':'", namespace);
   }
   const userFetch = fn<typeof fetch>("fetch", options.fetch);
 
@@ -147,17 +191,18 @@ export function normalizeOptions(
     store,
     // Looked up at call time by default, so a later patch of globalThis.fetch is respected.
     getFetch: userFetch ? () => userFetch : () => globalThis.fetch,
-    ttlMs: positive("ttlSeconds", options.ttlSeconds, DEFAULTS.ttlSeconds) * 1000,
-    waitTimeoutMs:
-      options.waitTimeoutMs === 0 ? 0 : positive("waitTimeoutMs", options.waitTimeoutMs, DEFAULTS.waitTimeoutMs),
-    leaseMs: positive("leaseMs", options.leaseMs, DEFAULTS.leaseMs),
+    ttlMs: callTtlMs(options.ttlSeconds) ?? DEFAULTS.ttlSeconds * 1000,
+    waitTimeoutMs: timer("waitTimeoutMs", options.waitTimeoutMs, DEFAULTS.waitTimeoutMs, true),
+    leaseMs: timer("leaseMs", options.leaseMs, DEFAULTS.leaseMs),
     autoKey,
     shouldStore: fn("shouldStore", options.shouldStore) ?? defaultShouldStore,
-    maxBodyBytes: positive("maxBodyBytes", options.maxBodyBytes, DEFAULTS.maxBodyBytes, true),
+    maxBodyBytes: positive("maxBodyBytes", options.maxBodyBytes, DEFAULTS.maxBodyBytes, MAX_BODY_BYTES, "bytes", {
+      integer: true,
+    }),
     conflictStatus,
     namespace,
     onStoreError: oneOf("onStoreError", options.onStoreError, ["open", "closed"], DEFAULTS.onStoreError),
-    storeTimeoutMs: positive("storeTimeoutMs", options.storeTimeoutMs, DEFAULTS.storeTimeoutMs),
+    storeTimeoutMs: timer("storeTimeoutMs", options.storeTimeoutMs, DEFAULTS.storeTimeoutMs),
     onEvent: fn("onEvent", options.onEvent),
     fingerprint: fn("fingerprint", options.fingerprint),
     scope: fn("scope", options.scope),

@@ -1,7 +1,7 @@
 // idempotency(): the Request -> Response face of the engine, for any Web-standard handler (Deno.serve, Bun, Hono, workers).
 import { type CallOptions, createEngine, type Face, type ForgetOptions, type Stats } from "./engine.js";
 import { errorResponse, isIdempotencyKeyError } from "./errors.js";
-import { type IdempotencyOptions, normalizeOptions } from "./options.js";
+import { callTtlMs, type IdempotencyOptions, normalizeOptions } from "./options.js";
 import { FRAMING_HEADERS } from "./record.js";
 import type { ForgetResult } from "./store.js";
 
@@ -112,6 +112,8 @@ export function idempotencyLayer(options: ServerIdempotencyOptions = {}): Idempo
 
   return {
     async handle(request, handler, call = {}) {
+      // A per-call TTL comes from code: nonsense is a programming error, thrown before anything runs.
+      callTtlMs(call.ttlSeconds, "call.ttlSeconds");
       const method = request.method.toUpperCase();
       if (!handled.has(method)) return handler(request);
       const send = async (upstream: Request, init?: RequestInit): Promise<Response> => {
