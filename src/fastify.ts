@@ -26,6 +26,8 @@ interface Flight {
   upstream?: Request;
   /** Hands the route's reply to the layer, once onSend has it. */
   deliver?: ((response: Response) => void) | undefined;
+  /** Fails the route's call instead (it replied without onSend), so its duplicates and its lease are not held forever. */
+  fail?: (error: Error) => void;
 }
 
 /**
@@ -48,14 +50,21 @@ export const idempotency: FastifyPluginAsync<ServerIdempotencyOptions> = async f
       flight.answer = layer.handle(web, (upstream) => {
         flight.upstream = upstream;
         resolve(null);
-        return new Promise<Response>((deliver) => {
+        return new Promise<Response>((deliver, fail) => {
           flight.deliver = deliver;
+          flight.fail = fail;
         });
       });
       flight.answer.then(resolve, reject);
     });
     // null: this caller leads (or passes through) and Fastify runs the route.
-    if (answer === null) return;
+    if (answer === null) {
+      reply.raw.once("close", () => {
+        // Sent yet onSend never ran: a hijacked reply (reply.hijack()) the layer cannot see.
+        if (flight.deliver && reply.sent) flight.fail?.(new Error("idemfetch: the route replied without onSend"));
+      });
+      return;
+    }
     await send(reply, answer);
     return reply;
   });
