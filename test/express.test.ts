@@ -1,6 +1,7 @@
 // idemfetch/express over a real Express 5 server on 127.0.0.1: the shared face suite in every body-parser order.
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
+import { Readable } from "node:stream";
 import express, { type Express } from "express";
 import { afterEach, describe, expect, it } from "vitest";
 import { idempotency, keepRawBody } from "../src/express.js";
@@ -47,6 +48,10 @@ function build(order: Order, routes: Routes, options: ServerIdempotencyOptions =
     res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
     await routes.stream((chunk) => res.write(chunk));
     res.end();
+  });
+  app.post("/big", (_req, res) => {
+    res.setHeader("content-type", "application/octet-stream");
+    Readable.from(routes.big()).pipe(res);
   });
   app.post("/upload", async (req, res) => {
     res.json(await routes.upload(req));

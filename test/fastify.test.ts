@@ -1,5 +1,5 @@
 // idemfetch/fastify over a real Fastify 5 server on 127.0.0.1: the shared face suite, then Fastify's own hooks and parsers.
-import { PassThrough } from "node:stream";
+import { PassThrough, Readable } from "node:stream";
 import Fastify, { type FastifyInstance } from "fastify";
 import { afterEach, describe, expect, it } from "vitest";
 import { idempotency } from "../src/fastify.js";
@@ -34,6 +34,7 @@ async function build(routes: Routes, options: ServerIdempotencyOptions = {}): Pr
     void routes.stream((chunk) => out.write(chunk)).then(() => out.end());
     return reply.type("text/event-stream").header("cache-control", "no-cache").send(out);
   });
+  app.post("/big", async (_request, reply) => reply.type("application/octet-stream").send(Readable.from(routes.big())));
   app.post("/upload", async (request) => routes.upload(request.body as AsyncIterable<Uint8Array>));
   return app;
 }
