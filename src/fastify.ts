@@ -9,13 +9,6 @@ import { idempotencyLayer, type ServerIdempotencyOptions } from "./server.js";
 export type { NodeFace } from "./node-http.js";
 export type { ServerIdempotencyOptions } from "./server.js";
 
-declare module "fastify" {
-  interface FastifyInstance {
-    /** idemfetch's counters and shutdown (decorated by the idempotency plugin). */
-    idempotency: NodeFace;
-  }
-}
-
 /** One request's way through the hooks. */
 interface Flight {
   /** Headers on the reply before the plugin's hook: outer hooks' own, never stored. */
@@ -30,70 +23,74 @@ interface Flight {
   fail?: (error: Error) => void;
 }
 
+/** A Fastify plugin, plus the counters of what it saved and its shutdown. */
+export type IdempotencyPlugin = FastifyPluginAsync & NodeFace;
+
 /**
- * `app.register(idempotency, options)`: duplicate requests to the routes of that context run their handler
+ * `app.register(idempotency(options))`: duplicate requests to the routes of that context run their handler
  * once. The raw body is fingerprinted in onRequest and handed to Fastify's parser in preParsing; the route's
  * reply is taken in onSend and goes out as the layer answers it. Options are those of `idemfetch/server`.
  */
-export const idempotency: FastifyPluginAsync<ServerIdempotencyOptions> = async function idempotency(app, options) {
+export const idempotency = (options: ServerIdempotencyOptions = {}): IdempotencyPlugin => {
   const layer = idempotencyLayer(options);
   const face = faceOf(layer);
-  const flights = new WeakMap<FastifyRequest, Flight>();
-  app.decorate("idempotency", face);
-  app.addHook("onClose", () => face.close());
+  const plugin: FastifyPluginAsync = async function idempotency(app) {
+    const flights = new WeakMap<FastifyRequest, Flight>();
+    app.addHook("onClose", () => face.close());
 
-  app.addHook("onRequest", async (request, reply) => {
-    const flight: Flight = { before: reply.getHeaders() as OutgoingHttpHeaders };
-    flights.set(request, flight);
-    const web = createRequest(request.raw, reply.raw);
-    const answer = await new Promise<Response | null>((resolve, reject) => {
-      flight.answer = layer.handle(web, (upstream) => {
-        flight.upstream = upstream;
-        resolve(null);
-        return new Promise<Response>((deliver, fail) => {
-          flight.deliver = deliver;
-          flight.fail = fail;
+    app.addHook("onRequest", async (request, reply) => {
+      const flight: Flight = { before: reply.getHeaders() as OutgoingHttpHeaders };
+      flights.set(request, flight);
+      const web = createRequest(request.raw, reply.raw);
+      const answer = await new Promise<Response | null>((resolve, reject) => {
+        flight.answer = layer.handle(web, (upstream) => {
+          flight.upstream = upstream;
+          resolve(null);
+          return new Promise<Response>((deliver, fail) => {
+            flight.deliver = deliver;
+            flight.fail = fail;
+          });
         });
+        flight.answer.then(resolve, reject);
       });
-      flight.answer.then(resolve, reject);
+      // null: this caller leads (or passes through) and Fastify runs the route.
+      if (answer === null) {
+        reply.raw.once("close", () => {
+          // Sent yet onSend never ran: a hijacked reply (reply.hijack()) the layer cannot see.
+          if (flight.deliver && reply.sent) flight.fail?.(new Error("idemfetch: the route replied without onSend"));
+        });
+        return;
+      }
+      await send(reply, answer);
+      return reply;
     });
-    // null: this caller leads (or passes through) and Fastify runs the route.
-    if (answer === null) {
-      reply.raw.once("close", () => {
-        // Sent yet onSend never ran: a hijacked reply (reply.hijack()) the layer cannot see.
-        if (flight.deliver && reply.sent) flight.fail?.(new Error("idemfetch: the route replied without onSend"));
+
+    app.addHook("preParsing", async (request, _reply, payload) => {
+      const body = flights.get(request)?.upstream?.body;
+      return body ? nodeStream(body) : payload;
+    });
+
+    app.addHook("onSend", async (request, reply, payload) => {
+      const flight = flights.get(request);
+      const deliver = flight?.deliver;
+      if (!flight?.answer || !deliver) return payload;
+      flight.deliver = undefined;
+      const status = reply.statusCode;
+      const routed = new Response(NULL_BODY.has(status) ? null : bodyOf(payload), {
+        status,
+        headers: routeHeaders(flight.before, reply.getHeaders() as OutgoingHttpHeaders),
       });
-      return;
-    }
-    await send(reply, answer);
-    return reply;
-  });
-
-  app.addHook("preParsing", async (request, _reply, payload) => {
-    const body = flights.get(request)?.upstream?.body;
-    return body ? nodeStream(body) : payload;
-  });
-
-  app.addHook("onSend", async (request, reply, payload) => {
-    const flight = flights.get(request);
-    const deliver = flight?.deliver;
-    if (!flight?.answer || !deliver) return payload;
-    flight.deliver = undefined;
-    const status = reply.statusCode;
-    const routed = new Response(NULL_BODY.has(status) ? null : bodyOf(payload), {
-      status,
-      headers: routeHeaders(flight.before, reply.getHeaders() as OutgoingHttpHeaders),
+      deliver(routed);
+      const answer = await flight.answer;
+      // Passed through untouched: Fastify's own payload (a stream was turned into `routed`'s body, so it goes on as that).
+      if (answer === routed && !(payload instanceof Readable)) return payload;
+      return answer.body ? nodeStream(answer.body) : null;
     });
-    deliver(routed);
-    const answer = await flight.answer;
-    // Passed through untouched: Fastify's own payload (a stream was turned into `routed`'s body, so it goes on as that).
-    if (answer === routed && !(payload instanceof Readable)) return payload;
-    return answer.body ? nodeStream(answer.body) : null;
-  });
+  };
+  // Like fastify-plugin: the hooks apply to the context that registers the plugin, not to a child of it.
+  Object.assign(plugin, { [Symbol.for("skip-override")]: true, [Symbol.for("fastify.display-name")]: "idemfetch" });
+  return Object.assign(plugin, face);
 };
-
-// Like fastify-plugin: the hooks apply to the context that registers the plugin, not to a child of it.
-Object.assign(idempotency, { [Symbol.for("skip-override")]: true, [Symbol.for("fastify.display-name")]: "idemfetch" });
 
 /** A route's payload (as onSend sees it) as a Web body. */
 function bodyOf(payload: unknown): BodyInit | null {

@@ -2,22 +2,23 @@
 import { PassThrough, Readable } from "node:stream";
 import Fastify, { type FastifyInstance } from "fastify";
 import { afterEach, describe, expect, it } from "vitest";
-import { idempotency } from "../src/fastify.js";
+import { type IdempotencyPlugin, idempotency } from "../src/fastify.js";
 import type { ServerIdempotencyOptions } from "../src/server.js";
 import { faceSuite, Routes, type Started } from "./fixtures/node-face-suite.js";
 
-async function listen(app: FastifyInstance): Promise<Started> {
+async function listen(app: FastifyInstance, face: IdempotencyPlugin): Promise<Started> {
   const url = await app.listen({ port: 0, host: "127.0.0.1" });
-  return { url, stats: () => app.idempotency.stats(), close: () => app.close() };
+  return { url, stats: face.stats, close: () => app.close() };
 }
 
-async function build(routes: Routes, options: ServerIdempotencyOptions = {}): Promise<FastifyInstance> {
+async function build(routes: Routes, options: ServerIdempotencyOptions = {}) {
   const app = Fastify({ forceCloseConnections: true });
   // An outer hook's header: it goes on every response and is never stored.
   app.addHook("onRequest", async (request, reply) => {
     reply.header("x-outer", String(request.headers["x-caller"] ?? "none"));
   });
-  await app.register(idempotency, options);
+  const face = idempotency(options);
+  await app.register(face);
   app.addContentTypeParser("application/octet-stream", (_request, payload, done) => done(null, payload));
 
   app.post<{ Querystring: { cookie?: string } }>("/orders", async (request, reply) => {
@@ -36,10 +37,13 @@ async function build(routes: Routes, options: ServerIdempotencyOptions = {}): Pr
   });
   app.post("/big", async (_request, reply) => reply.type("application/octet-stream").send(Readable.from(routes.big())));
   app.post("/upload", async (request) => routes.upload(request.body as AsyncIterable<Uint8Array>));
-  return app;
+  return { app, face };
 }
 
-faceSuite("fastify", async (routes, options) => listen(await build(routes, options)));
+faceSuite("fastify", async (routes, options) => {
+  const { app, face } = await build(routes, options);
+  return listen(app, face);
+});
 
 describe("fastify face specifics", () => {
   let running: Started[] = [];
@@ -47,15 +51,16 @@ describe("fastify face specifics", () => {
     await Promise.all(running.map((s) => s.close()));
     running = [];
   });
-  const start = async (app: FastifyInstance) => {
-    const started = await listen(app);
+  const start = async (app: FastifyInstance, face: IdempotencyPlugin) => {
+    const started = await listen(app, face);
     running.push(started);
     return started;
   };
 
   it("an outer hook's header is the caller's own on a replay; the route's request.body is the parsed JSON", async () => {
     const routes = new Routes();
-    const { url } = await start(await build(routes));
+    const { app, face } = await build(routes);
+    const { url } = await start(app, face);
     const send = (caller: string) =>
       fetch(`${url}/orders`, {
         method: "POST",
@@ -73,7 +78,7 @@ describe("fastify face specifics", () => {
 
   it("replays go out through reply: onSend and onResponse hooks of the app still run for them", async () => {
     const routes = new Routes();
-    const app = await build(routes);
+    const { app, face } = await build(routes);
     const seen: string[] = [];
     app.addHook("onSend", async (_request, reply, payload) => {
       reply.header("x-on-send", "yes");
@@ -82,7 +87,7 @@ describe("fastify face specifics", () => {
     app.addHook("onResponse", async (_request, reply) => {
       seen.push(String(reply.statusCode));
     });
-    const { url } = await start(app);
+    const { url } = await start(app, face);
     const send = () =>
       fetch(`${url}/orders`, {
         method: "POST",
@@ -100,13 +105,14 @@ describe("fastify face specifics", () => {
 
   it("a route that throws gets Fastify's error reply; the 500 is not stored and the next call runs again", async () => {
     const app = Fastify({ forceCloseConnections: true, logger: false });
-    await app.register(idempotency);
+    const face = idempotency();
+    await app.register(face);
     let calls = 0;
     app.post("/boom", async () => {
       if (++calls === 1) throw new Error("boom");
       return { ok: true };
     });
-    const { url } = await start(app);
+    const { url } = await start(app, face);
     const send = () =>
       fetch(`${url}/boom`, {
         method: "POST",
@@ -118,15 +124,16 @@ describe("fastify face specifics", () => {
     expect(await failed.json()).toMatchObject({ message: "boom" });
     expect(await (await send()).json()).toEqual({ ok: true });
     expect(calls).toBe(2);
-    expect(app.idempotency.stats()).toMatchObject({ upstreamCalls: 2, notStored: 1 });
+    expect(face.stats()).toMatchObject({ upstreamCalls: 2, notStored: 1 });
   });
 
   it("GET routes and bodyless requests are untouched", async () => {
     const app = Fastify({ forceCloseConnections: true });
-    await app.register(idempotency);
+    const face = idempotency();
+    await app.register(face);
     let calls = 0;
     app.get("/items", async () => ({ n: ++calls }));
-    const { url } = await start(app);
+    const { url } = await start(app, face);
     const a = await fetch(`${url}/items`, { headers: { "Idempotency-Key": "g" } });
     const b = await fetch(`${url}/items`, { headers: { "Idempotency-Key": "g" } });
     expect(await a.json()).toEqual({ n: 1 });
@@ -136,14 +143,15 @@ describe("fastify face specifics", () => {
 
   it("a hijacked reply is never stored and holds nothing: the next duplicate runs the route again", async () => {
     const app = Fastify({ forceCloseConnections: true });
-    await app.register(idempotency);
+    const face = idempotency();
+    await app.register(face);
     let calls = 0;
     app.post("/raw", async (_request, reply) => {
       calls++;
       reply.hijack();
       reply.raw.end("raw");
     });
-    const { url } = await start(app);
+    const { url } = await start(app, face);
     const send = () => fetch(`${url}/raw`, { method: "POST", headers: { "Idempotency-Key": "h" }, body: "x" });
     expect(await (await send()).text()).toBe("raw");
     expect(await (await send()).text()).toBe("raw");
