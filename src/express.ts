@@ -36,13 +36,14 @@ export const idempotency = (options: ServerIdempotencyOptions = {}): Idempotency
     const own = { writeHead: res.writeHead, write: res.write, end: res.end, flushHeaders: res.flushHeaders };
     const before = res.getHeaders();
     const body = await bodyOf(req, limit);
-    // node-fetch-server converts the head (method, URL, headers, abort on close). The body is the face's: a
-    // parser may have read it already, or the routes must still read it from `req`, so the library must not.
+    // node-fetch-server converts the head (URL, headers, abort on close); shown a bodyless GET, it builds no
+    // body stream over `req`. The body is the face's: a parser may have read it already, or the routes must
+    // still read it from `req` (peek puts it back), so the library must not consume it.
     const head = createRequest(
       Object.create(req, { method: { value: "GET" }, url: { value: req.originalUrl ?? req.url } }),
       res,
     );
-    const request = new Request(head, { method: req.method ?? "POST", body: body as BodyInit | null });
+    const request = new Request(head, { method: String(req.method), body: body as BodyInit | null });
     const response = await layer.handle(request, () => capture(res, before, next));
     await sendResponse(unpatched(res, own), response);
   }
