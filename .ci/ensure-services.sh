@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Makes sure what the tests talk to exists on this machine: redis-server (and a Redis on 6379),
-# Debian's Chromium for Playwright, and Python's httpx for the guide's examples. Idempotent.
+# Debian's Chromium for Playwright, Python's httpx for the guide's examples, curl for the faces' tests. Idempotent.
 set -euo pipefail
 
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 dpkg -s fonts-dejavu-core >/dev/null 2>&1 || missing+=(fonts-dejavu-core)
 /usr/bin/python3 -c "import httpx" >/dev/null 2>&1 || missing+=(python3-httpx)
