@@ -2,7 +2,7 @@
 import { createStore, promisifyRequest, type UseStore } from "idb-keyval";
 import { keyedListeners } from "../src/listeners.js";
 import { type IdempotencyStore, newToken } from "../src/store.js";
-import { decide, type Operation, parseEntry, type Replies } from "../src/store-state.js";
+import { compactBytes, decide, type Operation, parseEntry, type Replies } from "../src/store-state.js";
 
 export interface IndexedDBStoreOptions {
   /**
@@ -106,7 +106,7 @@ export function indexedDBStore(options: IndexedDBStoreOptions = {}): Idempotency
       return result;
     },
     commit: (storeKey, token, record, ttlMs) =>
-      run(storeKey, { op: "commit", token, record: { ...record, body: compact(record.body) }, ttlMs }),
+      run(storeKey, { op: "commit", token, record: { ...record, body: compactBytes(record.body) }, ttlMs }),
     release: (storeKey, token) => run(storeKey, { op: "release", token }),
     renew: (storeKey, token, leaseMs) => run(storeKey, { op: "renew", token, leaseMs }),
     forget: (storeKey, force) => run(storeKey, { op: "forget", force }),
@@ -120,13 +120,4 @@ export function indexedDBStore(options: IndexedDBStoreOptions = {}): Idempotency
       channel = undefined;
     },
   };
-}
-
-/**
- * Structured clone copies a view's whole buffer (a subarray, a pooled Node Buffer): store just the bytes.
- * new Uint8Array(), not .slice(): Buffer#slice is a view on the same memory.
- */
-function compact(body: Uint8Array): Uint8Array {
-  const whole = body.byteOffset === 0 && body.byteLength === body.buffer.byteLength;
-  return whole && body.constructor === Uint8Array ? body : new Uint8Array(body);
 }

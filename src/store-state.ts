@@ -126,3 +126,12 @@ export function isStoredRecord(value: unknown): value is StoredRecord {
     r.headers.every((p) => Array.isArray(p) && p.length === 2 && typeof p[0] === "string" && typeof p[1] === "string")
   );
 }
+
+/**
+ * Structured clone (IndexedDB, Deno KV) copies a view's whole buffer (a subarray, a pooled Node Buffer):
+ * the bytes alone, as a plain Uint8Array. new Uint8Array(), not .slice(): Buffer#slice is a view on the same memory.
+ */
+export function compactBytes(body: Uint8Array): Uint8Array {
+  const whole = body.byteOffset === 0 && body.byteLength === body.buffer.byteLength;
+  return whole && body.constructor === Uint8Array ? body : new Uint8Array(body);
+}
