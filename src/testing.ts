@@ -472,12 +472,18 @@ export function testStore(
         await sleep(SUBSCRIBE_SETTLE_MS);
         equal(await store.commit(k, await acquired(k), record(), LONG_MS), true);
         await woken.reached(2);
-        offFirst();
-        offFirst(); // idempotent: does not remove the other subscription
-        equal(await store.forget(k, false), "forgotten");
+        const k2 = key();
+        const offThird = subscribable().subscribe(k2, woken.fn);
+        const offFourth = subscribable().subscribe(k2, woken.fn);
+        await sleep(SUBSCRIBE_SETTLE_MS);
+        offThird();
+        offThird(); // idempotent: does not remove the other subscription
+        equal(await store.commit(k2, await acquired(k2), record(), LONG_MS), true);
         await woken.reached(3);
         await sleep(100);
         equal(woken.calls, 3);
+        offFirst();
+        offFourth();
         offSecond();
       },
     );
@@ -506,8 +512,6 @@ export function testStore(
       await acquired(k, "fp-b");
       equal(await store.commit(k, stale, record(), LONG_MS), false);
       equal(await store.release(k, stale), false);
-      equal(await store.forget(k, false), "in-progress");
-      equal(await store.forget(key(), false), "absent");
       await sleep(150);
       equal(woken.calls, 0);
       off();
@@ -526,6 +530,11 @@ export function testStore(
       await woken.reached(2);
       equal(await store.forget(k, false), "forgotten"); // a record
       await woken.reached(3);
+      await acquired(k);
+      equal(await store.forget(k, false), "in-progress");
+      equal(await store.forget(k, false), "in-progress");
+      await sleep(150);
+      equal(woken.calls, 3, "wake-ups after a forget that removed nothing");
       off();
     });
 
