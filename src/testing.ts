@@ -789,5 +789,5 @@ function show(value: unknown): string {
 
 /** A broken store contract; the message says which expectation failed. */
 export class StoreContractError extends Error {
-  override name = "StoreContractError";
+  override name: string = "StoreContractError";
 }
