@@ -1,6 +1,8 @@
 // An IdempotencyStore in the browser's IndexedDB (idb-keyval), shared by every tab of an origin.
 import { createStore, promisifyRequest, type UseStore } from "idb-keyval";
-import { type AcquireResult, type IdempotencyStore, newToken, type StoredRecord } from "../src/store.js";
+import { keyedListeners } from "../src/listeners.js";
+import { type IdempotencyStore, newToken } from "../src/store.js";
+import { compactBytes, decide, type Operation, parseEntry, type Replies } from "../src/store-state.js";
 
 export interface IndexedDBStoreOptions {
   /**
@@ -13,11 +15,6 @@ export interface IndexedDBStoreOptions {
   /** Expired entries are swept at most this often, in ms. Default 60 000. */
   sweepIntervalMs?: number;
 }
-
-/** What one store key holds. Expiry is kept in the value: IndexedDB has no TTL. */
-type Entry =
-  | { kind: "lease"; token: string; fingerprint: string; expiresAt: number }
-  | { kind: "record"; record: StoredRecord; expiresAt: number };
 
 /**
  * The browser store: atomic across tabs (each operation is one readwrite transaction, and IndexedDB
@@ -40,22 +37,25 @@ export function indexedDBStore(options: IndexedDBStoreOptions = {}): Idempotency
   const db: UseStore = createStore(dbName, storeName);
 
   /**
-   * One readwrite transaction: reads the key, then `decide` (synchronous, so the transaction stays
-   * open) returns what to write: an entry, null to delete, or undefined to leave it as it is.
-   * Like idb-keyval's update(), but a replay or a refused commit does not rewrite a 5 MiB record.
+   * One readwrite transaction: reads the key, decides (synchronously, so the transaction stays open) and
+   * writes what the state machine says. Like idb-keyval's update(), but a replay or a refused commit does not
+   * rewrite a 5 MiB record. Wakes subscribers once the transaction has committed.
    */
-  const transact = <T>(storeKey: string, decide: (found: unknown) => [T, Entry | null | undefined]): Promise<T> =>
+  const run = <O extends Operation>(storeKey: string, operation: O): Promise<Replies[O["op"]]> =>
     db(
       "readwrite",
       (os) =>
-        new Promise<T>((resolve, reject) => {
+        new Promise<Replies[O["op"]]>((resolve, reject) => {
           const request = os.get(storeKey);
           request.onsuccess = () => {
             try {
-              const [result, write] = decide(request.result);
+              const { reply, write, changed } = decide(request.result, operation, Date.now(), newToken);
               if (write === null) os.delete(storeKey);
               else if (write !== undefined) os.put(write, storeKey);
-              promisifyRequest(os.transaction).then(() => resolve(result), reject);
+              promisifyRequest(os.transaction).then(() => {
+                if (changed) changedKey(storeKey);
+                resolve(reply);
+              }, reject);
             } catch (error) {
               reject(error);
             }
@@ -64,10 +64,7 @@ export function indexedDBStore(options: IndexedDBStoreOptions = {}): Idempotency
         }),
     );
 
-  const listeners = new Map<string, Set<() => void>>();
-  const fire = (storeKey: string): void => {
-    for (const fn of [...(listeners.get(storeKey) ?? [])]) queueMicrotask(fn);
-  };
+  const listeners = keyedListeners();
   let channel: BroadcastChannel | undefined;
   const broadcast = (): BroadcastChannel | undefined => {
     if (channel || typeof BroadcastChannel === "undefined") return channel;
@@ -75,12 +72,12 @@ export function indexedDBStore(options: IndexedDBStoreOptions = {}): Idempotency
     // Node and Deno keep the process alive while a channel is open; waiters have timers of their own.
     (channel as { unref?: () => void }).unref?.();
     channel.onmessage = (event: MessageEvent) => {
-      if (typeof event.data === "string") fire(event.data);
+      if (typeof event.data === "string") listeners.notify(event.data);
     };
     return channel;
   };
-  const changed = (storeKey: string): void => {
-    fire(storeKey); // a channel never delivers to itself: this tab's own waiters
+  const changedKey = (storeKey: string): void => {
+    listeners.notify(storeKey); // a channel never delivers to itself: this tab's own waiters
     broadcast()?.postMessage(storeKey);
   };
 
@@ -94,7 +91,7 @@ export function indexedDBStore(options: IndexedDBStoreOptions = {}): Idempotency
       request.onsuccess = () => {
         const cursor = request.result;
         if (!cursor) return;
-        const entry = parse(cursor.value);
+        const entry = parseEntry(cursor.value);
         if (entry && entry.expiresAt <= Date.now()) cursor.delete();
         cursor.continue();
       };
@@ -102,62 +99,20 @@ export function indexedDBStore(options: IndexedDBStoreOptions = {}): Idempotency
     }).catch(() => {});
   };
 
-  /** The entry if it is live; "corrupt" when something we did not write is there. */
-  const live = (found: unknown): Entry | "corrupt" | undefined => {
-    if (found === undefined) return undefined;
-    const entry = parse(found);
-    if (!entry) return "corrupt";
-    return entry.expiresAt > Date.now() ? entry : undefined;
-  };
-  const owns = (found: unknown, token: string): boolean => {
-    const entry = live(found);
-    return typeof entry === "object" && entry.kind === "lease" && entry.token === token;
-  };
-
   return {
     async acquire(storeKey, fingerprint, leaseMs) {
-      const token = newToken();
-      const result = await transact<AcquireResult>(storeKey, (found) => {
-        const entry = live(found);
-        if (entry === undefined || entry === "corrupt") {
-          const lease: Entry = { kind: "lease", token, fingerprint, expiresAt: Date.now() + leaseMs };
-          return [entry ? { state: "acquired", token, replacedCorrupt: true } : { state: "acquired", token }, lease];
-        }
-        if (entry.kind === "record") return [{ state: "done", record: entry.record }, undefined];
-        return [{ state: "pending", fingerprint: entry.fingerprint }, undefined];
-      });
+      const result = await run(storeKey, { op: "acquire", fingerprint, leaseMs });
       sweep();
       return result;
     },
-    async commit(storeKey, token, record, ttlMs) {
-      const ok = await transact(storeKey, (found) =>
-        owns(found, token)
-          ? [true, { kind: "record", record: { ...record, body: compact(record.body) }, expiresAt: Date.now() + ttlMs }]
-          : [false, undefined],
-      );
-      if (ok) changed(storeKey);
-      return ok;
-    },
-    async release(storeKey, token) {
-      const ok = await transact(storeKey, (found) => (owns(found, token) ? [true, null] : [false, undefined]));
-      if (ok) changed(storeKey);
-      return ok;
-    },
-    async renew(storeKey, token, leaseMs) {
-      return transact(storeKey, (found) =>
-        owns(found, token) ? [true, { ...(found as Entry), expiresAt: Date.now() + leaseMs }] : [false, undefined],
-      );
-    },
+    commit: (storeKey, token, record, ttlMs) =>
+      run(storeKey, { op: "commit", token, record: { ...record, body: compactBytes(record.body) }, ttlMs }),
+    release: (storeKey, token) => run(storeKey, { op: "release", token }),
+    renew: (storeKey, token, leaseMs) => run(storeKey, { op: "renew", token, leaseMs }),
+    forget: (storeKey, force) => run(storeKey, { op: "forget", force }),
     subscribe(storeKey, onChange) {
       broadcast();
-      let set = listeners.get(storeKey);
-      if (!set) listeners.set(storeKey, (set = new Set()));
-      const entry = () => onChange();
-      set.add(entry);
-      return () => {
-        set.delete(entry);
-        if (set.size === 0 && listeners.get(storeKey) === set) listeners.delete(storeKey);
-      };
+      return listeners.add(storeKey, onChange);
     },
     async close() {
       listeners.clear();
@@ -165,36 +120,4 @@ export function indexedDBStore(options: IndexedDBStoreOptions = {}): Idempotency
       channel = undefined;
     },
   };
-}
-
-/**
- * Structured clone copies a view's whole buffer (a subarray, a pooled Node Buffer): store just the bytes.
- * new Uint8Array(), not .slice(): Buffer#slice is a view on the same memory.
- */
-function compact(body: Uint8Array): Uint8Array {
-  const whole = body.byteOffset === 0 && body.byteLength === body.buffer.byteLength;
-  return whole && body.constructor === Uint8Array ? body : new Uint8Array(body);
-}
-
-/** A stored value is untrusted (another version, another library, a user's devtools): check its shape. */
-function parse(value: unknown): Entry | undefined {
-  if (typeof value !== "object" || value === null) return undefined;
-  const v = value as Record<string, unknown>;
-  if (typeof v.expiresAt !== "number" || Number.isNaN(v.expiresAt)) return undefined;
-  if (v.kind === "lease") {
-    return typeof v.token === "string" && typeof v.fingerprint === "string" ? (v as Entry) : undefined;
-  }
-  if (v.kind !== "record" || typeof v.record !== "object" || v.record === null) return undefined;
-  const r = v.record as Record<string, unknown>;
-  const ok =
-    Number.isInteger(r.status) &&
-    (r.status as number) >= 200 &&
-    (r.status as number) <= 599 &&
-    typeof r.statusText === "string" &&
-    r.body instanceof Uint8Array &&
-    typeof r.createdAt === "number" &&
-    typeof r.fingerprint === "string" &&
-    Array.isArray(r.headers) &&
-    r.headers.every((p) => Array.isArray(p) && p.length === 2 && typeof p[0] === "string" && typeof p[1] === "string");
-  return ok ? (v as Entry) : undefined;
 }

@@ -1,4 +1,5 @@
 // An IdempotencyStore on Redis through the user's ioredis client (standalone or Cluster), woken by pub/sub.
+import { keyedListeners } from "../src/listeners.js";
 import type { IdempotencyStore } from "../src/store.js";
 import { evalWithFallback, scriptStore, timeoutOption } from "./redis-scripts.js";
 
@@ -59,7 +60,17 @@ export function ioredisStore(options: IoredisStoreOptions): IdempotencyStore {
 
   // The scripts publish on the key's full name; SUBSCRIBE is not prefixed by ioredis, so prefix here.
   const channelOf = (storeKey: string): string => `${redis.options?.keyPrefix ?? ""}${storeKey}`;
-  const listeners = new Map<string, Set<() => void>>();
+  const duplicate = redis.duplicate?.bind(redis);
+  const listeners = keyedListeners({
+    onFirst(channel) {
+      if (!duplicate) return;
+      const sub = subscriberConnection(duplicate);
+      subscriberReady.then(() => sub.subscribe(channel)).catch(() => {});
+    },
+    onLast(channel) {
+      subscriber?.unsubscribe(channel).catch(() => {});
+    },
+  });
   let subscriber: IoredisSubscriber | undefined;
   let subscriberReady: Promise<void> = Promise.resolve();
   const subscriberConnection = (duplicate: () => IoredisSubscriber): IoredisSubscriber => {
@@ -72,9 +83,7 @@ export function ioredisStore(options: IoredisStoreOptions): IdempotencyStore {
       const once = sub.once.bind(sub);
       subscriberReady = new Promise((resolve) => once("ready", () => resolve()));
     }
-    sub.on("message", (channel) => {
-      for (const fn of [...(listeners.get(channel) ?? [])]) fn();
-    });
+    sub.on("message", (channel) => listeners.notify(channel));
     // Waiters also poll, so a lost subscription only slows wake-ups; it must not crash the process.
     sub.on("error", () => {});
     subscriber = sub;
@@ -89,26 +98,6 @@ export function ioredisStore(options: IoredisStoreOptions): IdempotencyStore {
       subscriber = undefined;
     },
   };
-  const duplicate = redis.duplicate?.bind(redis);
-  if (duplicate) {
-    store.subscribe = (storeKey, onChange) => {
-      const channel = channelOf(storeKey);
-      let set = listeners.get(channel);
-      if (!set) {
-        listeners.set(channel, (set = new Set()));
-        const sub = subscriberConnection(duplicate);
-        subscriberReady.then(() => sub.subscribe(channel)).catch(() => {});
-      }
-      // A wrapper per call: the same function subscribed twice is two subscriptions.
-      const entry = () => onChange();
-      set.add(entry);
-      return () => {
-        set.delete(entry);
-        if (set.size > 0 || listeners.get(channel) !== set) return;
-        listeners.delete(channel);
-        subscriber?.unsubscribe(channel).catch(() => {});
-      };
-    };
-  }
+  if (duplicate) store.subscribe = (storeKey, onChange) => listeners.add(channelOf(storeKey), onChange);
   return store;
 }

@@ -1,4 +1,6 @@
 // The store contract every adapter keeps (docs/protocol.md "The store contract"), and memoryStore, the reference store.
+import { keyedListeners } from "./listeners.js";
+import { decide, type Entry, type Operation, type Replies } from "./store-state.js";
 
 /** A stored response. Bodies are already decoded (no content-encoding applies to them). */
 export interface StoredRecord {
@@ -83,10 +85,6 @@ export interface MemoryStoreOptions {
   now?: () => number;
 }
 
-type Entry =
-  | { kind: "lease"; fingerprint: string; token: string; expiresAt: number }
-  | { kind: "record"; record: StoredRecord; expiresAt: number };
-
 /**
  * The embedded default: atomic within one process (every operation is synchronous inside),
  * expiring, and bounded by `maxEntries` with least-recently-used eviction.
@@ -99,77 +97,40 @@ export function memoryStore(options: MemoryStoreOptions = {}): IdempotencyStore 
   const now = options.now ?? Date.now;
   // A Map iterates in insertion order: re-inserting on use keeps the least recently used first.
   const entries = new Map<string, Entry>();
-  const listeners = new Map<string, Set<() => void>>();
+  const listeners = keyedListeners();
 
-  const live = (storeKey: string): Entry | undefined => {
-    const entry = entries.get(storeKey);
-    if (entry === undefined) return undefined;
-    entries.delete(storeKey);
-    if (entry.expiresAt <= now()) return undefined;
-    entries.set(storeKey, entry);
-    return entry;
-  };
-  const put = (storeKey: string, entry: Entry): void => {
-    entries.delete(storeKey);
-    entries.set(storeKey, entry);
-    while (entries.size > maxEntries) {
-      const oldest = entries.keys().next().value as string;
-      entries.delete(oldest);
+  /** Read, decide and write with nothing in between: the whole store's atomicity. */
+  const run = <O extends Operation>(storeKey: string, operation: O): Replies[O["op"]] => {
+    const found = entries.get(storeKey);
+    const { reply, write, changed } = decide(found, operation, now(), newToken);
+    if (write !== undefined || found !== undefined) entries.delete(storeKey);
+    const kept = write === undefined ? found : write;
+    if (kept) {
+      entries.set(storeKey, kept);
+      while (entries.size > maxEntries) entries.delete(entries.keys().next().value as string);
     }
-  };
-  const notify = (storeKey: string): void => {
-    const set = listeners.get(storeKey);
-    if (set) for (const fn of [...set]) queueMicrotask(fn);
-  };
-  const owned = (storeKey: string, token: string): boolean => {
-    const entry = live(storeKey);
-    return entry?.kind === "lease" && entry.token === token;
+    if (changed) listeners.notify(storeKey);
+    return reply;
   };
 
   return {
     async acquire(storeKey, fingerprint, leaseMs) {
-      const entry = live(storeKey);
-      if (entry?.kind === "record") return { state: "done", record: copyRecord(entry.record) };
-      if (entry?.kind === "lease") return { state: "pending", fingerprint: entry.fingerprint };
-      const token = newToken();
-      put(storeKey, { kind: "lease", fingerprint, token, expiresAt: now() + leaseMs });
-      return { state: "acquired", token };
+      const result = run(storeKey, { op: "acquire", fingerprint, leaseMs });
+      return result.state === "done" ? { state: "done", record: copyRecord(result.record) } : result;
     },
     async commit(storeKey, token, record, ttlMs) {
-      if (!owned(storeKey, token)) return false;
-      put(storeKey, { kind: "record", record: copyRecord(record), expiresAt: now() + ttlMs });
-      notify(storeKey);
-      return true;
+      return run(storeKey, { op: "commit", token, record: copyRecord(record), ttlMs });
     },
     async release(storeKey, token) {
-      if (!owned(storeKey, token)) return false;
-      entries.delete(storeKey);
-      notify(storeKey);
-      return true;
-    },
-    async forget(storeKey, force) {
-      const entry = live(storeKey);
-      if (entry === undefined) return "absent";
-      if (entry.kind === "lease" && !force) return "in-progress";
-      entries.delete(storeKey);
-      notify(storeKey);
-      return "forgotten";
+      return run(storeKey, { op: "release", token });
     },
     async renew(storeKey, token, leaseMs) {
-      const entry = live(storeKey);
-      if (entry?.kind !== "lease" || entry.token !== token) return false;
-      entry.expiresAt = now() + leaseMs;
-      return true;
+      return run(storeKey, { op: "renew", token, leaseMs });
     },
-    subscribe(storeKey, onChange) {
-      let set = listeners.get(storeKey);
-      if (!set) listeners.set(storeKey, (set = new Set()));
-      set.add(onChange);
-      return () => {
-        set.delete(onChange);
-        if (set.size === 0 && listeners.get(storeKey) === set) listeners.delete(storeKey);
-      };
+    async forget(storeKey, force) {
+      return run(storeKey, { op: "forget", force });
     },
+    subscribe: (storeKey, onChange) => listeners.add(storeKey, onChange),
   };
 }
 

@@ -93,6 +93,20 @@ describe("indexedDBStore across tabs", () => {
     await store.close?.();
   });
 
+  it("entries written by the previous version (the same shape) are read as they are", async () => {
+    const db = `idemfetch-previous-${newToken().slice(0, 8)}`;
+    const store = indexedDBStore({ dbName: db });
+    const rawStore = createStore(db, "records");
+    const expiresAt = Date.now() + 60_000;
+    await set("old-lease", { kind: "lease", token: "t-old", fingerprint: "fp-old", expiresAt }, rawStore);
+    await set("old-record", { kind: "record", record, expiresAt }, rawStore);
+    expect(await store.acquire("old-lease", "fp-a", 30_000)).toEqual({ state: "pending", fingerprint: "fp-old" });
+    expect(await store.commit("old-lease", "t-old", record, 30_000)).toBe(true); // its owner still commits
+    const replay = await store.acquire("old-record", "fp-a", 30_000);
+    expect(replay).toMatchObject({ state: "done", record: { statusText: "OK", fingerprint: "fp-a" } });
+    await store.close?.();
+  });
+
   it("a lazy sweep deletes expired entries and leaves live ones", async () => {
     const db = `idemfetch-sweep-${newToken().slice(0, 8)}`;
     const store = indexedDBStore({ dbName: db, sweepIntervalMs: 0 });

@@ -57,6 +57,7 @@ async function storeInPage(dbName: string): Promise<IdempotencyStore> {
         ),
       release: async (k, token) => store.release(k as string, token as string),
       renew: async (k, token, ms) => store.renew(k as string, token as string, ms as number),
+      forget: async (k, force) => store.forget(k as string, force as boolean),
       subscribe: async (id, k) => {
         subscriptions.set(
           id as number,
@@ -91,6 +92,7 @@ async function storeInPage(dbName: string): Promise<IdempotencyStore> {
       call("commit", storeKey, token, { ...record, body: Buffer.from(record.body).toString("base64") }, ttlMs),
     release: (storeKey, token) => call("release", storeKey, token),
     renew: (storeKey, token, leaseMs) => call("renew", storeKey, token, leaseMs),
+    forget: (storeKey, force) => call("forget", storeKey, force),
     subscribe(storeKey, onChange) {
       const id = ++nextId;
       listeners.set(id, onChange);
