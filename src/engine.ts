@@ -169,10 +169,18 @@ export function createEngine(o: NormalizedOptions, face: Face): Engine {
       }
     };
 
-  const inProgress = (): Response => errorResponse("IDEMPOTENCY_IN_PROGRESS", 409, undefined, { "retry-after": "1" });
+  const problem = (code: IdempotencyErrorCode, status: number, message?: string): Response =>
+    errorResponse(
+      code,
+      status,
+      message,
+      code === "IDEMPOTENCY_IN_PROGRESS" ? { "retry-after": "1" } : {},
+      o.errorFormat,
+    );
+  const inProgress = (): Response => problem("IDEMPOTENCY_IN_PROGRESS", 409);
   const errorAnswer = (code: IdempotencyErrorCode, status: number): Outcome => ({
     kind: "answer",
-    make: code === "IDEMPOTENCY_IN_PROGRESS" ? inProgress : () => errorResponse(code, status),
+    make: () => problem(code, status),
   });
 
   async function handle(request: Request, send: Send, call: CallOptions = {}): Promise<Response> {
@@ -187,7 +195,7 @@ export function createEngine(o: NormalizedOptions, face: Face): Engine {
     const autoEligible = face.autoKey !== false && face.autoKey.methods.has(method) && !call.streamedBody;
 
     const passThrough = (req: Request): Promise<Response> => {
-      if (call.requireKey) return Promise.resolve(errorResponse("IDEMPOTENCY_KEY_MISSING", 400));
+      if (call.requireKey) return Promise.resolve(problem("IDEMPOTENCY_KEY_MISSING", 400));
       counts.passedThrough++;
       return send(req);
     };
@@ -228,7 +236,7 @@ export function createEngine(o: NormalizedOptions, face: Face): Engine {
     // else a doomed local request would turn away a correct one.
     if (existing?.leading) {
       emit({ type: "conflict" });
-      return errorResponse("IDEMPOTENCY_CONFLICT", o.conflictStatus);
+      return problem("IDEMPOTENCY_CONFLICT", o.conflictStatus);
     }
 
     // A key from the body goes upstream as the header, so a server running the middleware collapses
@@ -510,7 +518,7 @@ export function createEngine(o: NormalizedOptions, face: Face): Engine {
   }
 
   const tooLarge = (): Response =>
-    errorResponse(
+    problem(
       "IDEMPOTENCY_BODY_TOO_LARGE",
       413,
       `Request body exceeds maxBodyBytes (${o.maxBodyBytes}); it cannot be fingerprinted for an idempotency key`,

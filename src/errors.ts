@@ -48,13 +48,43 @@ const MESSAGES: Record<IdempotencyErrorCode, string> = {
   IDEMPOTENCY_BODY_TOO_LARGE: "Request body is too large to fingerprint for an idempotency key",
 };
 
-/** The ReliAPI-shaped JSON error response every surface answers with. */
+/** How error bodies look: the ReliAPI JSON shape, or RFC 9457 `application/problem+json`. */
+export type ErrorFormat = "reliapi" | "problem";
+
+/** RFC 9457 titles: short, the same for every occurrence of a code. */
+const TITLES: Record<IdempotencyErrorCode, string> = {
+  IDEMPOTENCY_CONFLICT: "Idempotency-Key is already used with another request",
+  IDEMPOTENCY_IN_PROGRESS: "A request with this Idempotency-Key is being processed",
+  IDEMPOTENCY_KEY_INVALID: "Idempotency-Key is invalid",
+  IDEMPOTENCY_KEY_MISSING: "Idempotency-Key is missing",
+  IDEMPOTENCY_STORE_UNAVAILABLE: "Idempotency store is unavailable",
+  IDEMPOTENCY_BODY_TOO_LARGE: "Request body is too large for an Idempotency-Key",
+};
+
+/** Where each problem type is described (RFC 9457 `type`). */
+export const PROBLEM_TYPE_BASE = "https://github.com/idemfetch/idemfetch/blob/main/docs/protocol.md#";
+
+/**
+ * The error response every surface answers with, built in this one place. ReliAPI JSON by default;
+ * `format: "problem"` gives RFC 9457 with `type`, `title`, `status`, `detail` and the same `code`.
+ */
 export function errorResponse(
   code: IdempotencyErrorCode,
   status: number,
   message: string = MESSAGES[code],
   headers: Record<string, string> = {},
+  format: ErrorFormat = "reliapi",
 ): Response {
+  if (format === "problem") {
+    const body = JSON.stringify({
+      type: `${PROBLEM_TYPE_BASE}${code.toLowerCase()}`,
+      title: TITLES[code],
+      status,
+      detail: message,
+      code,
+    });
+    return new Response(body, { status, headers: { "content-type": "application/problem+json", ...headers } });
+  }
   const body = JSON.stringify({
     success: false,
     error: { type: status >= 500 ? "server_error" : "client_error", code, message },

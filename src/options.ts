@@ -1,5 +1,6 @@
 // Options: the one defaults table, and normalizeOptions() which validates once, at construction.
 
+import type { ErrorFormat } from "./errors.js";
 import type { IdempotencyEvent } from "./events.js";
 import { type IdempotencyStore, memoryStore } from "./store.js";
 
@@ -43,6 +44,8 @@ export interface IdempotencyOptions {
   fingerprint?: (request: Request) => string | Promise<string>;
   /** Replaces the default scope (hash of Authorization, else Cookie, else "anonymous"). */
   scope?: (request: Request) => string | Promise<string>;
+  /** Shape of the error bodies the library answers with: "reliapi" JSON (default) or RFC 9457 "problem" JSON. */
+  errorFormat?: ErrorFormat;
   /** When the client adds `Idempotency-Key` upstream for a key from the body or an auto key. Default "same-origin". */
   sendKeyHeader?: "same-origin" | "always" | "never";
 }
@@ -65,6 +68,7 @@ export interface NormalizedOptions {
   fingerprint: ((request: Request) => string | Promise<string>) | undefined;
   scope: ((request: Request) => string | Promise<string>) | undefined;
   sendKeyHeader: "same-origin" | "always" | "never";
+  errorFormat: ErrorFormat;
 }
 
 export const defaultShouldStore = (response: Response): boolean =>
@@ -82,6 +86,7 @@ export const DEFAULTS = {
   onStoreError: "open",
   storeTimeoutMs: 2000,
   sendKeyHeader: "same-origin",
+  errorFormat: "reliapi",
 } as const;
 
 /** The longest delay `setTimeout` honours, in ms: beyond it Node, browsers and Deno fire after about 1 ms. */
@@ -212,5 +217,6 @@ export function normalizeOptions(
       ["same-origin", "always", "never"],
       DEFAULTS.sendKeyHeader,
     ),
+    errorFormat: oneOf("errorFormat", options.errorFormat, ["reliapi", "problem"], DEFAULTS.errorFormat),
   };
 }

@@ -15,8 +15,9 @@ export interface ServerIdempotencyOptions extends Omit<IdempotencyOptions, "fetc
   /** Methods the middleware handles; any other passes through untouched. Default POST, PUT, PATCH, DELETE. */
   methods?: string[];
   /**
-   * The IETF draft's answers: 422 on a payload mismatch and 409 IDEMPOTENCY_IN_PROGRESS at once while the
-   * key is in flight (instead of waiting for it). `conflictStatus` and `waitTimeoutMs`, when given, still win.
+   * The IETF draft's answers: 422 on a payload mismatch, 409 IDEMPOTENCY_IN_PROGRESS at once while the key
+   * is in flight (instead of waiting for it), and RFC 9457 problem+json bodies. `conflictStatus`,
+   * `waitTimeoutMs` and `errorFormat`, when given, still win.
    */
   ietf?: boolean;
   /**
@@ -107,8 +108,10 @@ export function idempotencyLayer(options: ServerIdempotencyOptions = {}): Idempo
   if (ietf) {
     shared.conflictStatus ??= 422;
     shared.waitTimeoutMs ??= 0;
+    shared.errorFormat ??= "problem";
   }
-  const engine = createEngine(normalizeOptions(shared, "server"), SERVER_FACE);
+  const normalized = normalizeOptions(shared, "server");
+  const engine = createEngine(normalized, SERVER_FACE);
 
   return {
     async handle(request, handler, call = {}) {
@@ -143,7 +146,8 @@ export function idempotencyLayer(options: ServerIdempotencyOptions = {}): Idempo
       } catch (error) {
         // The handler's own failures (joined duplicates get the same one) go on as they were thrown.
         if (error instanceof HandlerFailure) throw error.cause;
-        if (isIdempotencyKeyError(error)) return errorResponse("IDEMPOTENCY_KEY_INVALID", 400, error.message);
+        if (isIdempotencyKeyError(error))
+          return errorResponse("IDEMPOTENCY_KEY_INVALID", 400, error.message, {}, normalized.errorFormat);
         throw error;
       }
     },
