@@ -101,6 +101,7 @@ type Emit = (event: OmitEach<IdempotencyEvent, keyof CallInfo | "durationMs">) =
 
 /** What every event of one call names. */
 interface CallInfo {
+  callId: number;
   keyHash: string;
   scopeHash: string;
   method: string;
@@ -122,6 +123,8 @@ enum Poll {
 
 const now = (): number => (typeof performance !== "undefined" ? performance.now() : Date.now());
 const resolved = Promise.resolve();
+/** Numbers calls across every engine of this realm, so one event listener can tell calls apart. */
+let lastCallId = 0;
 
 export function createEngine(o: NormalizedOptions, face: Face): Engine {
   const flights = new Map<string, Flight>();
@@ -219,24 +222,33 @@ export function createEngine(o: NormalizedOptions, face: Face): Engine {
     ]);
     const hash = keyHash ?? fingerprint;
     const storeKey = `${o.namespace}:${scope.hash}:${hash}`;
-    const emit = emitter({ keyHash: hash, scopeHash: scope.hash, method, target }, started);
+    const emit = emitter({ callId: ++lastCallId, keyHash: hash, scopeHash: scope.hash, method, target }, started);
+    // With a listener, every call ends with one "settled" event: what its caller got (tracing ends a span there).
+    const settled = (answer: Promise<Response>): Promise<Response> => {
+      if (!o.onEvent) return answer;
+      answer.then(
+        (r) => emit({ type: "settled", status: r.status }),
+        (error: unknown) => emit({ type: "settled", error }),
+      );
+      return answer;
+    };
 
     const existing = flights.get(storeKey);
     if (existing?.fingerprint === fingerprint) {
       // waitTimeoutMs 0 (the IETF draft's immediate 409): a duplicate in this process does not wait either.
       if (o.waitTimeoutMs === 0) {
         emit({ type: "timeout" });
-        return inProgress();
+        return settled(Promise.resolve(inProgress()));
       }
       emit({ type: "join" });
       call.waitUntil?.(existing.durable);
-      return existing.attach(signal, false);
+      return settled(existing.attach(signal, false));
     }
     // Another request under this key conflicts only once it leads; until then the store decides,
     // else a doomed local request would turn away a correct one.
     if (existing?.leading) {
       emit({ type: "conflict" });
-      return problem("IDEMPOTENCY_CONFLICT", o.conflictStatus);
+      return settled(Promise.resolve(problem("IDEMPOTENCY_CONFLICT", o.conflictStatus)));
     }
 
     // A key from the body goes upstream as the header, so a server running the middleware collapses
@@ -273,7 +285,7 @@ export function createEngine(o: NormalizedOptions, face: Face): Engine {
     const done = run.start();
     flight.durable = done;
     call.waitUntil?.(done);
-    return response;
+    return settled(response);
   }
 
   /**

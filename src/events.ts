@@ -2,6 +2,8 @@
 
 /** What every event carries. Hashes, never the raw key or credential. */
 export interface EventBase {
+  /** Tells this call's events from other calls' (unique within this JavaScript realm). */
+  callId: number;
   /** SHA-256 (hex) of the idempotency key; for an auto key, the request fingerprint. */
   keyHash: string;
   /** "anonymous", or the SHA-256 of the caller's credentials (or of the custom scope). */
@@ -39,6 +41,11 @@ export type IdempotencyEvent =
   /** A store call failed or timed out, or a stored value could not be used. */
   | (EventBase & { type: "store-error"; op: StoreOp; reason: string; error?: unknown })
   /** A commit, release or renew found the lease held by someone else (it had expired and was taken over). */
-  | (EventBase & { type: "stale-token"; op: "commit" | "release" | "renew"; reason: string });
+  | (EventBase & { type: "stale-token"; op: "commit" | "release" | "renew"; reason: string })
+  /**
+   * The call's answer was handed to its caller: the status it got, or the error it was rejected with.
+   * Sent only while a listener is set; the last event of every call (its body may still be streaming).
+   */
+  | (EventBase & { type: "settled"; status?: number; error?: unknown });
 
 export type IdempotencyEventType = IdempotencyEvent["type"];
