@@ -55,7 +55,7 @@ const VERSION = 1;
 
 interface Installation {
   /** Before a Request exists: could this fetch call carry a key? */
-  wants(input: RequestInfo | URL, init: RequestInit | undefined): boolean;
+  wants(input: Request | string | URL, init: RequestInit | undefined): boolean;
   /** True inside a call of this install's store: its traffic is never intercepted. */
   inStore(): boolean;
   handle(request: Request, controller: Controller): Promise<void>;
@@ -197,7 +197,7 @@ function patch(runtime: Runtime, forget: () => void): Registry {
 
   // What the interceptors left in place of fetch (on the web, their patch; in Node, fetch itself).
   const inner = globalThis.fetch;
-  const front = function fetch(input: RequestInfo | URL, init?: RequestInit): Promise<Response> {
+  const front = function fetch(input: Request | string | URL, init?: RequestInit): Promise<Response> {
     const top = stack.at(-1);
     if (top === undefined) return real(input, init);
     if (stack.some((installation) => installation.inStore())) return own(input, init);

@@ -1,13 +1,9 @@
 // Deno: the engine and createIdempotentFetch on the memory store against a Deno.serve upstream; upstashStore on Deno's fetch.
 import assert from "node:assert/strict";
 import { upstashStore } from "../../adapters/upstash.ts";
-import {
-  createEngine,
-  createIdempotentFetch,
-  type IdempotencyStore,
-  memoryStore,
-  normalizeOptions,
-} from "../../src/index.ts";
+import { createEngine } from "../../src/engine.ts";
+import { createIdempotentFetch, type IdempotencyStore, memoryStore } from "../../src/index.ts";
+import { normalizeOptions } from "../../src/options.ts";
 
 const CONFLICT =
   '{"success":false,"error":{"type":"client_error","code":"IDEMPOTENCY_CONFLICT","message":"Request body differs from previous request with same key"}}';
