@@ -164,11 +164,14 @@ function patch(runtime: Runtime, forget: () => void): Registry {
         if (input instanceof Request) {
           const request = new Request(input, init);
           request.headers.set(PASS_HEADER, token);
+          // fetch sets the length of the body it sends; a copied one (Node 24 may see it twice, "n, n") is refused.
+          request.headers.delete("content-length");
           return real(request);
         }
         // Only the headers change: the rest of init (a dispatcher, keepalive) goes to fetch as given.
         const headers = new Headers(init?.headers);
         headers.set(PASS_HEADER, token);
+        headers.delete("content-length");
         return real(input, { ...init, headers });
       }
     : real;

@@ -93,6 +93,16 @@ describe("entry points", () => {
   });
 });
 
+describe("peer ranges", () => {
+  // .ci/peers.sh tests each peer's lowest and highest version; the range in package.json starts at the lowest.
+  const rows = [...readFileSync(".ci/peers.sh", "utf8").matchAll(/^ {2}"([^|"]+)\|([^|]+)\|([^|]+)\|/gm)];
+  it("every peer is tested at the floor of its declared range", () => {
+    expect(rows.map((r) => r[1]).sort()).toEqual(Object.keys(pkg.peerDependencies).sort());
+    for (const [, name, lowest] of rows)
+      expect(pkg.peerDependencies[name!], name).toMatch(new RegExp(`^\\^${lowest}( |$)`));
+  });
+});
+
 describe("edge runtimes", () => {
   it.each(["src/index.ts", "src/server.ts", "adapters/upstash.ts"])(
     "%s bundles for a neutral platform without any Node built-in",
