@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the vitest Node suite (unit and integration tests; not Deno, not the browser) on each Node version of the
-# matrix besides the machine's own. Each version comes from the npm package `node` installed in a folder of its
+# matrix (20, 22, 24) besides the machine's own. Each version comes from the npm package `node` installed in a folder of its
 # own outside the repository (an npm alias would not bring its binary). Usage: .ci/node-matrix.sh [major...] [-- vitest args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,7 +8,11 @@ cd "$(dirname "$0")/.."
 majors=()
 while [ $# -gt 0 ] && [ "$1" != "--" ]; do majors+=("$1"); shift; done
 [ "${1:-}" = "--" ] && shift
-[ "${#majors[@]}" -gt 0 ] || majors=(22 24)
+# Default: every major of package.json's engines but the machine's own, which `npm test` already ran on.
+own=$(node -p 'process.versions.node.split(".")[0]')
+if [ "${#majors[@]}" -eq 0 ]; then
+  for major in 20 22 24; do [ "$major" = "$own" ] || majors+=("$major"); done
+fi
 cache=${IDEMFETCH_NODE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/idemfetch-node}
 
 for major in "${majors[@]}"; do

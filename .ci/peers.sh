@@ -11,7 +11,7 @@ MATRIX=(
   "@upstash/redis|1.17.0|1.39.0|test/adapters/upstash.test.ts|"
   "hono|4.10.0|4.13.19|test/server.test.ts|idemfetch/hono"
   "idb-keyval|6.2.0|6.3.0|test/adapters/indexeddb.test.ts|"
-  "@mswjs/interceptors|0.45.11|0.45.12|test/install.test.ts|"
+  "@mswjs/interceptors|0.45.10|0.45.12|test/install.test.ts|"
 )
 alias_of() { echo "$(echo "$1" | tr -d '@' | tr '/' '-')-$2"; } # @upstash/redis lowest -> upstash-redis-lowest
 
