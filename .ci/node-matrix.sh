@@ -19,6 +19,8 @@ for major in "${majors[@]}"; do
   dir=$cache/$major
   if [ ! -x "$dir/node_modules/node/bin/node" ]; then
     mkdir -p "$dir"
+    # A package.json of its own, or npm would install into the nearest parent that has one.
+    [ -f "$dir/package.json" ] || echo '{"private": true}' >"$dir/package.json"
     # The binary comes as an optional dependency of the package: npm 11's skipped install scripts do not matter.
     (cd "$dir" && npm install --no-audit --no-fund --loglevel=error "node@$major" >/dev/null)
   fi
