@@ -8,6 +8,9 @@ const { exports } = JSON.parse(readFileSync("deno.json", "utf8")) as { exports: 
 /** "./adapters/ioredis" -> "adapters/ioredis", "." -> "index" */
 export const entryName = (subpath: string): string => (subpath === "." ? "index" : subpath.slice(2));
 
+/** The one-file browser bundle (package.json's "./browser"). */
+export const BROWSER_BUNDLE = "browser/idemfetch";
+
 /** package.json's "./install" also points at these, chosen by the "node" and "browser" conditions. */
 export const conditionalEntries = {
   "install-node": "src/install-node.ts",
@@ -22,7 +25,6 @@ export default defineConfig([
     },
     format: ["esm", "cjs"],
     dts: true,
-    clean: true,
     sourcemap: true,
     target: "es2022",
     platform: "neutral",
@@ -34,8 +36,9 @@ export default defineConfig([
   },
   {
     // <script type="module"> with no bundler: everything, dependencies included, in one file.
-    entry: { "browser/idemfetch": "src/browser.ts" },
+    entry: { [BROWSER_BUNDLE]: "src/browser.ts" },
     format: ["esm"],
+    dts: true,
     platform: "browser",
     target: "es2022",
     noExternal: [/.*/],

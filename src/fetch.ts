@@ -17,7 +17,7 @@ export type IdempotentRequestInit = RequestInit & { idempotency?: IdempotencyCal
 
 /** A function with fetch's signature, plus the counters of what it saved. */
 export interface IdempotentFetch {
-  (input: RequestInfo | URL, init?: IdempotentRequestInit): Promise<Response>;
+  (input: Request | string | URL, init?: IdempotentRequestInit): Promise<Response>;
   stats(): Stats;
   /** Removes a stored key so the next call with it runs again; a live lease is refused unless `force`. */
   forget(key: string, options?: ForgetOptions): Promise<ForgetResult>;
@@ -53,7 +53,7 @@ export function createIdempotentFetch(options: IdempotencyOptions = {}): Idempot
       ? (request, init) => o.getFetch()(request, init)
       : (request, init) => o.getFetch()(init ? new Request(request, init) : request);
 
-  const idempotentFetch = (input: RequestInfo | URL, init?: IdempotentRequestInit): Promise<Response> => {
+  const idempotentFetch = (input: Request | string | URL, init?: IdempotentRequestInit): Promise<Response> => {
     const perCall = init?.idempotency;
     if (perCall === false) return o.getFetch()(input, stripOwn(init));
     try {
@@ -88,7 +88,7 @@ function stripOwn(init: IdempotentRequestInit | undefined): RequestInit | undefi
 
 /** False only when the call has no key header, no body that could hold `idempotency_key`, and no auto key. */
 export function mayCarryKey(
-  input: RequestInfo | URL,
+  input: Request | string | URL,
   init: RequestInit | undefined,
   autoMethods: ReadonlySet<string> | null,
 ): boolean {
@@ -106,7 +106,7 @@ export function mayCarryKey(
   return typeof body === "string" ? body.includes("idempotency_key") : !(body instanceof URLSearchParams);
 }
 
-export function headerIn(headers: HeadersInit): boolean {
+export function headerIn(headers: NonNullable<RequestInit["headers"]>): boolean {
   if (headers instanceof Headers) return headers.has(KEY_HEADER);
   if (Array.isArray(headers)) return headers.some(([name]) => name?.toLowerCase() === KEY_HEADER);
   for (const name in headers) if (name.toLowerCase() === KEY_HEADER) return true;

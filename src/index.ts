@@ -1,6 +1,6 @@
 // Public exports of idemfetch's core.
-export type { CallOptions, Engine, Send, Stats } from "./engine.js";
-export { createEngine } from "./engine.js";
+// Engine internals (createEngine, normalizeOptions, DEFAULTS) stay behind ./engine.js and ./options.js.
+export type { Stats } from "./engine.js";
 export type { IdempotencyErrorCode } from "./errors.js";
 export {
   errorResponse,
@@ -12,8 +12,8 @@ export {
 export type { IdempotencyCallOptions, IdempotentFetch, IdempotentRequestInit } from "./fetch.js";
 export { createIdempotentFetch } from "./fetch.js";
 export { canonicalJson, sha256 } from "./fingerprint.js";
-export type { AutoKeyOptions, IdempotencyEvent, IdempotencyOptions, NormalizedOptions } from "./options.js";
-export { DEFAULTS, defaultShouldStore, normalizeOptions } from "./options.js";
+export type { AutoKeyOptions, IdempotencyEvent, IdempotencyOptions } from "./options.js";
+export { defaultShouldStore } from "./options.js";
 export { decodeRecord, encodeRecord } from "./record.js";
 export type { AcquireResult, IdempotencyStore, MemoryStoreOptions, StoredRecord } from "./store.js";
 export { memoryStore, newToken } from "./store.js";

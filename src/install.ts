@@ -59,7 +59,7 @@ const VERSION = 1;
 
 interface Installation {
   /** Before a Request exists: could this fetch call carry a key? */
-  wants(input: RequestInfo | URL, init: RequestInit | undefined): boolean;
+  wants(input: Request | string | URL, init: RequestInit | undefined): boolean;
   /** True inside a call of this install's store: its traffic is never intercepted. */
   inStore(): boolean;
   handle(request: Request, controller: Controller): Promise<void>;
@@ -168,11 +168,14 @@ function patch(runtime: Runtime, forget: () => void): Registry {
         if (input instanceof Request) {
           const request = new Request(input, init);
           request.headers.set(PASS_HEADER, token);
+          // fetch sets the length of the body it sends; a copied one (Node 24 may see it twice, "n, n") is refused.
+          request.headers.delete("content-length");
           return real(request);
         }
         // Only the headers change: the rest of init (a dispatcher, keepalive) goes to fetch as given.
         const headers = new Headers(init?.headers);
         headers.set(PASS_HEADER, token);
+        headers.delete("content-length");
         return real(input, { ...init, headers });
       }
     : real;
@@ -201,7 +204,7 @@ function patch(runtime: Runtime, forget: () => void): Registry {
 
   // What the interceptors left in place of fetch (on the web, their patch; in Node, fetch itself).
   const inner = globalThis.fetch;
-  const front = function fetch(input: RequestInfo | URL, init?: RequestInit): Promise<Response> {
+  const front = function fetch(input: Request | string | URL, init?: RequestInit): Promise<Response> {
     const top = stack.at(-1);
     if (top === undefined) return real(input, init);
     if (stack.some((installation) => installation.inStore())) return own(input, init);

@@ -1,6 +1,7 @@
 // The package's entry points agree everywhere: deno.json (sources), package.json (built files), tsup (entries).
 import { existsSync, readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
+import { packageFields } from "../.ci/package-exports.js";
 import { conditionalEntries, entryName } from "../tsup.config.js";
 
 const pkg = JSON.parse(readFileSync("package.json", "utf8"));
@@ -9,7 +10,58 @@ const deno = JSON.parse(readFileSync("deno.json", "utf8"));
 const PACKAGE_ONLY = new Set(["./package.json", "./browser"]);
 const subpaths = (exports: Record<string, unknown>) => Object.keys(exports).filter((k) => !PACKAGE_ONLY.has(k));
 
+/**
+ * The runtime names each subpath exports: the documented API and nothing else (engine internals such as
+ * createEngine, normalizeOptions and DEFAULTS stay internal). A new entry adds its line here.
+ */
+const CORE = [
+  "IdempotencyError",
+  "IdempotencyKeyError",
+  "canonicalJson",
+  "createIdempotentFetch",
+  "decodeRecord",
+  "defaultShouldStore",
+  "encodeRecord",
+  "errorResponse",
+  "isIdempotencyError",
+  "isIdempotencyKeyError",
+  "memoryStore",
+  "newToken",
+  "sha256",
+  "withWebLocks",
+];
+const EXPORTS: Record<string, string[]> = {
+  ".": CORE,
+  "./server": ["DEFAULT_METHODS", "idempotency", "idempotencyLayer"],
+  "./hono": ["idempotency"],
+  "./express": ["idempotency", "keepRawBody"],
+  "./fastify": ["idempotency"],
+  "./adapters/deno-kv": ["denoKvStore"],
+  "./testing": ["StoreContractError", "denoTestApi", "nodeTestApi", "testStore"],
+  "./adapters/ioredis": ["ioredisStore"],
+  "./adapters/upstash": ["upstashStore"],
+  "./adapters/indexeddb": ["indexedDBStore"],
+  "./install": ["install", "withWebLocks"],
+  "./browser": [...CORE, "indexedDBStore", "install"].sort(),
+};
+
+describe("public surface", () => {
+  const sources: Record<string, string> = { ...deno.exports, "./browser": "./src/browser.ts" };
+  it("every subpath is pinned", () => {
+    expect(Object.keys(sources).sort()).toEqual(Object.keys(EXPORTS).sort());
+  });
+  it.each(Object.keys(sources))("%s exports exactly its pinned runtime names", async (subpath) => {
+    const module = await import(/* @vite-ignore */ new URL(`../${sources[subpath]}`, import.meta.url).href);
+    expect(Object.keys(module).sort()).toEqual(EXPORTS[subpath]);
+  });
+});
+
 describe("entry points", () => {
+  it("package.json's entry fields are the ones derived from deno.json (npm run sync:exports)", () => {
+    const fields = packageFields(deno.exports);
+    for (const [key, value] of Object.entries(fields)) expect(pkg[key], key).toEqual(value);
+  });
+
   it("deno.json exports exactly the subpaths package.json exports", () => {
     expect(subpaths(deno.exports).sort()).toEqual(subpaths(pkg.exports).sort());
   });
@@ -22,10 +74,8 @@ describe("entry points", () => {
     for (const subpath of subpaths(pkg.exports)) {
       const name = entryName(subpath);
       // A conditional export ("./install") names Deno's build under "deno"; the others are checked below.
-      const target = pkg.exports[subpath].deno ?? pkg.exports[subpath];
-      expect(target.types, subpath).toBe(`./dist/${name}.d.ts`);
-      expect(target.import ?? target.default, subpath).toBe(`./dist/${name}.js`);
-      if (target.require !== undefined) expect(target.require, subpath).toBe(`./dist/${name}.cjs`);
+      const target = pkg.exports[subpath].deno ?? pkg.exports[subpath].import;
+      expect(target, subpath).toEqual({ types: `./dist/${name}.d.ts`, default: `./dist/${name}.js` });
     }
   });
 
@@ -36,14 +86,24 @@ describe("entry points", () => {
       ["browser", "install-browser"],
       ["default", "install-browser"],
     ] as const) {
-      expect(install[condition].types, condition).toBe(`./dist/${entry}.d.ts`);
-      expect(install[condition].import ?? install[condition].default, condition).toBe(`./dist/${entry}.js`);
+      const target = install[condition].import ?? install[condition];
+      expect(target, condition).toEqual({ types: `./dist/${entry}.d.ts`, default: `./dist/${entry}.js` });
       expect(conditionalEntries[entry], condition).toBeDefined();
     }
   });
 
   it("versions agree", () => {
     expect(deno.version).toBe(pkg.version);
+  });
+});
+
+describe("peer ranges", () => {
+  // .ci/peers.sh tests each peer's lowest and highest version; the range in package.json starts at the lowest.
+  const rows = [...readFileSync(".ci/peers.sh", "utf8").matchAll(/^ {2}"([^|"]+)\|([^|]+)\|([^|]+)\|/gm)];
+  it("every peer is tested at the floor of its declared range", () => {
+    expect(rows.map((r) => r[1]).sort()).toEqual(Object.keys(pkg.peerDependencies).sort());
+    for (const [, name, lowest] of rows)
+      expect(pkg.peerDependencies[name!], name).toMatch(new RegExp(`^\\^${lowest}( |$)`));
   });
 });
 

@@ -7,7 +7,10 @@ const $ = <T extends HTMLElement = HTMLElement>(id: string): T => document.getEl
 // --- idemfetch: the only lines a real app adds ------------------------------------------------
 const DB = "idemfetch-demo";
 let uninstall: Uninstall | undefined;
+/** Calls saved by earlier installs: like "replayed", the page's counters count since the page loaded. */
+let savedBefore = 0;
 function protect(on: boolean): void {
+  savedBefore += uninstall?.stats().saved ?? 0;
   uninstall?.();
   uninstall = on ? install({ store: withWebLocks(indexedDBStore({ dbName: DB }), { name: DB }) }) : undefined;
   $("status").textContent = on
@@ -21,21 +24,26 @@ $<HTMLInputElement>("protect").addEventListener("change", (event) => {
 });
 
 // --- the app: plain fetch and axios ----------------------------------------------------------
-const order = () => ({ item: $<HTMLSelectElement>("item").value, qty: Number($<HTMLInputElement>("qty").value) });
+/** Each button places its own order (`via`): the same item from another button is another order, not a replay. */
+const order = (via: string) => ({
+  item: $<HTMLSelectElement>("item").value,
+  qty: Number($<HTMLInputElement>("qty").value),
+  via,
+});
 
 $("order-fetch").addEventListener("click", () => {
   void track("fetch", () =>
     fetch("/api/order", {
       method: "POST",
       headers: { "content-type": "application/json" },
-      body: JSON.stringify(order()),
+      body: JSON.stringify(order("fetch")),
     }).then(fromFetch),
   );
 });
 
 $("order-axios").addEventListener("click", () => {
   void track("axios", () =>
-    axios.post("/api/order", order(), { validateStatus: () => true }).then((r) => ({
+    axios.post("/api/order", order("axios"), { validateStatus: () => true }).then((r) => ({
       status: r.status,
       replayed: r.headers["idempotent-replayed"] === "true",
       body: JSON.stringify(r.data),
@@ -44,8 +52,8 @@ $("order-axios").addEventListener("click", () => {
 });
 
 $("burst").addEventListener("click", () => {
-  action(10);
-  const body = JSON.stringify(order());
+  action("burst", 10);
+  const body = JSON.stringify(order("burst"));
   for (let i = 0; i < 10; i++) {
     void track("burst", () =>
       fetch("/api/order", { method: "POST", headers: { "content-type": "application/json" }, body }).then(fromFetch),
@@ -73,8 +81,8 @@ interface Outcome {
 }
 
 const counts = { sent: 0, replays: 0 };
-/** Per action: requests sent and upstream executions (the server's count moved by). */
-const actions: { sent: number; executedFrom: number; executed: number }[] = [];
+/** Per action: what it was, requests sent and upstream executions (the server's count moved by). */
+const actions: { label: string; sent: number; executedFrom: number; executed: number }[] = [];
 let executions = 0;
 let lastAction = 0;
 
@@ -87,17 +95,17 @@ async function fromFetch(response: Response): Promise<Outcome> {
 }
 
 /** Groups the requests of one user action (a click, a double-click, a burst) into one chart column. */
-function action(requests: number): void {
+function action(label: string, requests: number): void {
   const now = performance.now();
   const current = actions.at(-1);
-  if (current && now - lastAction < 400) current.sent += requests;
-  else actions.push({ sent: requests, executedFrom: executions, executed: 0 });
+  if (current?.label === label && now - lastAction < 400) current.sent += requests;
+  else actions.push({ label, sent: requests, executedFrom: executions, executed: 0 });
   if (actions.length > 12) actions.shift();
   lastAction = now;
 }
 
 async function track(kind: string, call: () => Promise<Outcome>): Promise<void> {
-  if (kind !== "burst") action(1);
+  if (kind !== "burst") action(kind, 1);
   counts.sent++;
   render();
   let outcome: Outcome;
@@ -142,7 +150,7 @@ function render(): void {
   $("c-sent").textContent = String(counts.sent);
   $("c-exec").textContent = String(executions);
   $("c-replays").textContent = String(counts.replays);
-  $("c-saved").textContent = String(uninstall?.stats().saved ?? 0);
+  $("c-saved").textContent = String(savedBefore + (uninstall?.stats().saved ?? 0));
   const max = Math.max(1, ...actions.map((a) => a.sent));
   const svg = actions
     .map((a, i) => {
@@ -151,7 +159,9 @@ function render(): void {
         const h = (value / max) * 120;
         return `<rect x="${x + dx}" y="${130 - h}" width="26" height="${h}" rx="3" fill="${color}"/>`;
       };
-      return `${bar(a.sent, 0, "var(--sent)")}${bar(a.executed, 30, "var(--exec)")}<text x="${x + 28}" y="146" font-size="11" text-anchor="middle" fill="#6b7385">${a.sent}→${a.executed}</text>`;
+      const text = (y: number, content: string, weight = 400) =>
+        `<text x="${x + 28}" y="${y}" font-size="11" font-weight="${weight}" text-anchor="middle" fill="#6b7385">${content}</text>`;
+      return `<g data-action="${a.label}">${bar(a.sent, 0, "var(--sent)")}${bar(a.executed, 30, "var(--exec)")}${text(146, a.label, 600)}${text(162, `${a.sent}→${a.executed}`)}</g>`;
     })
     .join("");
   $("chart").innerHTML = svg;

@@ -68,11 +68,42 @@ describe("the browser demo", () => {
       const entries = await logged(page);
       expect(entries.map((e) => e.kind)).toEqual([kind, kind]);
       expect(entries[0]!.body).toBe(entries[1]!.body);
-      expect(JSON.parse(entries[0]!.body)).toMatchObject({ execution: 1, order: { item: "Coffee beans", qty: 1 } });
+      expect(JSON.parse(entries[0]!.body)).toMatchObject({
+        execution: 1,
+        order: { item: "Coffee beans", qty: 1, via: kind },
+      });
       expect(entries.map((e) => e.replayed).sort()).toEqual([false, true]);
       expect(await executions()).toBe(1);
     });
   }
+
+  it("an axios double-click after a fetch order of the same item is its own order, not the fetch one replayed", async () => {
+    const page = await openDemo();
+    await page.click("#order-fetch");
+    await waitForLog(page, 1);
+    await page.dblclick("#order-axios");
+    await waitForLog(page, 3);
+    const axios = (await logged(page)).filter((e) => e.kind === "axios");
+    expect(axios.map((e) => e.replayed).sort()).toEqual([false, true]);
+    expect(JSON.parse(axios[0]!.body)).toMatchObject({ execution: 2, order: { via: "axios" } });
+    expect(await executions()).toBe(2);
+  });
+
+  it("toggling protection resets neither saved nor replayed: both count since the page loaded", async () => {
+    const page = await openDemo();
+    await page.click("#burst");
+    await waitForLog(page, 10);
+    await page.waitForFunction(() => document.getElementById("c-replays")?.textContent === "9");
+    const counters = async () => ({ replays: await counter(page, "c-replays"), saved: await counter(page, "c-saved") });
+    expect(await counters()).toEqual({ replays: 9, saved: 9 });
+    await page.uncheck("#protect");
+    await page.check("#protect");
+    await page.waitForFunction(() => document.getElementById("status")?.textContent?.startsWith("install()"));
+    await page.dblclick("#order-fetch");
+    await waitForLog(page, 12);
+    await page.waitForFunction(() => document.getElementById("c-replays")?.textContent === "10");
+    expect(await counters()).toEqual({ replays: 10, saved: 10 });
+  });
 
   it("with protection off the same double-click is two orders", async () => {
     const page = await openDemo();
@@ -126,11 +157,13 @@ describe("the browser demo", () => {
     expect(await executions()).toBe(1);
   });
 
-  it("after a burst of 10 the counters (read from the screenshot's page) show 10 sent, 1 executed, 9 saved", async () => {
+  it("after an order and a burst of 10 the counters and the labelled chart columns (the screenshot's page) agree", async () => {
     const page = await openDemo();
+    await page.click("#order-fetch");
+    await waitForLog(page, 1);
     await page.click("#burst");
-    await waitForLog(page, 10);
-    await page.waitForFunction(() => document.getElementById("c-exec")?.textContent === "1");
+    await waitForLog(page, 11);
+    await page.waitForFunction(() => document.getElementById("c-exec")?.textContent === "2");
     mkdirSync(ARTIFACTS, { recursive: true });
     const path = new URL("demo-burst.png", ARTIFACTS).pathname;
     await page.screenshot({ path, fullPage: true });
@@ -139,9 +172,16 @@ describe("the browser demo", () => {
       executed: await counter(page, "c-exec"),
       replays: await counter(page, "c-replays"),
       saved: await counter(page, "c-saved"),
-    }).toEqual({ sent: 10, executed: 1, replays: 9, saved: 9 });
-    expect(await page.textContent("#chart")).toContain("10→1");
-    expect(new Set((await logged(page)).map((e) => e.body)).size).toBe(1);
-    expect(await executions()).toBe(1);
+    }).toEqual({ sent: 11, executed: 2, replays: 9, saved: 9 });
+    const columns = await page.$$eval("#chart g", (groups) =>
+      groups.map((g) => [...g.querySelectorAll("text")].map((t) => t.textContent)),
+    );
+    expect(columns).toEqual([
+      ["fetch", "1→1"],
+      ["burst", "10→1"],
+    ]);
+    const bursts = (await logged(page)).filter((e) => e.kind === "burst");
+    expect(new Set(bursts.map((e) => e.body)).size).toBe(1);
+    expect(await executions()).toBe(2);
   });
 });
