@@ -450,7 +450,7 @@ describe("two processes sharing a store", () => {
     const b = await p2(`${up.url}/echo?ms=150`, json({}, "xp"));
     expect(await b.text()).toBe(await (await a).text());
     expect(b.headers.get("idempotent-replayed")).toBe("true");
-    expect(events).toEqual(["wait", "replay"]);
+    expect(events).toEqual(["wait", "replay", "settled"]);
     expect(up.count()).toBe(1);
   });
 
@@ -502,7 +502,7 @@ describe("two processes sharing a store", () => {
     const b = await p2(`${up.url}/status/503?ms=100`, json({}, "take"));
     expect((await a).status).toBe(503);
     expect(b.status).toBe(503);
-    expect(events).toEqual(["wait", "takeover", "execute", "not-stored"]);
+    expect(events).toEqual(["wait", "takeover", "execute", "not-stored", "settled"]);
     expect(up.count()).toBe(2);
   });
 
