@@ -11,6 +11,7 @@ MATRIX=(
   "@upstash/redis|1.17.0|1.39.0|test/adapters/upstash.test.ts|"
   "hono|4.10.0|4.13.19|test/server.test.ts|idemfetch/hono"
   "fastify|5.0.0|5.12.8|test/fastify.test.ts|"
+  "@opentelemetry/api|1.3.0|1.10.0|test/otel.test.ts|"
   "idb-keyval|6.2.0|6.3.0|test/adapters/indexeddb.test.ts|"
   "@mswjs/interceptors|0.45.10|0.45.12|test/install.test.ts|"
 )

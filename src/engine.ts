@@ -223,11 +223,12 @@ export function createEngine(o: NormalizedOptions, face: Face): Engine {
     const hash = keyHash ?? fingerprint;
     const storeKey = `${o.namespace}:${scope.hash}:${hash}`;
     const emit = emitter({ callId: ++lastCallId, keyHash: hash, scopeHash: scope.hash, method, target }, started);
-    // With a listener, every call ends with one "settled" event: what its caller got (tracing ends a span there).
-    const settled = (answer: Promise<Response>): Promise<Response> => {
+    // With a listener, every call ends with one "settled" event: once its caller has an answer and the
+    // store writes it caused have settled (tracing ends a span there).
+    const settled = (answer: Promise<Response>, writes: Promise<void> = resolved): Promise<Response> => {
       if (!o.onEvent) return answer;
-      answer.then(
-        (r) => emit({ type: "settled", status: r.status }),
+      Promise.all([answer, writes]).then(
+        ([r]) => emit({ type: "settled", status: r.status }),
         (error: unknown) => emit({ type: "settled", error }),
       );
       return answer;
@@ -285,7 +286,7 @@ export function createEngine(o: NormalizedOptions, face: Face): Engine {
     const done = run.start();
     flight.durable = done;
     call.waitUntil?.(done);
-    return settled(response);
+    return settled(response, done);
   }
 
   /**

@@ -43,8 +43,8 @@ export type IdempotencyEvent =
   /** A commit, release or renew found the lease held by someone else (it had expired and was taken over). */
   | (EventBase & { type: "stale-token"; op: "commit" | "release" | "renew"; reason: string })
   /**
-   * The call's answer was handed to its caller: the status it got, or the error it was rejected with.
-   * Sent only while a listener is set; the last event of every call (its body may still be streaming).
+   * The last event of every call: its caller has the answer (the status it got, or the error it was
+   * rejected with) and the store writes the call made have settled. Sent only while a listener is set.
    */
   | (EventBase & { type: "settled"; status?: number; error?: unknown });
 

@@ -10,7 +10,7 @@ import {
   sha256,
 } from "../src/index.js";
 import { startUpstream, type Upstream } from "./fixtures/upstream.js";
-import { sleep } from "./fixtures/util.js";
+import { sleep, until } from "./fixtures/util.js";
 
 let up: Upstream;
 beforeAll(async () => {
@@ -502,6 +502,8 @@ describe("two processes sharing a store", () => {
     const b = await p2(`${up.url}/status/503?ms=100`, json({}, "take"));
     expect((await a).status).toBe(503);
     expect(b.status).toBe(503);
+    await b.text();
+    await until(() => events.includes("settled"));
     expect(events).toEqual(["wait", "takeover", "execute", "not-stored", "settled"]);
     expect(up.count()).toBe(2);
   });

@@ -38,6 +38,7 @@ const EXPORTS: Record<string, string[]> = {
   "./fastify": ["idempotency"],
   "./adapters/deno-kv": ["denoKvStore"],
   "./testing": ["StoreContractError", "denoTestApi", "nodeTestApi", "testStore"],
+  "./otel": ["openTelemetry"],
   "./adapters/ioredis": ["ioredisStore"],
   "./adapters/upstash": ["upstashStore"],
   "./adapters/indexeddb": ["indexedDBStore"],
