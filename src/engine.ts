@@ -197,17 +197,21 @@ export function createEngine(o: NormalizedOptions, face: Face): Engine {
       call.key !== undefined ? validateKey(call.key) : headerValue !== null ? keyFromHeader(headerValue) : undefined;
     const autoEligible = face.autoKey !== false && face.autoKey.methods.has(method) && !call.streamedBody;
 
-    const passThrough = (req: Request): Promise<Response> => {
+    // A body the engine read goes on as `init`, never as a copy of `request`: copying a Request reads its
+    // signal, and Deno.serve warns on every request whose signal is read.
+    const passThrough = (init?: RequestInit): Promise<Response> => {
       if (call.requireKey) return Promise.resolve(problem("IDEMPOTENCY_KEY_MISSING", 400));
       counts.passedThrough++;
-      return send(req);
+      return init ? send(request, init) : send(request);
     };
     const keyed = await readKeyed(request, explicit, autoEligible, call);
-    if (keyed instanceof Request) return passThrough(keyed);
     if (keyed === "too-large") return tooLarge();
+    if ("pass" in keyed) return passThrough(keyed.pass);
     const { bytes, json } = keyed;
-    const withBody = (): Request => new Request(request, bytes === null ? {} : { body: bytes as BodyInit });
-    if (keyed.auto && !autoEligible) return passThrough(withBody());
+    if (keyed.auto && !autoEligible) return passThrough(bytes === null ? undefined : { body: bytes as BodyInit });
+    /** The request as the `fingerprint` and `scope` options see it: its parts and the body the engine read. */
+    const withBody = (): Request =>
+      new Request(request.url, { method: request.method, headers: request.headers, body: bytes as BodyInit | null });
 
     const started = now();
     counts.requests++;
@@ -501,12 +505,12 @@ export function createEngine(o: NormalizedOptions, face: Face): Engine {
     explicit: string | undefined,
     autoEligible: boolean,
     call: CallOptions,
-  ): Promise<Keyed | Request | "too-large"> {
+  ): Promise<Keyed | { pass: RequestInit | undefined } | "too-large"> {
     const length = declaredLength(request.headers);
     // A declared length spares `request.body`: on some servers (@hono/node-server) that getter turns a
     // lightweight request into a full one with a web stream over the socket, which costs more than the rest.
     const bodyless = length === null ? request.body === null : length === 0;
-    if (explicit === undefined && (call.streamedBody || (bodyless && !autoEligible))) return request;
+    if (explicit === undefined && (call.streamedBody || (bodyless && !autoEligible))) return { pass: undefined };
     let bytes: Uint8Array | null = null;
     if (!bodyless) {
       // A keyless body that is not a JSON object cannot hold a key: once its first bytes show it, it goes
@@ -520,8 +524,7 @@ export function createEngine(o: NormalizedOptions, face: Face): Engine {
           : await readLimited(request.body as ReadableStream<Uint8Array>, o.maxBodyBytes, sniff);
       if ("rest" in read || read.bytes.length > o.maxBodyBytes) {
         if (explicit !== undefined) return "too-large";
-        const body = "rest" in read ? { body: read.rest, duplex: "half" } : { body: read.bytes as BodyInit };
-        return new Request(request, body as RequestInit);
+        return { pass: ("rest" in read ? { body: read.rest, duplex: "half" } : { body: read.bytes }) as RequestInit };
       }
       bytes = read.bytes;
     }

@@ -130,7 +130,9 @@ export function idempotencyLayer(options: ServerIdempotencyOptions = {}): Idempo
                   headers: init.headers ?? upstream.headers,
                   body: init.body ?? null,
                   signal: init.signal ?? null,
-                })
+                  // A body the engine read past its limit goes on as the stream of every byte.
+                  ...(init.body instanceof ReadableStream ? { duplex: "half" } : {}),
+                } as RequestInit)
               : upstream,
           );
         } catch (error) {

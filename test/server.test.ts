@@ -247,13 +247,13 @@ describe("Node's own http server through @hono/node-server's request listener (t
 });
 
 describe("IETF draft mode", () => {
-  it("a payload mismatch is 422", async () => {
+  it("a payload mismatch is 422 problem+json", async () => {
     const h = counting();
     const url = await serveIt(idempotency(h.handler, { ietf: true }));
     await post(url, { a: 1 }, { "Idempotency-Key": "i1" });
     const res = await post(url, { a: 2 }, { "Idempotency-Key": "i1" });
     expect(res.status).toBe(422);
-    expect((await res.json()).error.code).toBe("IDEMPOTENCY_CONFLICT");
+    expect((await res.json()).code).toBe("IDEMPOTENCY_CONFLICT");
   });
 
   it("a duplicate while the first is in flight is 409 IDEMPOTENCY_IN_PROGRESS at once, in this process and via the store", async () => {
@@ -269,7 +269,7 @@ describe("IETF draft mode", () => {
       expect(Date.now() - started).toBeLessThan(200);
       expect(res.status).toBe(409);
       expect(res.headers.get("retry-after")).toBe("1");
-      expect((await res.json()).error.code).toBe("IDEMPOTENCY_IN_PROGRESS");
+      expect((await res.json()).code).toBe("IDEMPOTENCY_IN_PROGRESS");
     }
     expect((await first).status).toBe(200);
     const replay = await post(b, { a: 1 }, { "Idempotency-Key": "i2" });
