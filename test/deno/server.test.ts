@@ -154,3 +154,13 @@ Deno.test("Deno.serve(app.fetch) with the idemfetch/hono middleware", async () =
     assert.equal(await conflict.text(), CONFLICT);
   });
 });
+
+Deno.test("the middleware never reads request.signal: Deno.serve prints no legacy-abort warning", async () => {
+  const probe = new URL("./signal-probe.ts", import.meta.url).pathname;
+  const { code, stderr } = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", probe],
+    stderr: "piped",
+  }).output();
+  assert.equal(code, 0);
+  assert.doesNotMatch(new TextDecoder().decode(stderr), /legacy/);
+});
