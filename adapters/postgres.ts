@@ -299,7 +299,9 @@ export function postgresStore(options: PostgresStoreOptions): IdempotencyStore {
   };
   store.subscribe = (storeKey, onChange) => {
     // A failed LISTEN only costs wake-up latency: waiters poll as well.
-    stop ??= listen(`idemfetch:${table}`, deliver).catch(() => undefined);
+    stop ??= Promise.resolve()
+      .then(() => listen(`idemfetch:${table}`, deliver))
+      .catch(() => undefined);
     const payload = payloadOf(storeKey);
     let set = listeners.get(payload);
     if (!set) listeners.set(payload, (set = new Set()));
