@@ -256,6 +256,32 @@ describe("postgresStore on real PostgreSQL", () => {
     await user.end();
   });
 
+  it("pgListen reconnects after its connection is killed, wakes every waiter once, and delivers again", async () => {
+    const appName = `idemfetch-relisten-${newToken().slice(0, 8)}`;
+    const store = postgresStore({
+      client: pool,
+      table,
+      listen: pgListen(() => new pg.Client({ ...CONFIG, application_name: appName }), { retryMs: 100 }),
+    });
+    const k = `relisten:${newToken()}`;
+    let woken = 0;
+    const off = store.subscribe?.(k, () => woken++);
+    const backends = async () =>
+      (await admin.query("SELECT pid FROM pg_stat_activity WHERE application_name = $1", [appName])).rows;
+    await until(async () => (await backends()).length === 1);
+    const [{ pid }] = await backends();
+    await admin.query("SELECT pg_terminate_backend($1)", [pid]);
+    await until(() => woken === 1, 5000); // the wake-all after the new LISTEN
+    const [again] = await backends();
+    expect(again.pid).not.toBe(pid);
+    const token = await lease(store, k);
+    expect(await store.commit(k, token, record, 30_000)).toBe(true);
+    await until(() => woken === 2);
+    off?.();
+    await store.close?.();
+    await until(async () => (await backends()).length === 0);
+  });
+
   it("migrate is idempotent and safe when many instances run it at once", async () => {
     const t = `idemfetch_mig_${newToken().slice(0, 8)}`;
     try {
