@@ -139,6 +139,7 @@ function statements(t: string) {
      * decodable row is there, and takes over an existing row only if it is expired or corrupt (checked again on
      * the latest version under its row lock). A replay therefore writes and locks nothing. No row back means a
      * concurrent transaction inserted the key after this statement's snapshot: the caller runs it again.
+     * `corrupt` comes from that snapshot (RETURNING cannot see the old row before PostgreSQL 18): informational.
      */
     acquire: `WITH cur AS (
   SELECT token, fingerprint, status, status_text, headers, body, created_at,
