@@ -26,3 +26,4 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
     --logfile /tmp/idemfetch-redis-6379.log
   for _ in $(seq 1 50); do redis-cli -p 6379 ping >/dev/null 2>&1 && break; sleep 0.1; done
 fi
+bash "$(dirname "$0")/postgres.sh"

@@ -370,7 +370,7 @@ export function createEngine(o: NormalizedOptions, face: Face): Engine {
               if (!forgotCorrupt) {
                 forgotCorrupt = true;
                 try {
-                  await withDeadline("forget", o.storeTimeoutMs, () => storeForget(storeKey, false));
+                  await withDeadline("forget", o.storeTimeoutMs, () => o.store.forget(storeKey, false));
                   continue;
                 } catch (error) {
                   this.storeError("forget", "could not remove a record that did not parse", error);
@@ -563,13 +563,8 @@ export function createEngine(o: NormalizedOptions, face: Face): Engine {
       scope = (await scopeOf(new Headers(options.headers), () => new Request("http://forget.invalid"))).hash;
     }
     const storeKey = `${o.namespace}:${scope}:${await sha256(key)}`;
-    return withDeadline("forget", o.storeTimeoutMs, () => storeForget(storeKey, options.force === true));
+    return withDeadline("forget", o.storeTimeoutMs, () => o.store.forget(storeKey, options.force === true));
   }
-
-  const storeForget = (storeKey: string, force: boolean): Promise<ForgetResult> =>
-    o.store.forget
-      ? o.store.forget(storeKey, force)
-      : Promise.reject(new TypeError("idemfetch: the store has no forget()"));
 
   async function close(): Promise<void> {
     while (pending.size > 0) await Promise.allSettled([...pending]);

@@ -238,7 +238,7 @@ function scoped(store: IdempotencyStore, run: <T>(fn: () => T) => T): Idempotenc
     commit: (...args) => run(() => store.commit(...args)),
     release: (...args) => run(() => store.release(...args)),
     renew: (...args) => run(() => store.renew(...args)),
-    forget: (...args) => run(() => (store.forget as NonNullable<IdempotencyStore["forget"]>)(...args)),
+    forget: (...args) => run(() => store.forget(...args)),
   };
   const { subscribe, close } = store;
   if (subscribe) wrapped.subscribe = (...args) => run(() => subscribe.apply(store, args));

@@ -52,7 +52,7 @@ export interface IdempotencyStore {
    * ("in-progress") unless `force`, which deletes it too (its owner's commit then finds it gone and changes
    * nothing). Wakes subscribers when something was removed. Resolves "forgotten", "absent" or "in-progress".
    */
-  forget?(storeKey: string, force: boolean): Promise<ForgetResult>;
+  forget(storeKey: string, force: boolean): Promise<ForgetResult>;
   /** Optional: calls `onChange` after a commit or release of `storeKey`; returns the unsubscribe function. */
   subscribe?(storeKey: string, onChange: () => void): () => void;
   /** Optional: frees what the store itself opened (never the client the user passed in). */

@@ -523,16 +523,16 @@ export function testStore(
       const off = subscribable().subscribe(k, woken.fn);
       await sleep(SUBSCRIBE_SETTLE_MS);
       const token = await acquired(k);
-      equal(await forgetIn(store)(k, true), "forgotten"); // a forced lease
+      equal(await store.forget(k, true), "forgotten"); // a forced lease
       await woken.reached(1);
       equal(await store.commit(k, token, record(), LONG_MS), false);
       equal(await store.commit(k, await acquired(k), record(), LONG_MS), true);
       await woken.reached(2);
-      equal(await forgetIn(store)(k, false), "forgotten"); // a record
+      equal(await store.forget(k, false), "forgotten"); // a record
       await woken.reached(3);
       await acquired(k);
-      equal(await forgetIn(store)(k, false), "in-progress");
-      equal(await forgetIn(store)(k, false), "in-progress");
+      equal(await store.forget(k, false), "in-progress");
+      equal(await store.forget(k, false), "in-progress");
       await sleep(150);
       equal(woken.calls, 3, "wake-ups after a forget that removed nothing");
       off();
@@ -541,28 +541,28 @@ export function testStore(
     it("forget removes a record: 'forgotten', and the next acquire is acquired", async () => {
       const k = key();
       equal(await store.commit(k, await acquired(k), record(), LONG_MS), true);
-      equal(await forgetIn(store)(k, false), "forgotten");
+      equal(await store.forget(k, false), "forgotten");
       await acquired(k, "fp-next");
       const forced = key();
       equal(await store.commit(forced, await acquired(forced), record(), LONG_MS), true);
-      equal(await forgetIn(store)(forced, true), "forgotten");
+      equal(await store.forget(forced, true), "forgotten");
       await acquired(forced);
     });
 
     it("forget on an empty or expired key is 'absent'", async () => {
-      equal(await forgetIn(store)(key(), false), "absent");
-      equal(await forgetIn(store)(key(), true), "absent");
+      equal(await store.forget(key(), false), "absent");
+      equal(await store.forget(key(), true), "absent");
       const k = key();
       await acquired(k, "fp-a", SHORT_LEASE_MS);
       await sleep(SHORT_LEASE_MS + 150);
-      equal(await forgetIn(store)(k, false), "absent");
+      equal(await store.forget(k, false), "absent");
       await acquired(k);
     });
 
     it("forget leaves a live lease in place ('in-progress'); its owner still commits", async () => {
       const k = key();
       const token = await acquired(k, "fp-holder");
-      equal(await forgetIn(store)(k, false), "in-progress");
+      equal(await store.forget(k, false), "in-progress");
       await expectPending(k, "fp-holder");
       equal(await store.commit(k, token, record({ fingerprint: "fp-holder" }), LONG_MS), true);
       equal((await done(k)).fingerprint, "fp-holder");
@@ -571,7 +571,7 @@ export function testStore(
     it("forget with force removes a live lease: 'forgotten', and the old owner's commit, release and renew return false", async () => {
       const k = key();
       const token = await acquired(k, "fp-holder");
-      equal(await forgetIn(store)(k, true), "forgotten");
+      equal(await store.forget(k, true), "forgotten");
       equal(await store.commit(k, token, record(), LONG_MS), false);
       equal(await store.renew(k, token, LONG_MS), false);
       equal(await store.release(k, token), false);
@@ -790,10 +790,4 @@ function show(value: unknown): string {
 /** A broken store contract; the message says which expectation failed. */
 export class StoreContractError extends Error {
   override name: string = "StoreContractError";
-}
-
-/** The store's forget (optional in the interface until every bundled adapter has one). */
-function forgetIn(store: IdempotencyStore): NonNullable<IdempotencyStore["forget"]> {
-  if (!store.forget) throw new Error("this store has no forget()");
-  return store.forget.bind(store);
 }

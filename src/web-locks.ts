@@ -132,7 +132,7 @@ export function withWebLocks(store: IdempotencyStore, options: WebLocksOptions =
         letGo(token);
       }
     },
-    forget: (storeKey, force) => (store.forget as NonNullable<IdempotencyStore["forget"]>)(storeKey, force),
+    forget: (storeKey, force) => store.forget(storeKey, force),
     async renew(storeKey, token, leaseMs) {
       // While the lock is held the lease is ours even if the store's copy lapsed: the commit retakes it.
       return (await store.renew(storeKey, token, leaseMs)) || held.has(token);

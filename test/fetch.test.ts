@@ -525,7 +525,7 @@ describe("two processes sharing a store", () => {
 describe("store failure", () => {
   const broken = (failure: "throw" | "hang"): IdempotencyStore => {
     const fail = () => (failure === "throw" ? Promise.reject(new Error("store down")) : new Promise<never>(() => {}));
-    return { acquire: fail, commit: fail, release: fail, renew: fail };
+    return { acquire: fail, commit: fail, release: fail, renew: fail, forget: fail };
   };
 
   it.each(["throw", "hang"] as const)(

@@ -53,7 +53,7 @@ function instrumented(inner: IdempotencyStore = memoryStore()) {
     commit: wrap("commit", inner.commit.bind(inner)),
     release: wrap("release", inner.release.bind(inner)),
     renew: wrap("renew", inner.renew.bind(inner)),
-    forget: (k, f) => (inner.forget as NonNullable<IdempotencyStore["forget"]>)(k, f),
+    forget: (k, f) => inner.forget.bind(inner)(k, f),
   };
   if (inner.subscribe) store.subscribe = inner.subscribe.bind(inner);
   return { store, calls, faults, inner };

@@ -37,6 +37,7 @@ const EXPORTS: Record<string, string[]> = {
   "./express": ["idempotency", "keepRawBody"],
   "./fastify": ["idempotency"],
   "./adapters/deno-kv": ["denoKvStore"],
+  "./adapters/postgres": ["migrate", "pgListen", "postgresStore", "schemaSql", "sweep"],
   "./testing": ["StoreContractError", "denoTestApi", "nodeTestApi", "testStore"],
   "./otel": ["openTelemetry"],
   "./adapters/ioredis": ["ioredisStore"],

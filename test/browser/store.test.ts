@@ -57,8 +57,7 @@ async function storeInPage(dbName: string): Promise<IdempotencyStore> {
         ),
       release: async (k, token) => store.release(k as string, token as string),
       renew: async (k, token, ms) => store.renew(k as string, token as string, ms as number),
-      forget: async (k, force) =>
-        (store.forget as NonNullable<IdempotencyStore["forget"]>)(k as string, force as boolean),
+      forget: async (k, force) => store.forget(k as string, force as boolean),
       subscribe: async (id, k) => {
         subscriptions.set(
           id as number,

@@ -1,0 +1,157 @@
+// postgresStore across processes on the shared PostgreSQL, and on a private one restarted (and crashed) under load.
+import pg from "pg";
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { migrate, pgListen, postgresStore } from "../../adapters/postgres.js";
+import { createIdempotentFetch } from "../../src/index.js";
+import { newToken } from "../../src/store.js";
+import { type PrivatePostgres, startPrivatePostgres } from "../fixtures/postgres.js";
+import { spawnWorker, type Worker } from "../fixtures/processes.js";
+import { startUpstream, type Upstream } from "../fixtures/upstream.js";
+import { sleep } from "../fixtures/util.js";
+import type { Outcome } from "../fixtures/worker.js";
+
+const SHARED = "postgres://postgres@127.0.0.1:5432/test";
+const table = `idemfetch_proc_${newToken().slice(0, 10)}`;
+let up: Upstream;
+const admin = new pg.Client({ connectionString: SHARED });
+beforeAll(async () => {
+  up = await startUpstream();
+  await admin.connect();
+  await migrate(admin, { table });
+});
+afterAll(async () => {
+  await up.close();
+  await admin.query(`DROP TABLE IF EXISTS ${table}`);
+  await admin.end();
+});
+beforeEach(() => up.reset());
+
+const decode = (o: Outcome) => Buffer.from(o.body, "base64").toString("utf8");
+
+describe("across processes via postgresStore", () => {
+  let workers: Worker[] = [];
+  const spawnAll = async (k: number, extra: Record<string, string> = {}) => {
+    workers = await Promise.all(
+      Array.from({ length: k }, () => spawnWorker({ STORE: "postgres", PG_URL: SHARED, PG_TABLE: table, ...extra })),
+    );
+    return workers;
+  };
+  afterAll(async () => {
+    await Promise.all(workers.map((w) => w.exit()));
+  });
+
+  it("4 processes × 25 concurrent calls with one key make 1 upstream call and get identical bytes; another body gets 409", async () => {
+    const ws = await spawnAll(4);
+    const call = { url: `${up.url}/echo?ms=200`, key: `same-${newToken()}`, body: '{"prompt":"hi"}' };
+    const results = (await Promise.all(ws.map((w) => w.fire(Array.from({ length: 25 }, () => call))))).flat();
+    expect(results).toHaveLength(100);
+    expect(results.map((r) => r.status)).toEqual(Array(100).fill(200));
+    expect(new Set(results.map((r) => r.body)).size).toBe(1);
+    expect(up.count()).toBe(1);
+    const [other] = await (ws[2] as Worker).fire([{ ...call, body: '{"prompt":"other"}' }]);
+    expect(other?.status).toBe(409);
+    expect(up.count()).toBe(1);
+    await Promise.all(ws.map((w) => w.exit()));
+  });
+
+  it("kill -9 of the leader mid-request: nothing runs twice while its lease lives; a waiter takes over after it", async () => {
+    const [leader, waiter] = await spawnAll(2, { LEASE_MS: "600" });
+    const call = { url: `${up.url}/echo?ms=3000`, key: `crash-${newToken()}`, body: "{}" };
+    void (leader as Worker).fire([call]);
+    await (leader as Worker).waitForEvent("execute");
+    const waiting = (waiter as Worker).fire([call]);
+    await (waiter as Worker).waitForEvent("wait");
+    await sleep(1500); // 2.5 leases: the leader's heartbeat (renew) keeps its lease alive
+    expect(up.count()).toBe(1);
+    (leader as Worker).child.kill("SIGKILL");
+    const [outcome] = await waiting;
+    expect(outcome?.status).toBe(200);
+    expect(JSON.parse(decode(outcome as Outcome)).n).toBe(2);
+    expect((waiter as Worker).events).toContain("takeover");
+    expect(up.count()).toBe(2);
+    await Promise.all(workers.map((w) => w.exit()));
+  });
+});
+
+describe("a PostgreSQL restart under load", () => {
+  let server: PrivatePostgres;
+  const unhandled: unknown[] = [];
+  const onUnhandled = (e: unknown) => unhandled.push(e);
+  beforeAll(async () => {
+    server = await startPrivatePostgres();
+    process.on("unhandledRejection", onUnhandled);
+  });
+  afterAll(async () => {
+    process.off("unhandledRejection", onUnhandled);
+    await server?.destroy();
+  });
+
+  it("calls settle (fail-open 200, fail-closed 200 or 503), nothing crashes, committed records survive a crash, protection resumes", async () => {
+    const pool = new pg.Pool({ ...server.config, max: 4, connectionTimeoutMillis: 1000, query_timeout: 1000 });
+    pool.on("error", () => {}); // idle connections die with the server
+    await migrate(pool);
+    const store = postgresStore({
+      client: pool,
+      listen: pgListen(() => new pg.Client({ ...server.config, connectionTimeoutMillis: 1000 }), { retryMs: 200 }),
+    });
+    const events: string[] = [];
+    const open = createIdempotentFetch({ store, storeTimeoutMs: 1500, onEvent: (e) => events.push(e.type) });
+    const closed = createIdempotentFetch({ store, storeTimeoutMs: 1500, onStoreError: "closed" });
+    const call = (f: typeof open, key: string) =>
+      f(`${up.url}/echo?ms=20`, { method: "POST", headers: { "idempotency-key": key }, body: "{}" });
+
+    const before = await call(closed, "before");
+    expect(before.status).toBe(200);
+    const beforeBody = await before.text();
+
+    // Four loops of calls (half on shared keys, so some wait on others) for as long as the restarts take.
+    let running = true;
+    const statuses: { open: number[]; closed: number[] } = { open: [], closed: [] };
+    const loop = async (i: number) => {
+      for (let n = 0; running; n++) {
+        const f = i % 2 === 0 ? open : closed;
+        const key = n % 2 === 0 ? `load-${i}-${n}` : `shared-${n % 10}`;
+        const res = await call(f, key).catch(() => undefined);
+        (f === open ? statuses.open : statuses.closed).push(res?.status ?? 0);
+        await res?.arrayBuffer();
+        if (res?.status !== 200) await sleep(20); // the store is down: no busy loop
+      }
+    };
+    const loops = [0, 1, 2, 3].map(loop);
+    await sleep(300);
+    await server.stop("fast"); // a clean restart
+    await sleep(300);
+    await server.start();
+    await sleep(300);
+    await server.stop("immediate"); // a crash: no shutdown checkpoint
+    await sleep(300);
+    await server.start();
+    await sleep(300);
+    running = false;
+    await Promise.all(loops);
+
+    expect(statuses.open.length + statuses.closed.length).toBeGreaterThan(20);
+    expect(statuses.open.every((s) => s === 200)).toBe(true);
+    expect(statuses.closed.every((s) => s === 200 || s === 503)).toBe(true);
+    expect(statuses.closed).toContain(503); // the outage was seen
+    expect(events).toContain("store-error");
+
+    // Protection resumes, and the record committed before the crash is still there.
+    let resumed = false;
+    for (let i = 0; i < 40 && !resumed; i++) {
+      const a = await call(closed, `after-${i}`);
+      const b = await call(closed, `after-${i}`);
+      resumed = a.status === 200 && b.headers.get("idempotent-replayed") === "true";
+      await a.arrayBuffer();
+      await b.arrayBuffer();
+      if (!resumed) await sleep(250);
+    }
+    expect(resumed).toBe(true);
+    const replay = await call(closed, "before");
+    expect(replay.headers.get("idempotent-replayed")).toBe("true");
+    expect(await replay.text()).toBe(beforeBody);
+    expect(unhandled).toEqual([]);
+    await store.close?.();
+    await pool.end();
+  });
+});
