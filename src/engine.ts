@@ -256,9 +256,9 @@ export function createEngine(o: NormalizedOptions, face: Face): Engine {
       return settled(Promise.resolve(problem("IDEMPOTENCY_CONFLICT", o.conflictStatus)));
     }
 
-    // A key from the body goes upstream as the header, so a server running the middleware collapses
-    // retries from other processes too. An auto key never does: the server cannot know the client's window.
-    const sendKey = headerValue === null && !keyed.auto && call.key === undefined && face.sendKeyHeader(url);
+    // A key from the body (or given per call) goes upstream as the header, so a server running the middleware
+    // collapses retries from other processes too. An auto key never does: the server cannot know the client's window.
+    const sendKey = headerValue === null && !keyed.auto && face.sendKeyHeader(url);
     const flight = new Flight(
       fingerprint,
       {

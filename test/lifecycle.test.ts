@@ -400,11 +400,12 @@ describe("19: an already-aborted call", () => {
 });
 
 describe("20: auto keys stay on the client", () => {
-  it("an auto-keyed request goes upstream without Idempotency-Key; a body key goes up as the header", async () => {
+  it("an auto-keyed request goes upstream without Idempotency-Key; body and per-call keys go up as the header", async () => {
     const f = createIdempotentFetch({ autoKey: true });
     await f(`${up.url}/echo`, { method: "POST", body: '{"order":1}' });
     await f(`${up.url}/echo`, { method: "POST", body: '{"order":2,"idempotency_key":"body-k"}' });
-    expect(up.keys).toEqual([undefined, "body-k"]);
+    await f(`${up.url}/echo`, { method: "POST", body: '{"order":3}', idempotency: { key: "call-k" } });
+    expect(up.keys).toEqual([undefined, "body-k", "call-k"]);
   });
 });
 
