@@ -27,6 +27,7 @@ type App = (request: Request, env: EdgeEnv, ctx: WaitUntil) => Promise<Response>
  *   /mw-bare/... the same handler called without ctx, so no store write is handed to waitUntil
  *   /hono/...    the Hono middleware, app.fetch(request, env, ctx) (c.executionCtx.waitUntil)
  *   /fetch/...   createIdempotentFetch({ store }) towards the upstream, with the caller's key header
+ *   /fetch-wu/...  the same, its store writes handed to ctx.waitUntil (`init.idempotency.waitUntil`)
  *   /waits       GET: {handed, settled}, the store-write promises the faces gave ctx.waitUntil so far
  */
 export function createApp(): App {
@@ -70,12 +71,14 @@ export function createApp(): App {
     if (face === "mw") return faces.mw(request, env, tracked(ctx));
     if (face === "mw-bare") return faces.mw(new Request(request.url.replace("/mw-bare/", "/mw/"), request), env);
     if (face === "hono") return faces.hono.fetch(request, env, tracked(ctx) as ExecutionContextLike);
-    if (face === "fetch") {
+    if (face === "fetch" || face === "fetch-wu") {
       const key = request.headers.get("idempotency-key");
-      return faces.client(faces.upstreamUrl(request, "/fetch"), {
+      const hook = tracked(ctx);
+      return faces.client(faces.upstreamUrl(request, `/${face}`), {
         method: "POST",
         headers: { "content-type": "application/json", ...(key === null ? {} : { "idempotency-key": key }) },
         body: await request.text(),
+        ...(face === "fetch-wu" ? { idempotency: { waitUntil: (promise) => hook.waitUntil(promise) } } : {}),
       });
     }
     return new Response("no such route", { status: 404 });

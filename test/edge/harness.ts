@@ -118,6 +118,7 @@ export function edgeSuite(runtime: string, start: (env: EdgeEnv) => Promise<Isol
       ["Hono middleware", "hono", true],
       ["idempotency(handler) called without ctx", "mw-bare", false],
       ["createIdempotentFetch", "fetch", false],
+      ["createIdempotentFetch with idempotency.waitUntil", "fetch-wu", true],
     ] as const)("%s", (_name, face, usesWaitUntil) => {
       const key = `${face}-${randomBytes(4).toString("hex")}`;
       const order = { item: "book", qty: 1 };
