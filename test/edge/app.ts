@@ -19,6 +19,9 @@ export interface WaitUntil {
   waitUntil(promise: Promise<unknown>): void;
 }
 
+/** The global @vercel/functions reads the current request's context from. */
+export const VERCEL_REQUEST_CONTEXT = Symbol.for("@vercel/request-context");
+
 type App = (request: Request, env: EdgeEnv, ctx: WaitUntil) => Promise<Response>;
 
 /**
@@ -28,6 +31,7 @@ type App = (request: Request, env: EdgeEnv, ctx: WaitUntil) => Promise<Response>
  *   /hono/...    the Hono middleware, app.fetch(request, env, ctx) (c.executionCtx.waitUntil)
  *   /fetch/...   createIdempotentFetch({ store }) towards the upstream, with the caller's key header
  *   /fetch-wu/...  the same, its store writes handed to ctx.waitUntil (`init.idempotency.waitUntil`)
+ *   /mw-vercel/... idempotency(handler, { store, waitUntil }) with Vercel's waitUntil, called without ctx
  *   /waits       GET: {handed, settled}, the store-write promises the faces gave ctx.waitUntil so far
  */
 export function createApp(): App {
@@ -42,6 +46,15 @@ export function createApp(): App {
     },
   });
 
+  // What `waitUntil` from @vercel/functions does: call the waitUntil of the request context Vercel's runtime
+  // keeps behind a global symbol (an AsyncLocalStorage store), and do nothing where there is none.
+  const vercelWaitUntil = (promise: Promise<unknown>): void => {
+    const context = (globalThis as Record<symbol, { get?(): Partial<WaitUntil> | undefined } | undefined>)[
+      VERCEL_REQUEST_CONTEXT
+    ]?.get?.();
+    if (context?.waitUntil) tracked(context as WaitUntil).waitUntil(promise);
+  };
+
   const build = (env: EdgeEnv) => {
     const store = upstashStore({ url: env.UPSTASH_URL, token: env.UPSTASH_TOKEN });
     const options = { store, namespace: env.NAMESPACE };
@@ -55,12 +68,16 @@ export function createApp(): App {
         headers: { "content-type": request.headers.get("content-type") ?? "text/plain" },
         body: await request.arrayBuffer(),
       });
+    const vercel = idempotency((request: Request) => forward(request, "/mw-vercel"), {
+      ...options,
+      waitUntil: vercelWaitUntil,
+    });
     const mw = idempotency((request: Request, _env: EdgeEnv, _ctx?: WaitUntil) => forward(request, "/mw"), options);
     const hono = new Hono<{ Bindings: EdgeEnv }>();
     hono.use("/hono/*", honoIdempotency(options));
     hono.post("/hono/*", (c) => forward(c.req.raw, "/hono"));
     const client = createIdempotentFetch(options);
-    return { mw, hono, client, upstreamUrl };
+    return { mw, vercel, hono, client, upstreamUrl };
   };
 
   return async (request, env, ctx) => {
@@ -70,6 +87,7 @@ export function createApp(): App {
     if (face === "waits") return Response.json({ handed, settled });
     if (face === "mw") return faces.mw(request, env, tracked(ctx));
     if (face === "mw-bare") return faces.mw(new Request(request.url.replace("/mw-bare/", "/mw/"), request), env);
+    if (face === "mw-vercel") return faces.vercel(request);
     if (face === "hono") return faces.hono.fetch(request, env, tracked(ctx) as ExecutionContextLike);
     if (face === "fetch" || face === "fetch-wu") {
       const key = request.headers.get("idempotency-key");

@@ -82,8 +82,13 @@ export async function eventually<T>(check: () => Promise<T | undefined>, ms = 5_
   }
 }
 
-/** What a runtime is known not to do yet, each with the reason (the test then asserts the failure). */
-export interface KnownGaps {
+/** A face under test: its name, its route prefix in app.ts, whether it hands store writes to waitUntil. */
+export type Face = readonly [name: string, route: string, usesWaitUntil: boolean];
+
+/** What differs per runtime: faces only it runs, and what it is known not to do yet, each with the reason (the test then asserts the failure). */
+export interface SuiteOptions {
+  /** Faces only this runtime runs, besides the common ones. */
+  faces?: readonly Face[];
   /** Local joiners whose request hands nothing to waitUntil are cancelled by the runtime as hung. */
   joinersWithoutWaitUntil?: string;
   /** A store write nobody handed to waitUntil is dropped when the caller hangs up mid-body. */
@@ -91,7 +96,7 @@ export interface KnownGaps {
 }
 
 /** The checks each runtime passes, for each face running inside it. */
-export function edgeSuite(runtime: string, start: (env: EdgeEnv) => Promise<Isolates>, gaps: KnownGaps = {}): void {
+export function edgeSuite(runtime: string, start: (env: EdgeEnv) => Promise<Isolates>, gaps: SuiteOptions = {}): void {
   describe(`${runtime}: idemfetch inside the isolate over upstashStore`, () => {
     let backends: Backends;
     let isolates: Isolates;
@@ -112,14 +117,15 @@ export function edgeSuite(runtime: string, start: (env: EdgeEnv) => Promise<Isol
       expect(backends.upstream.count("/echo")).toBe(before + 1);
     });
 
-    describe.each([
-      // [face, route, hands its store writes to ctx.waitUntil]
+    const faces: Face[] = [
       ["idempotency(handler)", "mw", true],
       ["Hono middleware", "hono", true],
       ["idempotency(handler) called without ctx", "mw-bare", false],
       ["createIdempotentFetch", "fetch", false],
       ["createIdempotentFetch with idempotency.waitUntil", "fetch-wu", true],
-    ] as const)("%s", (_name, face, usesWaitUntil) => {
+      ...(gaps.faces ?? []),
+    ];
+    describe.each(faces)("%s", (_name, face, usesWaitUntil) => {
       const key = `${face}-${randomBytes(4).toString("hex")}`;
       const order = { item: "book", qty: 1 };
       let first: Buffer | undefined;
@@ -138,7 +144,7 @@ export function edgeSuite(runtime: string, start: (env: EdgeEnv) => Promise<Isol
         first = ok[0];
         if (gap) {
           // The leader answers; both local joiners are cancelled by the runtime. When this starts
-          // failing, the gap is closed: drop it from the runtime's KnownGaps.
+          // failing, the gap is closed: drop it from the runtime's SuiteOptions.
           expect(ok).toHaveLength(1);
           const failed = responses.flatMap((r, i) => (r.status === 200 ? [] : [(bodies[i] as Buffer).toString()]));
           for (const text of failed) expect(text).toContain("hung");
