@@ -158,6 +158,18 @@ export function edgeSuite(runtime: string, start: (env: EdgeEnv) => Promise<Isol
         expect(waits.settled).toBe(waits.handed);
       });
 
+      it.skipIf(gap !== undefined)("shares one event stream live with 3 concurrent duplicates", async () => {
+        const before = backends.upstream.count("/sse");
+        const streamKey = `${key}-sse`;
+        const responses = await Promise.all(
+          [1, 2, 3].map(() => isolates.a(`/${face}/sse?chunks=4&gap=80`, post(streamKey, order))),
+        );
+        const texts = await Promise.all(responses.map((r) => r.text()));
+        expect(backends.upstream.count("/sse")).toBe(before + 1);
+        expect(texts[0]).toMatch(/^(data: \d+-[0-3]\n\n){4}$/);
+        expect(texts).toEqual([texts[0], texts[0], texts[0]]);
+      });
+
       const lost = usesWaitUntil ? undefined : gaps.commitsWithoutWaitUntil;
       it(`commits the record after the caller hangs up mid-body${lost ? ` (known gap: ${lost})` : ""}`, async () => {
         const hangup = `${key}-hangup`;
