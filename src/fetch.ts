@@ -11,6 +11,11 @@ export interface IdempotencyCallOptions {
   key?: string;
   /** TTL of this call's record, in seconds. */
   ttlSeconds?: number;
+  /**
+   * Gets the promise of this call's store writes (Workers: `(p) => ctx.waitUntil(p)`). workerd cancels a
+   * request's work when its client hangs up, and a duplicate joined in another request of the isolate as hung.
+   */
+  waitUntil?: (promise: Promise<unknown>) => void;
 }
 
 export type IdempotentRequestInit = RequestInit & { idempotency?: IdempotencyCallOptions | false };
@@ -59,6 +64,9 @@ export function createIdempotentFetch(options: IdempotencyOptions = {}): Idempot
     try {
       // Nonsense is refused even on a call that turns out unkeyed, so it cannot hide until one is.
       callTtlMs(perCall?.ttlSeconds, "idempotency.ttlSeconds");
+      if (perCall?.waitUntil !== undefined && typeof perCall.waitUntil !== "function") {
+        throw new TypeError(`idemfetch: "idempotency.waitUntil" must be a function, got ${typeof perCall.waitUntil}`);
+      }
       // The cheap exit: a call that cannot carry a key skips the engine and the Request copy.
       if (perCall?.key === undefined && !mayCarryKey(input, init, o.autoKey === false ? null : o.autoKey.methods)) {
         return o.getFetch()(input, stripOwn(init));
@@ -72,6 +80,7 @@ export function createIdempotentFetch(options: IdempotencyOptions = {}): Idempot
       };
       if (perCall?.key !== undefined) call.key = perCall.key;
       if (perCall?.ttlSeconds !== undefined) call.ttlSeconds = perCall.ttlSeconds;
+      if (perCall?.waitUntil !== undefined) call.waitUntil = perCall.waitUntil;
       return engine.handle(request, send, call);
     } catch (error) {
       return Promise.reject(error);

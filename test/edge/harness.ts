@@ -1,0 +1,213 @@
+// Node side of the edge tests: bundles test/edge/app.ts for an isolate, starts the Upstash fixture and the
+// upstream on loopback, and defines the checks every runtime passes (edgeSuite).
+import { createHash, randomBytes } from "node:crypto";
+import { Redis } from "ioredis";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startUpstashFixture, type UpstashFixture } from "../fixtures/upstash-server.js";
+import { startUpstream, type Upstream } from "../fixtures/upstream.js";
+import type { EdgeEnv } from "./app.js";
+
+/**
+ * Bundles an entry of test/edge for an isolate: browser/worker conditions, every dependency inlined
+ * (hono, @upstash/redis), and no Node built-in allowed in (esbuild fails on one).
+ */
+export async function bundle(entry: string, format: "esm" | "iife"): Promise<string> {
+  const { build } = await import("esbuild");
+  const result = await build({
+    entryPoints: [new URL(entry, import.meta.url).pathname],
+    bundle: true,
+    write: false,
+    platform: "browser",
+    conditions: ["workerd", "worker", "browser"],
+    format,
+    target: "es2022",
+    logLevel: "silent",
+  });
+  return (result.outputFiles[0] as { text: string }).text;
+}
+
+/** One runtime's two isolates, each answering a request path of the app. */
+export interface Isolates {
+  a(path: string, init?: RequestInit): Promise<Response>;
+  b(path: string, init?: RequestInit): Promise<Response>;
+  /** Waits until every promise isolate A's faces handed to waitUntil has settled, and returns the counts. */
+  settled(): Promise<{ handed: number; settled: number }>;
+  close(): Promise<void>;
+}
+
+export interface Backends {
+  env: EdgeEnv;
+  upstream: Upstream;
+  upstash: UpstashFixture;
+  /** The value Redis holds for `key` (anonymous scope): "R..." a record, "L..." a lease, null none. */
+  stored(key: string): Promise<string | null>;
+  close(): Promise<void>;
+}
+
+export async function startBackends(runtime: string): Promise<Backends> {
+  const upstash = await startUpstashFixture();
+  const upstream = await startUpstream();
+  const redis = new Redis({ host: "127.0.0.1", port: 6379, lazyConnect: true, maxRetriesPerRequest: 1 });
+  await redis.connect();
+  const namespace = `edge-${runtime}-${randomBytes(6).toString("hex")}`;
+  return {
+    env: { UPSTASH_URL: upstash.url, UPSTASH_TOKEN: upstash.token, UPSTREAM: upstream.url, NAMESPACE: namespace },
+    upstream,
+    upstash,
+    stored: (key) => redis.get(`${namespace}:anonymous:${createHash("sha256").update(key).digest("hex")}`),
+    async close() {
+      const keys = await redis.keys(`${namespace}:*`);
+      if (keys.length > 0) await redis.del(...keys);
+      redis.disconnect();
+      await Promise.all([upstash.close(), upstream.close()]);
+    },
+  };
+}
+
+const post = (key: string, body: unknown): RequestInit => ({
+  method: "POST",
+  headers: { "idempotency-key": key, "content-type": "application/json" },
+  body: JSON.stringify(body),
+});
+
+const bytes = async (response: Response): Promise<Buffer> => Buffer.from(await response.arrayBuffer());
+
+/** Polls `check` every 25 ms until it returns a value other than undefined, for at most `ms`. */
+export async function eventually<T>(check: () => Promise<T | undefined>, ms = 5_000): Promise<T | undefined> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const value = await check();
+    if (value !== undefined || Date.now() > end) return value;
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+}
+
+/** A face under test: its name, its route prefix in app.ts, whether it hands store writes to waitUntil. */
+export type Face = readonly [name: string, route: string, usesWaitUntil: boolean];
+
+/** What differs per runtime: faces only it runs, and what it is known not to do yet, each with the reason (the test then asserts the failure). */
+export interface SuiteOptions {
+  /** Faces only this runtime runs, besides the common ones. */
+  faces?: readonly Face[];
+  /** Local joiners whose request hands nothing to waitUntil are cancelled by the runtime as hung. */
+  joinersWithoutWaitUntil?: string;
+  /** A store write nobody handed to waitUntil is dropped when the caller hangs up mid-body. */
+  commitsWithoutWaitUntil?: string;
+}
+
+/** The checks each runtime passes, for each face running inside it. */
+export function edgeSuite(runtime: string, start: (env: EdgeEnv) => Promise<Isolates>, gaps: SuiteOptions = {}): void {
+  describe(`${runtime}: idemfetch inside the isolate over upstashStore`, () => {
+    let backends: Backends;
+    let isolates: Isolates;
+    beforeAll(async () => {
+      backends = await startBackends(runtime);
+      isolates = await start(backends.env);
+    });
+    afterAll(async () => {
+      await isolates?.close();
+      await backends?.close();
+    });
+
+    it("reaches the loopback upstream from inside the isolate", async () => {
+      const before = backends.upstream.count("/echo");
+      const response = await isolates.a("/mw/echo", { method: "POST", body: "no key" });
+      expect(response.status).toBe(200);
+      expect(JSON.parse((await bytes(response)).toString()).body).toBe("no key");
+      expect(backends.upstream.count("/echo")).toBe(before + 1);
+    });
+
+    const faces: Face[] = [
+      ["idempotency(handler)", "mw", true],
+      ["Hono middleware", "hono", true],
+      ["idempotency(handler) called without ctx", "mw-bare", false],
+      ["createIdempotentFetch", "fetch", false],
+      ["createIdempotentFetch with idempotency.waitUntil", "fetch-wu", true],
+      ...(gaps.faces ?? []),
+    ];
+    describe.each(faces)("%s", (_name, face, usesWaitUntil) => {
+      const key = `${face}-${randomBytes(4).toString("hex")}`;
+      const order = { item: "book", qty: 1 };
+      let first: Buffer | undefined;
+      const gap = usesWaitUntil ? undefined : gaps.joinersWithoutWaitUntil;
+
+      it(`runs 3 concurrent duplicates once, the record in Redis once their bodies are read${gap ? ` (known gap: ${gap})` : ""}`, async () => {
+        const { upstream, stored } = backends;
+        const before = upstream.count("/echo");
+        const waitsBefore = await isolates.settled();
+        const responses = await Promise.all([1, 2, 3].map(() => isolates.a(`/${face}/echo?ms=200`, post(key, order))));
+        const bodies = await Promise.all(responses.map(bytes));
+        // Durable before delivered: the last byte came after the commit landed.
+        expect((await stored(key))?.[0]).toBe("R");
+        expect(upstream.count("/echo")).toBe(before + 1);
+        const ok = responses.flatMap((r, i) => (r.status === 200 ? [bodies[i] as Buffer] : []));
+        first = ok[0];
+        if (gap) {
+          // The leader answers; both local joiners are cancelled by the runtime. When this starts
+          // failing, the gap is closed: drop it from the runtime's SuiteOptions.
+          expect(ok).toHaveLength(1);
+          const failed = responses.flatMap((r, i) => (r.status === 200 ? [] : [(bodies[i] as Buffer).toString()]));
+          for (const text of failed) expect(text).toContain("hung");
+        } else {
+          expect(responses.map((r) => r.status)).toEqual([200, 200, 200]);
+          for (const body of ok) expect(body.equals(first as Buffer)).toBe(true);
+        }
+        const waits = await isolates.settled();
+        // Each of the three calls handed its store-write promise (the joiners share the leader's).
+        expect(waits.handed - waitsBefore.handed).toBe(usesWaitUntil ? 3 : 0);
+        expect(waits.settled).toBe(waits.handed);
+      });
+
+      it.skipIf(gap !== undefined)("shares one event stream live with 3 concurrent duplicates", async () => {
+        const before = backends.upstream.count("/sse");
+        const streamKey = `${key}-sse`;
+        const responses = await Promise.all(
+          [1, 2, 3].map(() => isolates.a(`/${face}/sse?chunks=4&gap=80`, post(streamKey, order))),
+        );
+        const texts = await Promise.all(responses.map((r) => r.text()));
+        expect(backends.upstream.count("/sse")).toBe(before + 1);
+        expect(texts[0]).toMatch(/^(data: \d+-[0-3]\n\n){4}$/);
+        expect(texts).toEqual([texts[0], texts[0], texts[0]]);
+      });
+
+      const lost = usesWaitUntil ? undefined : gaps.commitsWithoutWaitUntil;
+      it(`commits the record after the caller hangs up mid-body${lost ? ` (known gap: ${lost})` : ""}`, async () => {
+        const hangup = `${key}-hangup`;
+        // An event stream of 4 events 100 ms apart: the caller reads the first, then goes away.
+        const response = await isolates.a(`/${face}/sse?chunks=4&gap=100`, post(hangup, order));
+        expect(response.status).toBe(200);
+        const reader = (response.body as ReadableStream<Uint8Array>).getReader();
+        expect((await reader.read()).done).toBe(false);
+        await reader.cancel();
+        if (lost) {
+          // The upstream ended long ago; the lease stays until it expires, the record never comes.
+          await new Promise((resolve) => setTimeout(resolve, 1_500));
+          expect((await backends.stored(hangup))?.[0]).toBe("L");
+        } else {
+          const landed = await eventually(async () =>
+            (await backends.stored(hangup))?.[0] === "R" ? true : undefined,
+          );
+          expect(landed).toBe(true);
+        }
+      });
+
+      it("replays from a second isolate with identical bytes", async () => {
+        const before = backends.upstream.count("/echo");
+        const replay = await isolates.b(`/${face}/echo?ms=200`, post(key, order));
+        expect(replay.status).toBe(200);
+        expect(replay.headers.get("idempotent-replayed")).toBe("true");
+        expect(first).toBeDefined();
+        expect((await bytes(replay)).equals(first as Buffer)).toBe(true);
+        expect(backends.upstream.count("/echo")).toBe(before);
+      });
+
+      it("answers 409 from a second isolate for another body under the key", async () => {
+        const before = backends.upstream.count("/echo");
+        const conflict = await isolates.b(`/${face}/echo?ms=200`, post(key, { ...order, qty: 2 }));
+        expect(conflict.status).toBe(409);
+        expect(JSON.parse((await bytes(conflict)).toString()).error.code).toBe("IDEMPOTENCY_CONFLICT");
+        expect(backends.upstream.count("/echo")).toBe(before);
+      });
+    });
+  });
+}
