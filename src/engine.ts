@@ -123,6 +123,8 @@ enum Poll {
 
 const now = (): number => (typeof performance !== "undefined" ? performance.now() : Date.now());
 const resolved = Promise.resolve();
+/** Cloudflare Workers: each request runs in its own I/O context (the runtime's documented user agent). */
+const ISOLATED_REQUESTS = typeof navigator !== "undefined" && navigator.userAgent === "Cloudflare-Workers";
 /** Numbers calls across every engine of this realm, so one event listener can tell calls apart. */
 let lastCallId = 0;
 
@@ -239,7 +241,9 @@ export function createEngine(o: NormalizedOptions, face: Face): Engine {
     };
 
     const existing = flights.get(storeKey);
-    if (existing?.fingerprint === fingerprint) {
+    // In Workers a request waiting on a promise that only another request's I/O resolves is cancelled as
+    // hung; a joiner that hands nothing to waitUntil goes through the store (pending, then replay) instead.
+    if (existing?.fingerprint === fingerprint && (call.waitUntil !== undefined || !ISOLATED_REQUESTS)) {
       // waitTimeoutMs 0 (the IETF draft's immediate 409): a duplicate in this process does not wait either.
       if (o.waitTimeoutMs === 0) {
         emit({ type: "timeout" });

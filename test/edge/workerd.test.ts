@@ -27,9 +27,6 @@ edgeSuite(
     };
   },
   {
-    // workerd cancels a request whose promise only another request's I/O can resolve: a local joiner
-    // waits on a promise made in its own request and resolved from the leader's.
-    joinersWithoutWaitUntil: "workerd cancels them as hung",
     // workerd cancels what a request still runs once its client disconnects, unless it is under waitUntil.
     commitsWithoutWaitUntil: "workerd cancels the request's remaining work when its client disconnects",
   },
