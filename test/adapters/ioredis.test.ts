@@ -8,6 +8,7 @@ import { type IdempotencyStore, newToken, type StoredRecord } from "../../src/st
 import { testStore } from "../conformance.js";
 import { startPrivateRedis } from "../fixtures/processes.js";
 import { deletePrefix, sleep, until } from "../fixtures/util.js";
+import { redisCases } from "./redis-cases.js";
 
 // Shared Redis (never flushed): every key of this run lives under one unique prefix, deleted at the end.
 const SHARED = { host: "127.0.0.1", port: 6379 };
@@ -31,6 +32,15 @@ afterAll(async () => {
 
 testStore("ioredisStore (RESP3)", () => ioredisStore({ redis: client() }), { writeRaw });
 testStore("ioredisStore (RESP2)", () => ioredisStore({ redis: client({ protocol: 2 }) }), { writeRaw });
+testStore("ioredisStore (text records)", () => ioredisStore({ redis: client(), binary: false }), { writeRaw });
+redisCases("ioredisStore", () => ioredisStore({ redis: client() }), {
+  keyPrefix: "",
+  writeRaw: async (storeKey, value, pxMs) => {
+    const bytes = typeof value === "string" ? value : Buffer.from(value);
+    await (pxMs === undefined ? admin.set(prefix + storeKey, bytes) : admin.set(prefix + storeKey, bytes, "PX", pxMs));
+  },
+  pttl: (storeKey) => admin.pttl(prefix + storeKey),
+});
 
 const record: StoredRecord = {
   status: 200,
@@ -70,7 +80,8 @@ describe("ioredisStore on real Redis", () => {
     expect(await admin.get(prefix + k)).toMatch(/^L[0-9a-f]{32}:fp-a$/);
     if (lease.state !== "acquired") throw new Error("expected a lease");
     expect(await store.commit(k, lease.token, record, 30_000)).toBe(true);
-    expect(await admin.get(prefix + k)).toBe(`R${encodeRecord(record)}`);
+    const header = encodeRecord({ ...record, body: new Uint8Array(0) });
+    expect(await admin.get(prefix + k)).toBe(`B${header.length}:${header}hello`); // the binary layout
     const ttl = await admin.pttl(prefix + k);
     expect(ttl).toBeGreaterThan(25_000);
     expect(ttl).toBeLessThanOrEqual(30_000);
@@ -174,7 +185,7 @@ describe("ioredisStore on real Redis", () => {
       if (lease.state !== "acquired") throw new Error("expected a lease");
       expect(await store.commit(k, lease.token, record, 30_000)).toBe(true);
       // Top level: 2 EVALSHA; the rest run inside them (Redis counts a script's own calls too).
-      expect(await commandStats(redis)).toEqual({ evalsha: 2, get: 2, set: 2, publish: 1 });
+      expect(await commandStats(redis)).toEqual({ evalsha: 2, get: 2, set: 2, spublish: 1 });
 
       await redis.config("RESETSTAT");
       expect((await store.acquire(k, "fp-a", 30_000)).state).toBe("done");

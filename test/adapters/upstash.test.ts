@@ -10,6 +10,7 @@ import { testStore } from "../conformance.js";
 import { startPrivateRedis } from "../fixtures/processes.js";
 import { startUpstashFixture, type UpstashFixture } from "../fixtures/upstash-server.js";
 import { deletePrefix } from "../fixtures/util.js";
+import { redisCases } from "./redis-cases.js";
 
 // Shared Redis (never flushed): REST has no keyPrefix, so every key of this run starts with this one.
 const prefix = `idemfetch-test:upstash:${newToken().slice(0, 10)}:`;
@@ -39,6 +40,15 @@ testStore(
   () => upstashStore({ redis: new UpstashRedis({ url: fixture.url, token: fixture.token }) }),
   { writeRaw, keyPrefix: `${prefix}user:` },
 );
+
+redisCases("upstashStore", () => upstashStore({ url: fixture.url, token: fixture.token }), {
+  keyPrefix: `${prefix}cases:`,
+  writeRaw: async (storeKey, value, pxMs) => {
+    const bytes = typeof value === "string" ? value : Buffer.from(value);
+    await (pxMs === undefined ? admin.set(storeKey, bytes) : admin.set(storeKey, bytes, "PX", pxMs));
+  },
+  pttl: (storeKey) => admin.pttl(storeKey),
+});
 
 const record: StoredRecord = {
   status: 200,
