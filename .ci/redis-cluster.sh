@@ -76,6 +76,9 @@ start() {
     done
     # Every replica known as one: the failover test needs them attached.
     [ "$(redis-cli -h 127.0.0.1 -p "${ports[0]}" cluster nodes | grep -c slave)" = 3 ] || ok=0
+    for p in "${ports[@]}"; do
+      redis-cli -h 127.0.0.1 -p "$p" info replication | grep -q "master_link_status:down" && ok=0
+    done
     [ "$ok" = 1 ] && break
     sleep 0.1
   done
