@@ -1,4 +1,5 @@
 // An IdempotencyStore on Redis through the user's ioredis client (standalone or Cluster), woken by pub/sub.
+import { Buffer } from "node:buffer";
 import type { IdempotencyStore } from "../src/store.js";
 import {
   evalWithFallback,

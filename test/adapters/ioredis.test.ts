@@ -1,4 +1,5 @@
 // ioredisStore against real Redis: the shared contract (RESP3 and RESP2), scripts, keyPrefix, round trips, outages.
+import { spawn } from "node:child_process";
 import { Cluster, Redis } from "ioredis";
 import { afterAll, describe, expect, it } from "vitest";
 import { type IoredisClient, ioredisStore } from "../../adapters/ioredis.js";
@@ -6,7 +7,7 @@ import { SCRIPTS } from "../../adapters/redis-scripts.js";
 import { encodeRecord } from "../../src/record.js";
 import { type IdempotencyStore, newToken, type StoredRecord } from "../../src/store.js";
 import { testStore } from "../conformance.js";
-import { startPrivateRedis } from "../fixtures/processes.js";
+import { freePort, startPrivateRedis } from "../fixtures/processes.js";
 import { deletePrefix, sleep, until } from "../fixtures/util.js";
 import { redisCases } from "./redis-cases.js";
 
@@ -130,6 +131,46 @@ describe("ioredisStore on real Redis", () => {
     await until(() => woken > 0);
     off?.();
     await waiter.close?.();
+  });
+
+  it("uses SSUBSCRIBE on Redis 7, and classic SUBSCRIBE/PUBLISH where sharded pub/sub is unknown (Redis < 7)", async () => {
+    // Redis 6 has no SPUBLISH/SSUBSCRIBE: a Redis 7 with both renamed away answers them the same way.
+    const port = await freePort();
+    const old = spawn("redis-server", [
+      ...["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+      ...["--rename-command", "SPUBLISH", "", "--rename-command", "SSUBSCRIBE", ""],
+    ]);
+    try {
+      await new Promise<void>((resolve) => {
+        let out = "";
+        old.stdout.on("data", (d: Buffer) => {
+          out += d.toString();
+          if (out.includes("Ready to accept connections")) resolve();
+        });
+      });
+      const older = new Redis({ port });
+      const modern = client();
+      for (const [redis, channels] of [
+        [modern, ["PUBSUB", "SHARDCHANNELS"]],
+        [older, ["PUBSUB", "CHANNELS"]],
+      ] as const) {
+        const store = ioredisStore({ redis });
+        const k = `fallback:${newToken()}`;
+        let woken = 0;
+        const off = store.subscribe?.(k, () => woken++);
+        const probe = redis === modern ? admin : older;
+        await until(async () => ((await probe.call(...channels)) as string[]).some((c) => c.endsWith(k)));
+        const lease = await store.acquire(k, "fp", 30_000);
+        if (lease.state !== "acquired") throw new Error("expected a lease");
+        expect(await store.commit(k, lease.token, record, 30_000)).toBe(true);
+        await until(() => woken === 1);
+        off?.();
+        await store.close?.();
+      }
+      older.disconnect();
+    } finally {
+      old.kill("SIGKILL");
+    }
   });
 
   it("close() closes the subscriber connection it opened, never the user's client", async () => {
