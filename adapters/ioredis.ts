@@ -66,10 +66,15 @@ export interface IoredisStoreOptions {
    * same pipeline as the commit script (so on the key's node). Narrows what a failover can lose; the
    * commit still succeeds when fewer acknowledge in time. Default: no WAIT.
    */
-  replicaAck?: {
-    /** Replicas to wait for. Default 1. */ replicas?: number /** Most ms to wait (> 0). */;
-    timeoutMs: number;
-  };
+  replicaAck?: ReplicaAck;
+}
+
+/** `replicaAck`: how many replicas must hold a commit, and how long to wait for them. */
+export interface ReplicaAck {
+  /** Replicas to wait for (integer >= 1). Default 1. */
+  replicas?: number;
+  /** Most ms to wait (> 0); WAIT gives up then and the commit resolves anyway. */
+  timeoutMs: number;
 }
 
 /** The pipeline `replicaAck` uses. */

@@ -237,6 +237,28 @@ describe("ioredisStore on real Redis", () => {
     }
   });
 
+  it("replicaAck sends WAIT after the commit script, in the same round trip; the commit holds without a replica", async () => {
+    const server = await startPrivateRedis();
+    const redis = new Redis({ port: server.port });
+    try {
+      const store = ioredisStore({ redis, replicaAck: { timeoutMs: 50 } });
+      await redis.script("FLUSH"); // the pipeline's EVALSHA answers NOSCRIPT first
+      const k = `ack:${newToken()}`;
+      const lease = await store.acquire(k, "fp-a", 30_000);
+      if (lease.state !== "acquired") throw new Error("expected a lease");
+      await redis.config("RESETSTAT");
+      expect(await store.commit(k, lease.token, record, 30_000)).toBe(true); // no replica: WAIT times out, 0
+      // NOSCRIPT in the first pipeline, then EVAL: each pipeline carried its WAIT.
+      expect(await commandStats(redis)).toMatchObject({ evalsha: 1, eval: 1, wait: 2, spublish: 1 });
+      expect((await store.acquire(k, "fp-a", 30_000)).state).toBe("done");
+    } finally {
+      redis.disconnect();
+      await server.stop();
+    }
+    expect(() => ioredisStore({ redis: admin, replicaAck: { timeoutMs: 0 } })).toThrow(TypeError);
+    expect(() => ioredisStore({ redis: admin, replicaAck: { replicas: 0, timeoutMs: 10 } })).toThrow(TypeError);
+  });
+
   describe("when Redis is down, store calls reject fast instead of hanging", () => {
     const ops = (store: IdempotencyStore, k: string) => [
       store.acquire(k, "fp", 30_000),
