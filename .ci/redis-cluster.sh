@@ -30,11 +30,12 @@ stop() {
     for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$pid" 2>/dev/null || true
   done
-  rm -rf "$dir"
+  rm -rf "$dir" "$dir.lock"
 }
 
-# A port is free when neither it nor its cluster bus port (+10000) is listened on.
-free() { ! ss -ltnH "( sport = :$1 or sport = :$(($1 + 10000)) )" | grep -q .; }
+# A port is free when nothing answers on it or on its cluster bus port (+10000); bash's /dev/tcp, no ss needed.
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+free() { ! listening "$1" && ! listening "$(($1 + 10000))"; }
 
 # Ports 12000-22767, so that bus ports stay below Linux's ephemeral range (32768+).
 launch() {
