@@ -15,10 +15,16 @@ const cli = (): Cluster => {
   opened.push(redis);
   return redis;
 };
+const direct = new Map<number, Redis>();
+/** One connection per node, reused. */
 const node = (port: number): Redis => {
-  const redis = new Redis({ port, commandTimeout: 2000, maxRetriesPerRequest: 1 });
-  redis.on("error", () => {});
-  opened.push(redis);
+  let redis = direct.get(port);
+  if (!redis) {
+    redis = new Redis({ port, commandTimeout: 2000, maxRetriesPerRequest: 1 });
+    redis.on("error", () => {});
+    opened.push(redis);
+    direct.set(port, redis);
+  }
   return redis;
 };
 
