@@ -162,7 +162,7 @@ export function normalizeOptions(
 ): NormalizedOptions {
   if (typeof options !== "object" || options === null) fail("options", "an object", options);
   const store = options.store ?? memoryStore();
-  for (const method of ["acquire", "commit", "release", "renew"] as const) {
+  for (const method of ["acquire", "commit", "release", "renew", "forget"] as const) {
     if (typeof store[method] !== "function") fail("store", `a store with ${method}()`, typeof store);
   }
 

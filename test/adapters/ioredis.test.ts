@@ -1,4 +1,5 @@
 // ioredisStore against real Redis: the shared contract (RESP3 and RESP2), scripts, keyPrefix, round trips, outages.
+import { spawn } from "node:child_process";
 import { Cluster, Redis } from "ioredis";
 import { afterAll, describe, expect, it } from "vitest";
 import { type IoredisClient, ioredisStore } from "../../adapters/ioredis.js";
@@ -6,8 +7,9 @@ import { SCRIPTS } from "../../adapters/redis-scripts.js";
 import { encodeRecord } from "../../src/record.js";
 import { type IdempotencyStore, newToken, type StoredRecord } from "../../src/store.js";
 import { testStore } from "../conformance.js";
-import { startPrivateRedis } from "../fixtures/processes.js";
+import { freePort, startPrivateRedis } from "../fixtures/processes.js";
 import { deletePrefix, sleep, until } from "../fixtures/util.js";
+import { redisCases } from "./redis-cases.js";
 
 // Shared Redis (never flushed): every key of this run lives under one unique prefix, deleted at the end.
 const SHARED = { host: "127.0.0.1", port: 6379 };
@@ -31,6 +33,15 @@ afterAll(async () => {
 
 testStore("ioredisStore (RESP3)", () => ioredisStore({ redis: client() }), { writeRaw });
 testStore("ioredisStore (RESP2)", () => ioredisStore({ redis: client({ protocol: 2 }) }), { writeRaw });
+testStore("ioredisStore (text records)", () => ioredisStore({ redis: client(), binary: false }), { writeRaw });
+redisCases("ioredisStore", () => ioredisStore({ redis: client() }), {
+  keyPrefix: "",
+  writeRaw: async (storeKey, value, pxMs) => {
+    const bytes = typeof value === "string" ? value : Buffer.from(value);
+    await (pxMs === undefined ? admin.set(prefix + storeKey, bytes) : admin.set(prefix + storeKey, bytes, "PX", pxMs));
+  },
+  pttl: (storeKey) => admin.pttl(prefix + storeKey),
+});
 
 const record: StoredRecord = {
   status: 200,
@@ -70,7 +81,8 @@ describe("ioredisStore on real Redis", () => {
     expect(await admin.get(prefix + k)).toMatch(/^L[0-9a-f]{32}:fp-a$/);
     if (lease.state !== "acquired") throw new Error("expected a lease");
     expect(await store.commit(k, lease.token, record, 30_000)).toBe(true);
-    expect(await admin.get(prefix + k)).toBe(`R${encodeRecord(record)}`);
+    const header = encodeRecord({ ...record, body: new Uint8Array(0) });
+    expect(await admin.get(prefix + k)).toBe(`B${header.length}:${header}hello`); // the binary layout
     const ttl = await admin.pttl(prefix + k);
     expect(ttl).toBeGreaterThan(25_000);
     expect(ttl).toBeLessThanOrEqual(30_000);
@@ -119,6 +131,46 @@ describe("ioredisStore on real Redis", () => {
     await until(() => woken > 0);
     off?.();
     await waiter.close?.();
+  });
+
+  it("uses SSUBSCRIBE on Redis 7, and classic SUBSCRIBE/PUBLISH where sharded pub/sub is unknown (Redis < 7)", async () => {
+    // Redis 6 has no SPUBLISH/SSUBSCRIBE: a Redis 7 with both renamed away answers them the same way.
+    const port = await freePort();
+    const old = spawn("redis-server", [
+      ...["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+      ...["--rename-command", "SPUBLISH", "", "--rename-command", "SSUBSCRIBE", ""],
+    ]);
+    try {
+      await new Promise<void>((resolve) => {
+        let out = "";
+        old.stdout.on("data", (d: Buffer) => {
+          out += d.toString();
+          if (out.includes("Ready to accept connections")) resolve();
+        });
+      });
+      const older = new Redis({ port });
+      const modern = client();
+      for (const [redis, channels] of [
+        [modern, "SHARDCHANNELS"],
+        [older, "CHANNELS"],
+      ] as const) {
+        const store = ioredisStore({ redis });
+        const k = `fallback:${newToken()}`;
+        let woken = 0;
+        const off = store.subscribe?.(k, () => woken++);
+        const probe = redis === modern ? admin : older;
+        await until(async () => ((await probe.call("PUBSUB", channels)) as string[]).some((c) => c.endsWith(k)));
+        const lease = await store.acquire(k, "fp", 30_000);
+        if (lease.state !== "acquired") throw new Error("expected a lease");
+        expect(await store.commit(k, lease.token, record, 30_000)).toBe(true);
+        await until(() => woken === 1);
+        off?.();
+        await store.close?.();
+      }
+      older.disconnect();
+    } finally {
+      old.kill("SIGKILL");
+    }
   });
 
   it("close() closes the subscriber connection it opened, never the user's client", async () => {
@@ -174,7 +226,7 @@ describe("ioredisStore on real Redis", () => {
       if (lease.state !== "acquired") throw new Error("expected a lease");
       expect(await store.commit(k, lease.token, record, 30_000)).toBe(true);
       // Top level: 2 EVALSHA; the rest run inside them (Redis counts a script's own calls too).
-      expect(await commandStats(redis)).toEqual({ evalsha: 2, get: 2, set: 2, publish: 1 });
+      expect(await commandStats(redis)).toEqual({ evalsha: 2, get: 2, set: 2, spublish: 1 });
 
       await redis.config("RESETSTAT");
       expect((await store.acquire(k, "fp-a", 30_000)).state).toBe("done");
@@ -183,6 +235,28 @@ describe("ioredisStore on real Redis", () => {
       redis.disconnect();
       await server.stop();
     }
+  });
+
+  it("replicaAck sends WAIT after the commit script, in the same round trip; the commit holds without a replica", async () => {
+    const server = await startPrivateRedis();
+    const redis = new Redis({ port: server.port });
+    try {
+      const store = ioredisStore({ redis, replicaAck: { timeoutMs: 50 } });
+      await redis.script("FLUSH"); // the pipeline's EVALSHA answers NOSCRIPT first
+      const k = `ack:${newToken()}`;
+      const lease = await store.acquire(k, "fp-a", 30_000);
+      if (lease.state !== "acquired") throw new Error("expected a lease");
+      await redis.config("RESETSTAT");
+      expect(await store.commit(k, lease.token, record, 30_000)).toBe(true); // no replica: WAIT times out, 0
+      // NOSCRIPT in the first pipeline, then EVAL: each pipeline carried its WAIT.
+      expect(await commandStats(redis)).toMatchObject({ evalsha: 1, eval: 1, wait: 2, spublish: 1 });
+      expect((await store.acquire(k, "fp-a", 30_000)).state).toBe("done");
+    } finally {
+      redis.disconnect();
+      await server.stop();
+    }
+    expect(() => ioredisStore({ redis: admin, replicaAck: { timeoutMs: 0 } })).toThrow(TypeError);
+    expect(() => ioredisStore({ redis: admin, replicaAck: { replicas: 0, timeoutMs: 10 } })).toThrow(TypeError);
   });
 
   describe("when Redis is down, store calls reject fast instead of hanging", () => {

@@ -3,13 +3,14 @@ import { Redis as UpstashRedis } from "@upstash/redis";
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ioredisStore } from "../../adapters/ioredis.js";
-import { SCRIPTS } from "../../adapters/redis-scripts.js";
+import { encodeBinary, SCRIPTS } from "../../adapters/redis-scripts.js";
 import { type UpstashClient, upstashStore } from "../../adapters/upstash.js";
 import { newToken, type StoredRecord } from "../../src/store.js";
 import { testStore } from "../conformance.js";
 import { startPrivateRedis } from "../fixtures/processes.js";
 import { startUpstashFixture, type UpstashFixture } from "../fixtures/upstash-server.js";
 import { deletePrefix } from "../fixtures/util.js";
+import { redisCases } from "./redis-cases.js";
 
 // Shared Redis (never flushed): REST has no keyPrefix, so every key of this run starts with this one.
 const prefix = `idemfetch-test:upstash:${newToken().slice(0, 10)}:`;
@@ -39,6 +40,15 @@ testStore(
   () => upstashStore({ redis: new UpstashRedis({ url: fixture.url, token: fixture.token }) }),
   { writeRaw, keyPrefix: `${prefix}user:` },
 );
+
+redisCases("upstashStore", () => upstashStore({ url: fixture.url, token: fixture.token }), {
+  keyPrefix: `${prefix}cases:`,
+  writeRaw: async (storeKey, value, pxMs) => {
+    const bytes = typeof value === "string" ? value : Buffer.from(value);
+    await (pxMs === undefined ? admin.set(storeKey, bytes) : admin.set(storeKey, bytes, "PX", pxMs));
+  },
+  pttl: (storeKey) => admin.pttl(storeKey),
+});
 
 const record: StoredRecord = {
   status: 200,
@@ -90,6 +100,14 @@ describe("upstashStore through the REST fixture", () => {
     // Read it; our SHA1 of the altered text misses; the server's own SHA1 then replaces it.
     expect(fixture.commands - before).toBe(3);
     expect(await store.acquire(k, "fp-b", 30_000)).toEqual({ state: "pending", fingerprint: "fp-a" });
+  });
+
+  it("a binary record whose body is not UTF-8 cannot be read over REST: it is replaced (runs again), never garbled", async () => {
+    const store = upstashStore({ url: fixture.url, token: fixture.token });
+    const k = `${prefix}binary:${newToken()}`;
+    const bytes = { ...record, body: new Uint8Array([0xff, 0xfe, 0x00, 0x80]) };
+    await admin.set(k, Buffer.from(encodeBinary(bytes)), "PX", 60_000);
+    expect(await store.acquire(k, "fp-a", 30_000)).toMatchObject({ state: "acquired", replacedCorrupt: true });
   });
 
   it("shares the value layout with ioredisStore: one database, either client", async () => {

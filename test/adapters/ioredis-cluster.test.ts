@@ -1,0 +1,119 @@
+// ioredisStore through an ioredis Cluster client on a real local Redis Cluster: the contract, sharded wake-ups, processes.
+import { Cluster } from "ioredis";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ioredisStore } from "../../adapters/ioredis.js";
+import { newToken, type StoredRecord } from "../../src/store.js";
+import { testStore } from "../conformance.js";
+import { spawnWorker, type Worker } from "../fixtures/processes.js";
+import { type LocalCluster, startCluster } from "../fixtures/redis-cluster.js";
+import { startUpstream, type Upstream } from "../fixtures/upstream.js";
+import { until } from "../fixtures/util.js";
+import { redisCases } from "./redis-cases.js";
+
+// The file's own cluster (started here, so `npm test` needs nothing running), removed at the end.
+let cluster: LocalCluster;
+const opened: Cluster[] = [];
+const prefix = `idemfetch-test:${newToken().slice(0, 8)}:`;
+const client = (keyPrefix = prefix): Cluster => {
+  const redis = new Cluster(cluster.nodes, { keyPrefix });
+  opened.push(redis);
+  return redis;
+};
+let admin: Cluster;
+
+beforeAll(async () => {
+  cluster = await startCluster("ioredis");
+  admin = client("");
+  await new Promise((resolve) => admin.once("ready", resolve)); // slots known: nodes("master") is right
+});
+afterAll(async () => {
+  for (const redis of opened) redis.disconnect();
+  await cluster?.stop();
+});
+
+const writeRaw = async (storeKey: string, value: string | Uint8Array, pxMs?: number): Promise<void> => {
+  const bytes = typeof value === "string" ? value : Buffer.from(value);
+  await (pxMs === undefined ? admin.set(prefix + storeKey, bytes) : admin.set(prefix + storeKey, bytes, "PX", pxMs));
+};
+
+testStore("ioredisStore (Redis Cluster)", () => ioredisStore({ redis: client() }), {
+  writeRaw: (storeKey, value) => writeRaw(storeKey, value, 60_000),
+});
+redisCases("ioredisStore (Redis Cluster)", () => ioredisStore({ redis: client() }), {
+  keyPrefix: "",
+  writeRaw,
+  pttl: (storeKey) => admin.pttl(prefix + storeKey),
+});
+
+const record: StoredRecord = {
+  status: 200,
+  statusText: "OK",
+  headers: [],
+  body: new TextEncoder().encode("ok"),
+  createdAt: 0,
+  fingerprint: "fp",
+};
+
+describe("ioredisStore on a Redis Cluster", () => {
+  it("keys spread over all three masters, and commits wake subscribers on every shard (SSUBSCRIBE)", async () => {
+    const store = ioredisStore({ redis: client() });
+    const keys = Array.from({ length: 30 }, () => `spread:${newToken()}`);
+    const woken = new Set<string>();
+    const offs = keys.map((k) => store.subscribe?.(k, () => woken.add(k)));
+    const masters = admin.nodes("master");
+    expect(masters).toHaveLength(3);
+    // Sharded pub/sub: each key's channel is subscribed on the key's own master (SSUBSCRIBE), none elsewhere.
+    const shardChannels = async () =>
+      Promise.all(
+        masters.map(
+          async (node) => ((await node.call("PUBSUB", "SHARDCHANNELS", `${prefix}spread:*`)) as string[]).length,
+        ),
+      );
+    await until(async () => (await shardChannels()).reduce((a, b) => a + b) === keys.length, 5000);
+    expect((await shardChannels()).every((n) => n > 0)).toBe(true);
+    for (const k of keys) {
+      const lease = await store.acquire(k, "fp", 30_000);
+      if (lease.state !== "acquired") throw new Error("expected a lease");
+      expect(await store.commit(k, lease.token, record, 30_000)).toBe(true);
+    }
+    await until(() => woken.size === keys.length, 5000);
+    const held = await Promise.all(masters.map(async (node) => (await node.keys(`${prefix}spread:*`)).length));
+    expect(held.every((n) => n > 0)).toBe(true);
+    for (const off of offs) off?.();
+    await store.close?.();
+  });
+
+  describe("across processes", () => {
+    let up: Upstream;
+    let workers: Worker[] = [];
+    beforeAll(async () => {
+      up = await startUpstream();
+    });
+    afterAll(async () => {
+      await Promise.all(workers.map((w) => w.exit()));
+      await up?.close();
+    });
+
+    it("3 processes × 60 calls over 20 keys in many slots: one execution per key, identical bytes", async () => {
+      workers = await Promise.all(
+        Array.from({ length: 3 }, () => spawnWorker({ REDIS_CLUSTER: cluster.ports.join(",") })),
+      );
+      const run = newToken().slice(0, 8);
+      const keys = Array.from({ length: 20 }, (_, i) => `${run}-cluster-${i}`);
+      const calls = keys.flatMap((key) =>
+        Array.from({ length: 3 }, () => ({ url: `${up.url}/echo?ms=100`, key, body: "{}" })),
+      );
+      const outcomes = await Promise.all(workers.map((w) => w.fire(calls)));
+      for (const [i, key] of keys.entries()) {
+        expect(
+          up.keys.filter((k) => k === key),
+          key,
+        ).toHaveLength(1);
+        const mine = outcomes.flatMap((list) => list.slice(i * 3, i * 3 + 3));
+        expect(mine.map((o) => o.status)).toEqual(Array(9).fill(200));
+        expect(new Set(mine.map((o) => o.body)).size).toBe(1);
+      }
+      expect(up.count()).toBe(keys.length);
+    });
+  });
+});
