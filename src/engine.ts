@@ -77,7 +77,7 @@ export interface Stats {
 /** Which stored key `forget` removes: the key's scope is derived as for a call. */
 export interface ForgetOptions {
   /** The credentials of the client that used the key (its `Authorization` or `Cookie`), for the default scope. */
-  headers?: HeadersInit;
+  headers?: Headers | Record<string, string> | [string, string][];
   /** The value the custom `scope` option returned for that client. */
   scope?: string;
   /** Also remove a live lease (its holder's commit then changes nothing). Default false. */
