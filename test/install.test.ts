@@ -261,7 +261,7 @@ describe("the store's own traffic", () => {
     const storeCalls: string[] = [];
     // The worst case: every store call is a keyed POST, which install() would otherwise coalesce into a deadlock.
     const chatty: IdempotencyStore = Object.fromEntries(
-      (["acquire", "commit", "release", "renew"] as const).map((op) => [
+      (["acquire", "commit", "release", "renew", "forget"] as const).map((op) => [
         op,
         async (...args: unknown[]) => {
           const r = await fetch(`${up.url}/echo`, {
