@@ -1,0 +1,26 @@
+// One vitest `it` per invariant against a store environment, time-boxed so the whole suite stays near a minute.
+import { afterAll, describe, it } from "vitest";
+import { assertInvariants, INVARIANTS, type Invariant, listenForUnhandled, type StoreEnv } from "./harness.js";
+
+/** Milliseconds of random examples per invariant (after the known counterexamples). */
+const BUDGET_MS = Number(process.env.PROPERTY_MS ?? 4500);
+
+export function invariantSuite(title: string, env: StoreEnv & { close?: () => Promise<void> }): void {
+  const stop = listenForUnhandled();
+  afterAll(async () => {
+    stop();
+    await env.close?.();
+  });
+  describe(title, () => {
+    for (const inv of Object.keys(INVARIANTS) as Invariant[]) {
+      it(`(${inv}) ${INVARIANTS[inv]}`, async () => {
+        // The durability check needs every store call to answer in time: its scenarios only slow commits down.
+        await assertInvariants(env, [inv], {
+          numRuns: 10_000,
+          interruptAfterTimeLimit: BUDGET_MS,
+          chaos: inv !== "durable",
+        });
+      }, 60_000);
+    }
+  });
+}
