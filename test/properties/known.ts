@@ -1,4 +1,4 @@
-// Minimal counterexamples found by the harness on the engine of December 2026: every run replays them first.
+// Minimal counterexamples found by the harness on the engine of December 2026, replayed by the suite as their own tests.
 import type { Invariant, Scenario } from "./harness.js";
 
 type Caller = Scenario["callers"][number];
