@@ -429,6 +429,11 @@ export async function runScenario(s: Scenario, env: StoreEnv): Promise<Violation
   }
 
   const maxUpstream = Math.max(...[...s.upstream, DEFAULT_UPSTREAM].map((p) => p.delayMs + p.chunks * p.chunkDelayMs));
+  const storeKeys = new Map<string, string>();
+  for (const c of s.callers) {
+    const g = `${c.cred}|k${c.key}`;
+    if (!storeKeys.has(g)) storeKeys.set(g, await storeKeyOf(s, namespace, scope, c));
+  }
   for (const o of outcomes) {
     const c = s.callers[o.caller] as CallerPlan;
     const who = `caller ${o.caller} (${c.cred}, k${c.key}, variant ${c.variant}, ${s.bodies[c.key]?.[c.variant]} body, proc ${c.proc}, abort ${c.abort.kind})`;
@@ -440,6 +445,10 @@ export async function runScenario(s: Scenario, env: StoreEnv): Promise<Violation
   }
   for (const e of execs) {
     const leader = s.callers[e.caller];
+    // fetch() with an aborted signal rejects without sending; a handler must not run its side effects for nobody.
+    if (leader?.abort.kind === "before") {
+      v("a", `execution ${e.n} ran for caller ${e.caller}, which had aborted before the call`);
+    }
     if (leader && e.reqBody && !sameBytes(e.reqBody, callerBody(leader))) {
       v(
         "b",
@@ -447,10 +456,21 @@ export async function runScenario(s: Scenario, env: StoreEnv): Promise<Violation
       );
     }
   }
-  const storeKeys = new Map<string, string>();
-  for (const c of s.callers) {
-    const g = `${c.cred}|k${c.key}`;
-    if (!storeKeys.has(g)) storeKeys.set(g, await storeKeyOf(s, namespace, scope, c));
+  // SPEC flow 4: a waiter (its process saw the lease as pending during its call) retries on store errors
+  // until waitTimeoutMs; it never answers 503.
+  for (const o of outcomes) {
+    const c = s.callers[o.caller] as CallerPlan;
+    if (o.response?.status !== 503 || o.settledAt === undefined) continue;
+    const key = storeKeys.get(`${c.cred}|k${c.key}`);
+    const saw = logs[c.proc]?.some(
+      (x) =>
+        x.op === "acquire" &&
+        x.storeKey === key &&
+        x.result === "pending" &&
+        x.askedAt >= o.startedAt &&
+        (x.answeredAt ?? 0) <= (o.settledAt as number),
+    );
+    if (saw) v("b", `caller ${o.caller} waited on another owner's lease, then answered 503 on a store error`);
   }
   checkLeases(s, logs, execs, lastSettled, storeKeys, v);
   const keys = new Set(logs.flat().map((e) => e.storeKey));

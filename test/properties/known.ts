@@ -47,6 +47,8 @@ export const KNOWN: Partial<Record<Invariant, Scenario[]>> = {
       callers: [caller({ cred: "alice" }), caller({ cred: "alice", proc: 1, startMs: 30 })],
       upstream: [up({ delayMs: 200 })],
     }),
+    // The server face, one caller whose signal aborted before the call: the handler still runs.
+    scenario({ face: "server", callers: [caller({ abort: { kind: "before" } })] }),
   ],
   b: [
     // One caller, an upstream body of one chunk over maxBodyBytes: the caller gets status 200 and 0 bytes.
@@ -54,6 +56,13 @@ export const KNOWN: Partial<Record<Invariant, Scenario[]>> = {
     // A waiter whose store subscription throws rejects with the store's error instead of waiting.
     scenario({
       plans: [{}, { subscribe: [{ kind: "fail" }] }],
+      callers: [caller({ cred: "alice" }), caller({ cred: "alice", proc: 1, startMs: 30 })],
+      upstream: [up({ delayMs: 200 })],
+    }),
+    // onStoreError "closed": a waiter in another process whose next acquire fails answers 503 instead of waiting.
+    scenario({
+      onStoreError: "closed",
+      plans: [{}, { acquire: [{ kind: "pass" }, { kind: "fail" }] }],
       callers: [caller({ cred: "alice" }), caller({ cred: "alice", proc: 1, startMs: 30 })],
       upstream: [up({ delayMs: 200 })],
     }),
