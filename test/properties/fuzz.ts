@@ -1,6 +1,6 @@
 // `npm run fuzz`: the fault harness for as long as you like; prints the seed and path of a failure, and replays one.
 // FUZZ_SECONDS (default 120) or FUZZ_RUNS, FUZZ_STORE=memory|redis|both (default both), FUZZ_ONLY=a,b,... (default all),
-// FUZZ_AVOID=nonResponse,big,late,subscribe,setCookie,waiterFail leaves out behaviours whose failures are known;
+// FUZZ_AVOID=nonResponse,big,late,subscribe,setCookie,waiterFail,abortBefore leaves out behaviours whose failures are known;
 // FUZZ_SEED + FUZZ_PATH replay a failure (and shrink it further, FUZZ_SHRINK_SECONDS, default 90).
 import fc from "fast-check";
 import { memoryEnv, redisEnv } from "./envs.js";

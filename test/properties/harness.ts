@@ -140,7 +140,7 @@ export function scenarioArb(
 }
 
 /** Behaviours a hunt for new failures can leave out, once their failures are known. */
-export type Avoid = "nonResponse" | "big" | "late" | "subscribe" | "setCookie" | "waiterFail";
+export type Avoid = "nonResponse" | "big" | "late" | "subscribe" | "setCookie" | "waiterFail" | "abortBefore";
 
 function neutralize(s: Scenario, avoid: Set<Avoid>): Scenario {
   const faultOk = (f: Fault) =>
@@ -157,6 +157,9 @@ function neutralize(s: Scenario, avoid: Set<Avoid>): Scenario {
       }
       return out;
     }),
+    callers: s.callers.map((c) =>
+      avoid.has("abortBefore") && c.abort.kind === "before" ? { ...c, abort: { kind: "none" } } : c,
+    ),
     upstream: s.upstream.map((u) => ({
       ...u,
       kind: avoid.has("nonResponse") && (u.kind === "nonResponse" || u.kind === "undefined") ? "ok" : u.kind,
