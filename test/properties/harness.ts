@@ -1,0 +1,847 @@
+// The fault harness: random scenarios (callers, bodies, aborts, upstream behaviour, store faults) and the invariants of SPEC.md.
+import fc from "fast-check";
+import { createIdempotentFetch } from "../../src/fetch.js";
+import type { IdempotencyEvent } from "../../src/options.js";
+import { idempotency } from "../../src/server.js";
+import type { IdempotencyStore } from "../../src/store.js";
+import { type ChaosPlan, type ChaosStore, chaosStore, type Fault, type LogEntry } from "../fixtures/chaos-store.js";
+
+/** Timings of every scenario, in ms: short so an example runs in about a second. */
+export const T = { leaseMs: 300, storeTimeoutMs: 60, waitTimeoutMs: 1000, maxBodyBytes: 16_384, marginMs: 1500 };
+
+export type Invariant = "a" | "b" | "c" | "d" | "e" | "f" | "lifecycle" | "durable";
+export const INVARIANTS: Record<Invariant, string> = {
+  a: "at most one upstream execution per key while a lease is live (unless fail-open)",
+  b: "every caller gets the leader's exact bytes and status, or a documented error",
+  c: "no unhandled rejection",
+  d: "every call settles within waitTimeoutMs + 2×storeTimeoutMs + upstream time",
+  e: "no lease outlives its flight by more than leaseMs",
+  f: "no Set-Cookie crosses scopes; anonymous and custom-scope joiners/replays get none",
+  lifecycle: "every lease taken is committed or released; no heartbeat outlives its call",
+  durable: "durable before delivered: once a caller's body ended, another process replays it",
+};
+
+type Cred = "anon" | "alice" | "bob";
+type BodyKind = "json" | "binary" | "stream" | "deep" | "oversize";
+type Abort = { kind: "none" } | { kind: "before" } | { kind: "after"; ms: number } | { kind: "midStream" };
+interface CallerPlan {
+  proc: number;
+  key: number;
+  variant: number;
+  cred: Cred;
+  startMs: number;
+  abort: Abort;
+  /** Reads the whole body; or scribbles over each chunk after copying it; or cancels the body after one chunk. */
+  read: "text" | "mutate" | "cancel";
+}
+interface UpstreamPlan {
+  kind: "ok" | "throws" | "nonResponse" | "undefined" | "midError";
+  status: number;
+  delayMs: number;
+  chunks: number;
+  chunkDelayMs: number;
+  setCookie: boolean;
+  big: boolean;
+}
+export interface Scenario {
+  face: "fetch" | "server";
+  onStoreError: "open" | "closed";
+  scopeMode: "default" | "custom";
+  /** Body kind per key and variant: bodies[key][variant]. */
+  bodies: BodyKind[][];
+  /** One chaos plan per process (each process is its own wrapper over the shared store). */
+  plans: ChaosPlan[];
+  callers: CallerPlan[];
+  /** Behaviour of the upstream's successive executions; past the end: 200 with a Set-Cookie. */
+  upstream: UpstreamPlan[];
+}
+
+const fault: fc.Arbitrary<Fault> = fc.oneof(
+  { weight: 4, arbitrary: fc.constant<Fault>({ kind: "pass" }) },
+  fc.record({ kind: fc.constant("delay" as const), ms: fc.integer({ min: 1, max: 40 }) }),
+  fc.constant<Fault>({ kind: "fail" }),
+  fc.constant<Fault>({ kind: "hang" }),
+  fc.record({ kind: fc.constant("late" as const), ms: fc.integer({ min: 80, max: 250 }) }),
+);
+const faults = fc.array(fault, { maxLength: 4 });
+const plan: fc.Arbitrary<ChaosPlan> = fc.oneof(
+  { weight: 2, arbitrary: fc.constant<ChaosPlan>({}) },
+  fc.record(
+    { acquire: faults, commit: faults, release: faults, renew: faults, subscribe: faults },
+    { requiredKeys: [] },
+  ) as fc.Arbitrary<ChaosPlan>,
+);
+/** Only slow (never failing) commits: a commit that lands a little later must still land before the body ends. */
+const slowCommits: fc.Arbitrary<ChaosPlan> = fc.record({
+  commit: fc.array(
+    fc.record({ kind: fc.constant("delay" as const), ms: fc.integer({ min: 1, max: T.storeTimeoutMs - 20 }) }),
+    { minLength: 1, maxLength: 3 },
+  ),
+});
+const abort: fc.Arbitrary<Abort> = fc.oneof(
+  { weight: 6, arbitrary: fc.constant<Abort>({ kind: "none" }) },
+  fc.constant<Abort>({ kind: "before" }),
+  fc.record({ kind: fc.constant("after" as const), ms: fc.integer({ min: 0, max: 300 }) }),
+  fc.constant<Abort>({ kind: "midStream" }),
+);
+const upstreamPlan: fc.Arbitrary<UpstreamPlan> = fc.record({
+  kind: fc.oneof(
+    { weight: 6, arbitrary: fc.constant("ok" as const) },
+    fc.constantFrom("throws" as const, "nonResponse" as const, "undefined" as const, "midError" as const),
+  ),
+  status: fc.constantFrom(200, 201, 404, 500, 429),
+  // Sometimes longer than leaseMs: the heartbeat must keep the lease.
+  delayMs: fc.oneof({ weight: 4, arbitrary: fc.integer({ min: 0, max: 150 }) }, fc.integer({ min: 300, max: 700 })),
+  chunks: fc.integer({ min: 1, max: 3 }),
+  chunkDelayMs: fc.integer({ min: 0, max: 50 }),
+  setCookie: fc.boolean(),
+  big: fc.oneof({ weight: 5, arbitrary: fc.constant(false) }, fc.constant(true)),
+});
+const bodyKind = fc.constantFrom<BodyKind>("json", "binary", "stream", "deep", "oversize");
+
+/** Whole scenarios; `options` narrows them for targeted properties. */
+export function scenarioArb(
+  options: { chaos?: boolean; maxCallers?: number; avoid?: Avoid[] } = {},
+): fc.Arbitrary<Scenario> {
+  const procs = fc.integer({ min: 1, max: 3 });
+  const avoid = new Set(options.avoid ?? []);
+  const arb = procs.chain((n) =>
+    fc.record({
+      face: fc.constantFrom("fetch" as const, "server" as const),
+      onStoreError: fc.constantFrom("open" as const, "closed" as const),
+      scopeMode: fc.constantFrom("default" as const, "custom" as const),
+      bodies: fc.array(fc.array(bodyKind, { minLength: 2, maxLength: 2 }), { minLength: 2, maxLength: 2 }),
+      plans: fc.array(options.chaos === false ? slowCommits : plan, { minLength: n, maxLength: n }),
+      callers: fc.array(
+        fc.record({
+          proc: fc.integer({ min: 0, max: n - 1 }),
+          // Biased towards one key and one scope: contention (joins, waits, takeovers) is where bugs live.
+          key: fc.oneof({ weight: 3, arbitrary: fc.constant(0) }, fc.constant(1)),
+          variant: fc.integer({ min: 0, max: 1 }),
+          cred: fc.oneof(
+            { weight: 3, arbitrary: fc.constant<Cred>("alice") },
+            fc.constant<Cred>("anon"),
+            fc.constant<Cred>("bob"),
+          ),
+          // Mostly together (joins, waits); sometimes after the first call ended (replays, takeovers).
+          startMs: fc.oneof(
+            { weight: 3, arbitrary: fc.integer({ min: 0, max: 120 }) },
+            fc.integer({ min: 120, max: 600 }),
+          ),
+          abort,
+          read: fc.constantFrom("text" as const, "mutate" as const, "cancel" as const),
+        }),
+        { minLength: 1, maxLength: options.maxCallers ?? 6 },
+      ),
+      upstream: fc.array(upstreamPlan, { maxLength: 5 }),
+    }),
+  );
+  return avoid.size === 0 ? arb : arb.map((s) => neutralize(s, avoid));
+}
+
+/** Behaviours a hunt for new failures can leave out, once their failures are known. */
+export type Avoid = "nonResponse" | "big" | "late" | "subscribe" | "setCookie" | "waiterFail" | "abortBefore";
+
+function neutralize(s: Scenario, avoid: Set<Avoid>): Scenario {
+  const faultOk = (f: Fault) =>
+    !(avoid.has("late") && (f.kind === "late" || (f.kind === "delay" && f.ms >= T.storeTimeoutMs)));
+  return {
+    ...s,
+    plans: s.plans.map((p) => {
+      const out: ChaosPlan = {};
+      for (const [op, list] of Object.entries(p) as [keyof ChaosPlan, Fault[]][]) {
+        if (op === "subscribe" && avoid.has("subscribe")) continue;
+        // A waiter's failing acquire executes (known): keep acquire faults only on the first acquire.
+        const kept = op === "acquire" && avoid.has("waiterFail") ? list.slice(0, 1) : list;
+        out[op] = kept.map((f) => (faultOk(f) ? f : { kind: "pass" }));
+      }
+      return out;
+    }),
+    callers: s.callers.map((c) =>
+      avoid.has("abortBefore") && c.abort.kind === "before" ? { ...c, abort: { kind: "none" } } : c,
+    ),
+    upstream: s.upstream.map((u) => ({
+      ...u,
+      kind: avoid.has("nonResponse") && (u.kind === "nonResponse" || u.kind === "undefined") ? "ok" : u.kind,
+      big: avoid.has("big") ? false : u.big,
+      setCookie: avoid.has("setCookie") ? false : u.setCookie,
+    })),
+  };
+}
+
+const DEFAULT_UPSTREAM: UpstreamPlan = {
+  kind: "ok",
+  status: 200,
+  delayMs: 20,
+  chunks: 1,
+  chunkDelayMs: 0,
+  setCookie: true,
+  big: false,
+};
+
+const enc = new TextEncoder();
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+const abortable = (ms: number, signal: AbortSignal | null | undefined): Promise<void> =>
+  new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const timer = setTimeout(resolve, ms);
+    signal?.addEventListener("abort", () => {
+      clearTimeout(timer);
+      reject(signal.reason);
+    });
+  });
+
+/** A caller's body; odd callers write the same JSON with other key order and spacing (same fingerprint, SPEC). */
+function bodyBytes(kind: BodyKind, key: number, variant: number, id = 0): Uint8Array {
+  switch (kind) {
+    case "json":
+    case "stream":
+      return enc.encode(
+        id % 2 === 0
+          ? JSON.stringify({ b: variant, key, text: "héllo" })
+          : `{ "text" : "h\u00e9llo", "key": ${key},\n "b": ${variant} }`,
+      );
+    case "binary":
+      return new Uint8Array([0xff, 0x00, 0xfe, variant, key, 0x80]);
+    case "deep":
+      return enc.encode(`${"[".repeat(3000)}${variant}${"]".repeat(3000)}`);
+    case "oversize":
+      return new Uint8Array(T.maxBodyBytes + 1000).fill(variant + 1);
+  }
+}
+
+interface Exec {
+  n: number;
+  group: string;
+  caller: number;
+  plan: UpstreamPlan;
+  start: number;
+  /** When the upstream answered (or threw): the lease must be live from start to here. */
+  headAt?: number;
+  reqBody?: Uint8Array;
+  body?: Uint8Array;
+  setCookie?: string;
+}
+interface Outcome {
+  caller: number;
+  startedAt: number;
+  settledAt?: number;
+  response?: { status: number; headers: Headers; bytes: Uint8Array };
+  error?: unknown;
+  stage?: "call" | "body";
+  aborted: boolean;
+  /** The caller cancelled its body after one chunk: its bytes are a prefix. */
+  cancelled?: boolean;
+}
+export interface Violation {
+  inv: Invariant;
+  msg: string;
+}
+
+/** Where each scenario's store lives: a fresh inner store per example, and a cleanup. */
+export interface StoreEnv {
+  name: string;
+  make(): {
+    store: IdempotencyStore;
+    /** The same store seen from another process (its own connection), for the durability check. */
+    other: IdempotencyStore;
+    namespace: string;
+    cleanup(): Promise<void>;
+  };
+}
+
+const unhandled: unknown[] = [];
+let listening = false;
+/** Collects unhandled rejections and uncaught exceptions for invariant (c); call once per file. */
+export function listenForUnhandled(): () => void {
+  const onRejection = (reason: unknown) => unhandled.push(reason);
+  const onException = (error: unknown) => unhandled.push(error);
+  if (!listening) {
+    process.on("unhandledRejection", onRejection);
+    process.on("uncaughtException", onException);
+    listening = true;
+  }
+  return () => {
+    process.off("unhandledRejection", onRejection);
+    process.off("uncaughtException", onException);
+    listening = false;
+  };
+}
+
+const describeError = (e: unknown): string =>
+  e instanceof Error || e instanceof DOMException ? `${e.name}: ${e.message}` : String(e);
+const sameBytes = (a: Uint8Array, b: Uint8Array): boolean => a.length === b.length && a.every((x, i) => x === b[i]);
+const storable = (p: UpstreamPlan, size: number): boolean =>
+  p.kind === "ok" && p.status < 500 && p.status !== 408 && p.status !== 429 && size <= T.maxBodyBytes;
+
+/** Runs one scenario and returns every invariant it broke. */
+export async function runScenario(s: Scenario, env: StoreEnv): Promise<Violation[]> {
+  const { store: inner, other, namespace, cleanup } = env.make();
+  const out: Violation[] = [];
+  const v = (inv: Invariant, msg: string) => out.push({ inv, msg });
+  const unhandledBefore = unhandled.length;
+  const execs: Exec[] = [];
+  const knownErrors = new Set<unknown>();
+  const callerBody = (c: CallerPlan) =>
+    bodyBytes(s.bodies[c.key]?.[c.variant] ?? "json", c.key, c.variant, s.callers.indexOf(c));
+
+  const upstream = async (req: Request): Promise<Response> => {
+    const n = execs.length;
+    const caller = Number(req.headers.get("x-caller"));
+    const plan = s.upstream[n] ?? DEFAULT_UPSTREAM;
+    const exec: Exec = {
+      n,
+      group: req.headers.get("x-group") ?? "?",
+      caller,
+      plan,
+      start: performance.now(),
+    };
+    execs.push(exec);
+    exec.reqBody = new Uint8Array(await req.arrayBuffer());
+    try {
+      await abortable(plan.delayMs, req.signal);
+    } finally {
+      exec.headAt = performance.now();
+    }
+    if (plan.kind === "throws") {
+      const error = new Error(`upstream execution ${n} threw`);
+      knownErrors.add(error);
+      throw error;
+    }
+    if (plan.kind === "nonResponse") return { status: 200, body: "not a Response" } as unknown as Response;
+    if (plan.kind === "undefined") return undefined as unknown as Response;
+    const text = `exec=${n};caller=${caller};${plan.big ? "x".repeat(T.maxBodyBytes + 100) : "payload"}`;
+    const body = new Uint8Array([...enc.encode(text), 0x00, 0xff, n & 0xff]);
+    exec.body = body;
+    const headers = new Headers({ "content-type": "application/octet-stream", "x-exec": String(n) });
+    if (plan.setCookie) {
+      exec.setCookie = `sid=exec${n}`;
+      headers.set("set-cookie", exec.setCookie);
+    }
+    const size = Math.ceil(body.length / plan.chunks);
+    let i = 0;
+    const signal = req.signal;
+    const stream = new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        try {
+          if (i > 0) await abortable(plan.chunkDelayMs, signal);
+        } catch (reason) {
+          controller.error(reason);
+          return;
+        }
+        if (plan.kind === "midError" && i === plan.chunks - 1) {
+          const error = new Error(`upstream execution ${n} body failed midway`);
+          knownErrors.add(error);
+          controller.error(error);
+          return;
+        }
+        controller.enqueue(body.slice(i * size, (i + 1) * size));
+        if (++i >= plan.chunks) controller.close();
+      },
+    });
+    return new Response([204, 304].includes(plan.status) ? null : stream, { status: plan.status, headers });
+  };
+
+  const scope = s.scopeMode === "custom" ? (r: Request) => r.headers.get("authorization") ?? "nobody" : undefined;
+  const logs: LogEntry[][] = [];
+  const chaos: ChaosStore[] = [];
+  const faces = s.plans.map((p) => {
+    const log: LogEntry[] = [];
+    logs.push(log);
+    const store = chaosStore(inner, p, log);
+    chaos.push(store);
+    return makeFace(s, store, namespace, scope, upstream);
+  });
+
+  const outcomes: Outcome[] = [];
+  let firstDurable: Promise<void> | undefined;
+  // Only checked where every store call answers in time (a failed commit cannot be durable).
+  const chaosFree = s.plans.every((p) =>
+    Object.values(p).every((list) =>
+      list.every((f) => f.kind === "pass" || (f.kind === "delay" && f.ms < T.storeTimeoutMs - 15)),
+    ),
+  );
+  const t0 = performance.now();
+
+  const runCaller = async (c: CallerPlan, id: number): Promise<void> => {
+    await sleep(c.startMs);
+    const o: Outcome = { caller: id, startedAt: performance.now(), aborted: false };
+    outcomes.push(o);
+    const ctrl = new AbortController();
+    const reason = new DOMException(`caller ${id} aborted`, "AbortError");
+    const abortNow = () => {
+      o.aborted = true;
+      ctrl.abort(reason);
+    };
+    if (c.abort.kind === "before") abortNow();
+    if (c.abort.kind === "after") setTimeout(abortNow, c.abort.ms);
+    let res: Response;
+    try {
+      res = await (faces[c.proc] as Face).call(c, id, ctrl.signal, callerBody(c));
+    } catch (error) {
+      o.error = error;
+      o.stage = "call";
+      o.settledAt = performance.now();
+      return;
+    }
+    try {
+      const chunks: Uint8Array[] = [];
+      if (res.body) {
+        const reader = res.body.getReader();
+        for (;;) {
+          const { done, value } = await reader.read();
+          if (done) break;
+          chunks.push(new Uint8Array(value));
+          // Another caller's bytes must not change when this one scribbles over its own chunk.
+          if (c.read === "mutate") value.fill(0xee);
+          if (c.abort.kind === "midStream" && !o.aborted) abortNow();
+          if (c.read === "cancel") {
+            o.cancelled = true;
+            await reader.cancel("this caller stopped reading");
+            break;
+          }
+        }
+      }
+      const bytes = new Uint8Array(chunks.reduce((n, ch) => n + ch.length, 0));
+      let at = 0;
+      for (const ch of chunks) {
+        bytes.set(ch, at);
+        at += ch.length;
+      }
+      o.response = { status: res.status, headers: res.headers, bytes };
+    } catch (error) {
+      o.error = error;
+      o.stage = "body";
+    }
+    o.settledAt = performance.now();
+    const execHeader = res.headers.get("x-exec");
+    const exec = execHeader === null ? undefined : execs[Number(execHeader)];
+    if (
+      chaosFree &&
+      !o.cancelled &&
+      firstDurable === undefined &&
+      o.response &&
+      exec &&
+      storable(exec.plan, exec.body?.length ?? 0)
+    ) {
+      firstDurable = checkDurable(s, other, namespace, scope, c, callerBody(c), o.response.bytes, v);
+    }
+  };
+
+  const all = Promise.all(s.callers.map(runCaller));
+  const watchdog = 9000;
+  const finished = await Promise.race([all.then(() => true), sleep(watchdog).then(() => false)]);
+  if (!finished) v("d", `a call still had not settled after ${watchdog} ms (hung)`);
+  await firstDurable;
+  const lastSettled = Math.max(t0, ...outcomes.map((o) => o.settledAt ?? 0));
+  await Promise.race([Promise.all(chaos.map((c) => c.settled())), sleep(2000)]);
+  await sleep(Math.max(0, lastSettled + T.leaseMs + 250 - performance.now()));
+  if (unhandled.length > unhandledBefore) {
+    v("c", `unhandled: ${unhandled.slice(unhandledBefore).map(describeError).join("; ")}`);
+  }
+
+  const maxUpstream = Math.max(...[...s.upstream, DEFAULT_UPSTREAM].map((p) => p.delayMs + p.chunks * p.chunkDelayMs));
+  const storeKeys = new Map<string, string>();
+  for (const c of s.callers) {
+    const g = `${c.cred}|k${c.key}`;
+    if (!storeKeys.has(g)) storeKeys.set(g, await storeKeyOf(s, namespace, scope, c));
+  }
+  for (const o of outcomes) {
+    const c = s.callers[o.caller] as CallerPlan;
+    const who = `caller ${o.caller} (${c.cred}, k${c.key}, variant ${c.variant}, ${s.bodies[c.key]?.[c.variant]} body, proc ${c.proc}, abort ${c.abort.kind})`;
+    const took = (o.settledAt ?? Number.POSITIVE_INFINITY) - o.startedAt;
+    const bound = T.waitTimeoutMs + 2 * T.storeTimeoutMs + maxUpstream + T.marginMs;
+    if (took > bound) v("d", `${who} settled after ${Math.round(took)} ms (bound ${bound})`);
+    if (o.settledAt === undefined) continue;
+    checkOutcome(s, c, o, who, execs, knownErrors, callerBody(c), v);
+  }
+  for (const e of execs) {
+    const leader = s.callers[e.caller];
+    // fetch() with an aborted signal rejects without sending; a handler must not run its side effects for nobody.
+    if (leader?.abort.kind === "before") {
+      v("a", `execution ${e.n} ran for caller ${e.caller}, which had aborted before the call`);
+    }
+    if (leader && e.reqBody && !sameBytes(e.reqBody, callerBody(leader))) {
+      v(
+        "b",
+        `execution ${e.n} received ${e.reqBody.length} body bytes, not caller ${e.caller}'s ${callerBody(leader).length}`,
+      );
+    }
+  }
+  // SPEC flow 4: a waiter (its process saw the lease as pending during its call) retries on store errors
+  // until waitTimeoutMs; it never answers 503.
+  for (const o of outcomes) {
+    const c = s.callers[o.caller] as CallerPlan;
+    if (o.response?.status !== 503 || o.settledAt === undefined) continue;
+    const key = storeKeys.get(`${c.cred}|k${c.key}`);
+    const saw = logs[c.proc]?.some(
+      (x) =>
+        x.op === "acquire" &&
+        x.storeKey === key &&
+        x.result === "pending" &&
+        x.askedAt >= o.startedAt &&
+        (x.answeredAt ?? 0) <= (o.settledAt as number),
+    );
+    if (saw) v("b", `caller ${o.caller} waited on another owner's lease, then answered 503 on a store error`);
+  }
+  checkLeases(s, logs, execs, lastSettled, storeKeys, v);
+  const keys = new Set(logs.flat().map((e) => e.storeKey));
+  for (const k of keys) {
+    try {
+      const found = await inner.acquire(k, "probe-fingerprint", 1);
+      if (found.state === "pending") {
+        v("e", `a lease on ${k.slice(0, 40)}… is still live ${T.leaseMs + 250} ms after every call settled`);
+      }
+    } catch (error) {
+      v("e", `probe failed: ${describeError(error)}`);
+    }
+  }
+  await cleanup();
+  return out;
+}
+
+interface Face {
+  call(c: CallerPlan, id: number, signal: AbortSignal | null, body: Uint8Array): Promise<Response>;
+}
+
+/** One process: a fetch wrapper or a server middleware over its own chaos store. */
+function makeFace(
+  s: Scenario,
+  store: IdempotencyStore,
+  namespace: string,
+  scope: ((r: Request) => string) | undefined,
+  upstream: (req: Request) => Promise<Response>,
+  extra: { onEvent?: (e: IdempotencyEvent) => void } = {},
+): Face {
+  const shared = {
+    ...extra,
+    store,
+    namespace,
+    leaseMs: T.leaseMs,
+    storeTimeoutMs: T.storeTimeoutMs,
+    waitTimeoutMs: T.waitTimeoutMs,
+    maxBodyBytes: T.maxBodyBytes,
+    onStoreError: s.onStoreError,
+    ...(scope ? { scope } : {}),
+  };
+  const init = (c: CallerPlan, id: number, signal: AbortSignal | null, body: Uint8Array) => {
+    const kind = s.bodies[c.key]?.[c.variant] ?? "json";
+    const headers: Record<string, string> = {
+      "idempotency-key": `k${c.key}`,
+      "x-caller": String(id),
+      "x-group": `${c.cred}|k${c.key}`,
+      "content-type":
+        kind === "json" || kind === "deep" || kind === "stream" ? "application/json" : "application/octet-stream",
+    };
+    if (c.cred !== "anon") headers.authorization = `Bearer ${c.cred}`;
+    const streamed =
+      kind === "stream"
+        ? new ReadableStream<Uint8Array>({
+            start(controller) {
+              controller.enqueue(body.slice(0, 5));
+              controller.enqueue(body.slice(5));
+              controller.close();
+            },
+          })
+        : body;
+    return { method: "POST", headers, body: streamed, signal, duplex: "half" } as RequestInit;
+  };
+  const url = (c: CallerPlan) => `http://upstream.test/orders/k${c.key}`;
+  if (s.face === "fetch") {
+    const f = createIdempotentFetch({
+      ...shared,
+      fetch: ((input: RequestInfo | URL, i?: RequestInit) => upstream(new Request(input, i))) as typeof fetch,
+    });
+    return {
+      call: (c: CallerPlan, id: number, signal: AbortSignal | null, body: Uint8Array) =>
+        f(url(c), init(c, id, signal, body)),
+    };
+  }
+  const h = idempotency((req) => upstream(req), shared);
+  return {
+    call: (c: CallerPlan, id: number, signal: AbortSignal | null, body: Uint8Array) =>
+      h(new Request(url(c), init(c, id, signal, body))),
+  };
+}
+
+const ERROR_STATUS: Record<string, number> = {
+  IDEMPOTENCY_CONFLICT: 409,
+  IDEMPOTENCY_IN_PROGRESS: 409,
+  IDEMPOTENCY_STORE_UNAVAILABLE: 503,
+  IDEMPOTENCY_BODY_TOO_LARGE: 413,
+};
+
+function checkOutcome(
+  s: Scenario,
+  c: CallerPlan,
+  o: Outcome,
+  who: string,
+  execs: Exec[],
+  knownErrors: Set<unknown>,
+  body: Uint8Array,
+  v: (inv: Invariant, msg: string) => void,
+): void {
+  const mine = execs.filter((e) => e.group === `${c.cred}|k${c.key}`);
+  if (o.error !== undefined) {
+    const e = o.error;
+    const isAbort = (e instanceof DOMException || e instanceof Error) && e.name === "AbortError";
+    if (isAbort && o.aborted) return;
+    if (knownErrors.has(e) && mine.length > 0) return;
+    const nonResponse = mine.some((x) => x.plan.kind === "nonResponse" || x.plan.kind === "undefined");
+    if (e instanceof TypeError && nonResponse && o.stage === "call") return;
+    if (e instanceof Error && e.name === "IdempotencyKeyError") return;
+    v("b", `${who} rejected at ${o.stage} with ${describeError(e)}${isAbort ? " though it never aborted" : ""}`);
+    return;
+  }
+  const r = o.response;
+  if (!r) return;
+  const execHeader = r.headers.get("x-exec");
+  if (execHeader === null) {
+    let code: string | undefined;
+    try {
+      code = JSON.parse(new TextDecoder().decode(r.bytes))?.error?.code;
+    } catch {}
+    if (code === undefined || ERROR_STATUS[code] !== r.status) {
+      v("b", `${who} got status ${r.status} with an undocumented body of ${r.bytes.length} bytes`);
+      return;
+    }
+    if (code === "IDEMPOTENCY_STORE_UNAVAILABLE" && s.onStoreError !== "closed")
+      v("b", `${who} got 503 with onStoreError "open"`);
+    if (code === "IDEMPOTENCY_BODY_TOO_LARGE" && body.length <= T.maxBodyBytes)
+      v("b", `${who} got 413 for ${body.length} bytes`);
+    const rivals = s.callers.filter((x) => x.cred === c.cred && x.key === c.key && x.variant !== c.variant);
+    if (code === "IDEMPOTENCY_CONFLICT" && rivals.length === 0) {
+      v("b", `${who} got 409 IDEMPOTENCY_CONFLICT though every caller of its key sent the same request`);
+    }
+    if (code === "IDEMPOTENCY_IN_PROGRESS" && r.headers.get("retry-after") === null)
+      v("b", `${who} got 409 IN_PROGRESS without Retry-After`);
+    return;
+  }
+  const exec = execs[Number(execHeader)];
+  if (!exec) {
+    v("b", `${who} got x-exec ${execHeader}, which never ran`);
+    return;
+  }
+  const leader = s.callers[exec.caller];
+  if (exec.group !== `${c.cred}|k${c.key}`) {
+    v("b", `${who} got the bytes of execution ${exec.n}, made for ${exec.group} (another scope or key)`);
+  }
+  if (leader && leader.variant !== c.variant) {
+    v(
+      "b",
+      `${who} got the bytes of execution ${exec.n}, whose body differed (variant ${leader.variant}): not a conflict`,
+    );
+  }
+  if (r.status !== exec.plan.status)
+    v("b", `${who} got status ${r.status}, execution ${exec.n} answered ${exec.plan.status}`);
+  if (exec.body && !sameBytes(r.bytes, o.cancelled ? exec.body.subarray(0, r.bytes.length) : exec.body)) {
+    const changed = r.bytes.some((x) => x === 0xee);
+    v(
+      "b",
+      `${who} got ${r.bytes.length} bytes that differ from execution ${exec.n}'s ${exec.body.length}${changed ? " (another caller's scribbles show through: shared chunk memory)" : ""}`,
+    );
+  }
+  const cookie = r.headers.get("set-cookie");
+  const own = exec.caller === o.caller;
+  if (cookie !== null) {
+    if (exec.group !== `${c.cred}|k${c.key}`)
+      v("f", `${who} received set-cookie "${cookie}" of another scope (${exec.group})`);
+    else if (!own && c.cred === "anon")
+      v("f", `${who}, anonymous, received set-cookie "${cookie}" of caller ${exec.caller}'s execution ${exec.n}`);
+    else if (!own && s.scopeMode === "custom")
+      v("f", `${who}, custom scope, received set-cookie "${cookie}" of caller ${exec.caller}'s execution ${exec.n}`);
+  }
+}
+
+function checkLeases(
+  s: Scenario,
+  logs: LogEntry[][],
+  execs: Exec[],
+  lastSettled: number,
+  storeKeys: Map<string, string>,
+  v: (inv: Invariant, msg: string) => void,
+): void {
+  // Lifecycle: each token the store handed out is committed or released; no renew after that or after the end.
+  logs.forEach((log, proc) => {
+    for (const a of log) {
+      if (a.op !== "acquire" || a.result !== "acquired") continue;
+      const finish = log.find((e) => (e.op === "commit" || e.op === "release") && e.token === a.token);
+      const late = a.fault.kind === "late" || (a.fault.kind === "delay" && a.fault.ms >= T.storeTimeoutMs);
+      if (!finish) {
+        v(
+          "lifecycle",
+          `proc ${proc}: a lease acquired ${late ? "late (after the engine gave up on acquire) " : ""}was never committed or released`,
+        );
+        continue;
+      }
+      const after = log.filter((e) => e.op === "renew" && e.token === a.token && e.askedAt > finish.askedAt + 1);
+      if (after.length > 0) v("lifecycle", `proc ${proc}: ${after.length} renew(s) after the lease's ${finish.op}`);
+    }
+    const tail = log.filter((e) => e.op === "renew" && e.askedAt > lastSettled + T.leaseMs);
+    if (tail.length > 0)
+      v(
+        "lifecycle",
+        `proc ${proc}: ${tail.length} renew(s) more than leaseMs after every call settled (a heartbeat outlives its call)`,
+      );
+  });
+
+  // (a): label each execution by the acquire that allowed it, then check overlaps of protected executions.
+  const byKey = new Map<string, Exec[]>();
+  for (const e of execs) byKey.set(e.group, [...(byKey.get(e.group) ?? []), e]);
+  const consumed = new Set<LogEntry>();
+  for (const [g, list] of byKey) {
+    const protectedOnes: Exec[] = [];
+    for (const e of list) {
+      const proc = s.callers[e.caller]?.proc ?? 0;
+      const log = logs[proc] ?? [];
+      const storeKey = storeKeys.get(g);
+      const acquires = log.filter(
+        (x) => x.op === "acquire" && x.storeKey === storeKey && x.askedAt <= e.start && !consumed.has(x),
+      );
+      // The engine's view of an acquire is its latency against storeTimeoutMs; near the deadline (a busy
+      // machine) it may have gone either way, so such an acquire counts as given and as failed.
+      const latency = (x: LogEntry) => (x.answeredAt ?? Number.POSITIVE_INFINITY) - x.askedAt;
+      const slack = 20;
+      const got = acquires.find(
+        (x) => x.result === "acquired" && latency(x) < T.storeTimeoutMs + slack && (x.answeredAt ?? 0) <= e.start + 1,
+      );
+      if (got) {
+        consumed.add(got);
+        protectedOnes.push(e);
+        continue;
+      }
+      const failed = acquires.find(
+        (x) => x.fault.kind === "fail" || x.storeError === true || latency(x) >= T.storeTimeoutMs - slack,
+      );
+      if (s.onStoreError === "closed") {
+        v("a", `execution ${e.n} (${g}) ran without a lease with onStoreError "closed"`);
+      } else if (!failed) {
+        v("a", `execution ${e.n} (${g}) ran without a lease, and no acquire of proc ${proc} failed before it`);
+      } else {
+        consumed.add(failed);
+        const before = log.filter((x) => x.op === "acquire" && x.seq < failed.seq && x.storeKey === failed.storeKey);
+        const prev = before.at(-1);
+        if (
+          prev?.result === "pending" &&
+          prev.fingerprint === failed.fingerprint &&
+          failed.askedAt - prev.askedAt < T.waitTimeoutMs
+        ) {
+          v(
+            "a",
+            `execution ${e.n} (${g}): a waiter that had seen another owner's lease executed when its next acquire failed (${failed.fault.kind})`,
+          );
+        }
+      }
+    }
+    for (let i = 0; i < protectedOnes.length; i++) {
+      for (let j = i + 1; j < protectedOnes.length; j++) {
+        const x = protectedOnes[i] as Exec;
+        const y = protectedOnes[j] as Exec;
+        const xEnd = x.headAt ?? Number.POSITIVE_INFINITY;
+        const renewFaults = (s.plans[s.callers[x.caller]?.proc ?? 0]?.renew ?? []).some((f) => f.kind !== "pass");
+        // The heartbeat (every leaseMs/3) keeps a lease live however long the upstream takes, unless renews fail.
+        if (y.start < xEnd - 1 && !renewFaults) {
+          v("a", `executions ${x.n} and ${y.n} of ${g} overlapped, both holding a lease`);
+        }
+      }
+    }
+  }
+}
+
+/** The store key the engine itself derives for a caller's scope and key: one call against a store that only listens. */
+async function storeKeyOf(
+  s: Scenario,
+  namespace: string,
+  scope: ((r: Request) => string) | undefined,
+  c: CallerPlan,
+): Promise<string> {
+  let seen = "";
+  const listening: IdempotencyStore = {
+    async acquire(storeKey) {
+      seen = storeKey;
+      throw new Error("only listening");
+    },
+    commit: async () => false,
+    release: async () => false,
+    renew: async () => false,
+    forget: async () => "absent",
+  };
+  const face = makeFace({ ...s, onStoreError: "closed" }, listening, namespace, scope, async () => new Response(""));
+  await face.call(c, 0, null, new Uint8Array([1])).then(
+    (r) => r.arrayBuffer(),
+    () => {},
+  );
+  return seen;
+}
+
+/** Durable before delivered: right after a caller's body ended, a fresh process replays it without executing. */
+async function checkDurable(
+  s: Scenario,
+  inner: IdempotencyStore,
+  namespace: string,
+  scope: ((r: Request) => string) | undefined,
+  c: CallerPlan,
+  body: Uint8Array,
+  expected: Uint8Array,
+  v: (inv: Invariant, msg: string) => void,
+): Promise<void> {
+  let executed = false;
+  let waited = false;
+  const checker = makeFace(
+    { ...s, onStoreError: "closed" },
+    inner,
+    namespace,
+    scope,
+    async () => {
+      executed = true;
+      return new Response("checker executed", { status: 200 });
+    },
+    { onEvent: (e) => void (e.type === "wait" && (waited = true)) },
+  );
+  try {
+    const res = await checker.call(c, 10_000, null, body);
+    const bytes = new Uint8Array(await res.arrayBuffer());
+    if (executed) v("durable", `a second process executed again right after a caller's body ended (record not stored)`);
+    else if (res.headers.get("idempotent-replayed") !== "true" || !sameBytes(bytes, expected)) {
+      v("durable", `a second process got status ${res.status}, not a replay of the caller's ${expected.length} bytes`);
+    } else if (waited) {
+      // It only replayed after waiting on a lease: the record was not there yet when the body ended.
+      v("durable", "a second process found the lease still held right after a caller's body ended (it had to wait)");
+    }
+  } catch (error) {
+    v("durable", `a second process failed: ${describeError(error)}`);
+  }
+}
+
+/**
+ * The property: a batch of 1-3 independent scenarios run side by side (a busy machine, and more examples per
+ * second); it fails on any violation of `only`. `counter.runs` counts the scenarios run.
+ */
+export function invariantProperty(
+  env: StoreEnv,
+  only: readonly Invariant[],
+  options: { chaos?: boolean; counter?: { runs: number }; avoid?: Avoid[] } = {},
+): fc.IAsyncPropertyWithHooks<[Scenario[]]> {
+  const arb = scenarioArb({
+    ...(options.chaos === undefined ? {} : { chaos: options.chaos }),
+    ...(options.avoid ? { avoid: options.avoid } : {}),
+  });
+  return fc.asyncProperty(fc.array(arb, { minLength: 1, maxLength: 3 }), async (batch) => {
+    if (options.counter) options.counter.runs += batch.length;
+    const results = await Promise.all(batch.map((s) => runScenario(s, env)));
+    const found = results.flatMap((r, i) =>
+      r.filter((x) => only.includes(x.inv)).map((x) => `scenario ${i}: (${x.inv}) ${x.msg}`),
+    );
+    if (found.length > 0) throw new Error([...new Set(found)].join("\n"));
+  });
+}
+
+/** Runs the property against `env` with fast-check's parameters (seed, path, numRuns, time limit). */
+export async function assertInvariants(
+  env: StoreEnv,
+  only: readonly Invariant[],
+  params: fc.Parameters<[Scenario[]]> & { chaos?: boolean },
+): Promise<void> {
+  const { chaos, ...rest } = params;
+  await fc.assert(invariantProperty(env, only, chaos === undefined ? {} : { chaos }), rest);
+}

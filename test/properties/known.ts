@@ -1,0 +1,100 @@
+// Minimal counterexamples found by the harness on the engine of December 2026, replayed by the suite as their own tests.
+import type { Invariant, Scenario } from "./harness.js";
+
+type Caller = Scenario["callers"][number];
+type Up = Scenario["upstream"][number];
+
+const caller = (over: Partial<Caller> = {}): Caller => ({
+  proc: 0,
+  key: 0,
+  variant: 0,
+  cred: "anon",
+  startMs: 0,
+  abort: { kind: "none" },
+  read: "text",
+  ...over,
+});
+const up = (over: Partial<Up> = {}): Up => ({
+  kind: "ok",
+  status: 200,
+  delayMs: 50,
+  chunks: 1,
+  chunkDelayMs: 0,
+  setCookie: false,
+  big: false,
+  ...over,
+});
+const scenario = (over: Partial<Scenario>): Scenario => ({
+  face: "fetch",
+  onStoreError: "open",
+  scopeMode: "default",
+  bodies: [
+    ["json", "json"],
+    ["json", "json"],
+  ],
+  plans: [{}],
+  callers: [caller()],
+  upstream: [up()],
+  ...over,
+});
+
+/** Per invariant, the scenarios that broke it (each replayed as a batch of one). */
+export const KNOWN: Partial<Record<Invariant, Scenario[]>> = {
+  a: [
+    // A waiter in another process saw the leader's lease (pending), then its next acquire failed: it executed.
+    scenario({
+      plans: [{}, { acquire: [{ kind: "pass" }, { kind: "fail" }] }],
+      callers: [caller({ cred: "alice" }), caller({ cred: "alice", proc: 1, startMs: 30 })],
+      upstream: [up({ delayMs: 200 })],
+    }),
+    // The server face, one caller whose signal aborted before the call: the handler still runs.
+    scenario({ face: "server", callers: [caller({ abort: { kind: "before" } })] }),
+  ],
+  b: [
+    // One caller, an upstream body of one chunk over maxBodyBytes: the caller gets status 200 and 0 bytes.
+    scenario({ upstream: [up({ delayMs: 0, big: true })] }),
+    // A waiter whose store subscription throws rejects with the store's error instead of waiting.
+    scenario({
+      plans: [{}, { subscribe: [{ kind: "fail" }] }],
+      callers: [caller({ cred: "alice" }), caller({ cred: "alice", proc: 1, startMs: 30 })],
+      upstream: [up({ delayMs: 200 })],
+    }),
+    // onStoreError "closed": a waiter in another process whose next acquire fails answers 503 instead of waiting.
+    scenario({
+      onStoreError: "closed",
+      plans: [{}, { acquire: [{ kind: "pass" }, { kind: "fail" }] }],
+      callers: [caller({ cred: "alice" }), caller({ cred: "alice", proc: 1, startMs: 30 })],
+      upstream: [up({ delayMs: 200 })],
+    }),
+  ],
+  e: [
+    // The upstream returns undefined: the lease is never released and its heartbeat renews it forever.
+    scenario({ upstream: [up({ kind: "undefined", delayMs: 0 })] }),
+  ],
+  f: [
+    // Two anonymous callers in one process: the joiner gets the leader's Set-Cookie.
+    scenario({ callers: [caller(), caller({ startMs: 5 })], upstream: [up({ setCookie: true })] }),
+    // A custom `scope`: a joiner gets the leader's Set-Cookie.
+    scenario({
+      scopeMode: "custom",
+      callers: [caller({ cred: "alice" }), caller({ cred: "alice", startMs: 5 })],
+      upstream: [up({ setCookie: true })],
+    }),
+    // A custom `scope`: a replay after the record was stored gets the Set-Cookie.
+    scenario({
+      scopeMode: "custom",
+      callers: [caller({ cred: "alice" }), caller({ cred: "alice", startMs: 150 })],
+      upstream: [up({ setCookie: true, delayMs: 5 })],
+    }),
+  ],
+  lifecycle: [
+    // An acquire that answers after storeTimeoutMs: its lease is never released (it only expires).
+    scenario({ plans: [{ acquire: [{ kind: "late", ms: 100 }] }] }),
+    // The upstream returns undefined: no release, and renews go on after the call settled.
+    scenario({ upstream: [up({ kind: "undefined", delayMs: 0 })] }),
+  ],
+  durable: [
+    // A commit that takes 30 ms (under storeTimeoutMs): the caller's body ends before the record is stored.
+    scenario({ plans: [{ commit: [{ kind: "delay", ms: 30 }] }], upstream: [up({ delayMs: 5 })] }),
+  ],
+};

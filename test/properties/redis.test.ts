@@ -1,0 +1,5 @@
+// The fault harness over ioredisStore on the shared Redis (127.0.0.1:6379, unique prefix, keys deleted after).
+import { redisEnv } from "./envs.js";
+import { invariantSuite } from "./suite.js";
+
+invariantSuite("invariants over ioredisStore (real Redis)", redisEnv());
