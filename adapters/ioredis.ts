@@ -101,13 +101,15 @@ export function ioredisStore(options: IoredisStoreOptions): IdempotencyStore {
     if (typeof redis.pipeline !== "function") throw new TypeError("ioredisStore: replicaAck needs `redis.pipeline()`");
   }
   const args = (key: string, rest: (string | Uint8Array)[]) => [1, key, ...rest.map(asArg)];
+  // Command names in lower case: ioredis before 5.4 finds a command's keys (to add keyPrefix, and pick a
+  // Cluster node) only by its lower-case name, so "EVALSHA" would run on the unprefixed key.
   const run: RunScript = (script, key, rest) =>
     ack && script === SCRIPTS.commit
       ? commitAndWait(redis, script, args(key, rest), ack.replicas ?? 1, Math.ceil(ack.timeoutMs))
       : evalWithFallback(
           script,
-          (sha1) => redis.callBuffer("EVALSHA", [sha1, ...args(key, rest)]),
-          (lua) => redis.callBuffer("EVAL", [lua, ...args(key, rest)]),
+          (sha1) => redis.callBuffer("evalsha", [sha1, ...args(key, rest)]),
+          (lua) => redis.callBuffer("eval", [lua, ...args(key, rest)]),
         );
   const ops = scriptStore("ioredisStore", run, timeoutMs, options.binary ?? true);
 
@@ -202,14 +204,14 @@ async function commitAndWait(
   timeoutMs: number,
 ): Promise<unknown> {
   for (const [command, first] of [
-    ["EVALSHA", script.sha1],
-    ["EVAL", script.lua],
+    ["evalsha", script.sha1],
+    ["eval", script.lua],
   ] as const) {
     const pipeline = (redis.pipeline as () => IoredisPipeline)();
     pipeline.callBuffer(command, [first, ...args]);
-    pipeline.call("WAIT", [replicas, timeoutMs]);
+    pipeline.call("wait", [replicas, timeoutMs]);
     const [[error, reply] = [null, undefined]] = (await pipeline.exec()) ?? [];
     if (!error) return reply;
-    if (command === "EVAL" || !isNoScript(error)) throw error;
+    if (command === "eval" || !isNoScript(error)) throw error;
   }
 }

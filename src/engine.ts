@@ -391,7 +391,8 @@ export function createEngine(o: NormalizedOptions, face: Face): Engine {
           if (!this.knowsOwner) {
             this.knowsOwner = true;
             emit({ type: "wait" });
-            waker.subscribe(storeKey);
+            const failed = waker.subscribe(storeKey);
+            if (failed !== undefined) this.storeError("subscribe", "subscribe failed; polling instead", failed);
           }
           if (now() >= deadline) return this.timedOut();
           await waker.sleep(Math.min(delay, deadline - now()), flight.abort?.signal);
@@ -590,12 +591,20 @@ class Waker {
 
   constructor(private readonly store: IdempotencyStore) {}
 
-  /** From now on a commit or release of `storeKey` cuts the current (or next) sleep short. */
-  subscribe(storeKey: string): void {
-    this.unsubscribe ??= this.store.subscribe?.(storeKey, () => {
-      if (this.wake) this.wake();
-      else this.notified = true;
-    });
+  /**
+   * From now on a commit or release of `storeKey` cuts the current (or next) sleep short. A store whose
+   * subscribe throws only costs wake-up latency: the waiter polls. Returns the error, if any.
+   */
+  subscribe(storeKey: string): unknown {
+    try {
+      this.unsubscribe ??= this.store.subscribe?.(storeKey, () => {
+        if (this.wake) this.wake();
+        else this.notified = true;
+      });
+    } catch (error) {
+      return error;
+    }
+    return undefined;
   }
 
   /** Sleeps `ms`, or less when woken; a notification that landed while not sleeping skips the sleep. */

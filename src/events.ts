@@ -17,7 +17,7 @@ export interface EventBase {
 }
 
 /** A store operation, as named in events. */
-export type StoreOp = "acquire" | "commit" | "release" | "renew" | "forget";
+export type StoreOp = "acquire" | "commit" | "release" | "renew" | "forget" | "subscribe";
 
 export type IdempotencyEvent =
   /** This call is sent upstream (it leads, or runs unprotected). */

@@ -457,8 +457,9 @@ export async function runScenario(s: Scenario, env: StoreEnv): Promise<Violation
   }
   for (const e of execs) {
     const leader = s.callers[e.caller];
-    // fetch() with an aborted signal rejects without sending; a handler must not run its side effects for nobody.
-    if (leader?.abort.kind === "before") {
+    // fetch() with an aborted signal rejects without sending. The server face follows no client signal
+    // (docs/protocol.md "Aborts": the retry of a client that went away wants the result), so there it runs.
+    if (leader?.abort.kind === "before" && s.face === "fetch") {
       v("a", `execution ${e.n} ran for caller ${e.caller}, which had aborted before the call`);
     }
     if (leader && e.reqBody && !sameBytes(e.reqBody, callerBody(leader))) {

@@ -47,7 +47,8 @@ export const KNOWN: Partial<Record<Invariant, Scenario[]>> = {
       callers: [caller({ cred: "alice" }), caller({ cred: "alice", proc: 1, startMs: 30 })],
       upstream: [up({ delayMs: 200 })],
     }),
-    // The server face, one caller whose signal aborted before the call: the handler still runs.
+    // The server face, one caller whose signal aborted before the call: the handler runs (by design: the
+    // server follows no client signal), and the invariant must accept that and nothing more.
     scenario({ face: "server", callers: [caller({ abort: { kind: "before" } })] }),
   ],
   b: [
