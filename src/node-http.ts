@@ -2,25 +2,18 @@
 import type { OutgoingHttpHeaders } from "node:http";
 import { Readable } from "node:stream";
 import type { ReadableStream as NodeWebStream } from "node:stream/web";
-import type { Stats } from "./engine.js";
-import type { IdempotencyLayer } from "./server.js";
+import type { Controls, IdempotencyLayer } from "./server.js";
 
 export { createRequest, sendResponse } from "@remix-run/node-fetch-server";
 
-/** What a Node face exposes besides its middleware: the layer's counters and its shutdown. */
-export interface NodeFace {
-  /** Counters of what the middleware saved. */
-  stats(): Stats;
-  /** Resolves once the store writes still pending (commits of finished responses) are done. */
-  close(): Promise<void>;
-}
+/** What a Node face exposes besides its middleware: the layer's counters, forget() and shutdown. */
+export type NodeFace = Controls;
 
-/** stats() and close() of a face, delegated to its layer (close() is a no-op on a layer that has none). */
+/** stats(), forget() and close() of a face, delegated to its layer. */
 export const faceOf = (layer: IdempotencyLayer): NodeFace => ({
   stats: layer.stats,
-  close: async () => {
-    await (layer as IdempotencyLayer & { close?: () => Promise<void> | void }).close?.();
-  },
+  forget: layer.forget,
+  close: layer.close,
 });
 
 /**
