@@ -3,8 +3,9 @@ import "fake-indexeddb/auto";
 import { createStore, set } from "idb-keyval";
 import { describe, expect, it } from "vitest";
 import { indexedDBStore } from "../../adapters/indexeddb.js";
-import { newToken, type StoredRecord } from "../../src/store.js";
+import { newToken } from "../../src/store.js";
 import { testStore } from "../conformance.js";
+import { sampleRecord } from "../fixtures/records.js";
 import { sleep, until } from "../fixtures/util.js";
 
 const suiteDb = `idemfetch-test-${newToken().slice(0, 8)}`;
@@ -14,14 +15,7 @@ testStore("indexedDBStore", () => indexedDBStore({ dbName: suiteDb }), {
   writeRaw: (storeKey, value) => set(storeKey, value, raw),
 });
 
-const record: StoredRecord = {
-  status: 200,
-  statusText: "OK",
-  headers: [["content-type", "text/plain"]],
-  body: new TextEncoder().encode("hello"),
-  createdAt: 1_767_225_600_000,
-  fingerprint: "fp-a",
-};
+const record = sampleRecord();
 
 describe("indexedDBStore across tabs", () => {
   const dbName = `idemfetch-tabs-${newToken().slice(0, 8)}`;

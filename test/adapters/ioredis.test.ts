@@ -5,9 +5,10 @@ import { afterAll, describe, expect, it } from "vitest";
 import { type IoredisClient, ioredisStore } from "../../adapters/ioredis.js";
 import { SCRIPTS } from "../../adapters/redis-scripts.js";
 import { encodeRecord } from "../../src/record.js";
-import { type IdempotencyStore, newToken, type StoredRecord } from "../../src/store.js";
+import { type IdempotencyStore, newToken } from "../../src/store.js";
 import { testStore } from "../conformance.js";
 import { freePort, startPrivateRedis } from "../fixtures/processes.js";
+import { sampleRecord } from "../fixtures/records.js";
 import { deletePrefix, sleep, until } from "../fixtures/util.js";
 import { redisCases } from "./redis-cases.js";
 
@@ -43,14 +44,7 @@ redisCases("ioredisStore", () => ioredisStore({ redis: client() }), {
   pttl: (storeKey) => admin.pttl(prefix + storeKey),
 });
 
-const record: StoredRecord = {
-  status: 200,
-  statusText: "OK",
-  headers: [["content-type", "text/plain"]],
-  body: new TextEncoder().encode("hello"),
-  createdAt: 1_767_225_600_000,
-  fingerprint: "fp-a",
-};
+const record = sampleRecord();
 
 /** Calls per command since the last CONFIG RESETSTAT, without the measuring commands themselves. */
 async function commandStats(redis: Redis): Promise<Record<string, number>> {

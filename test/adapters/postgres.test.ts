@@ -3,8 +3,9 @@ import pg from "pg";
 import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { migrate, type PostgresClient, pgListen, postgresStore, schemaSql, sweep } from "../../adapters/postgres.js";
-import { newToken, type StoredRecord } from "../../src/store.js";
+import { newToken } from "../../src/store.js";
 import { testStore } from "../conformance.js";
+import { sampleRecord } from "../fixtures/records.js";
 import { sleep, until } from "../fixtures/util.js";
 
 const CONFIG = { host: "127.0.0.1", port: 5432, user: "postgres", database: "test" };
@@ -64,14 +65,7 @@ testStore(
   { writeRaw },
 );
 
-const record: StoredRecord = {
-  status: 200,
-  statusText: "OK",
-  headers: [["content-type", "text/plain"]],
-  body: new TextEncoder().encode("hello"),
-  createdAt: 1_767_225_600_000,
-  fingerprint: "fp-a",
-};
+const record = sampleRecord();
 
 /** A client that counts the statements it runs. */
 function counting(inner: PostgresClient): PostgresClient & { count: number } {

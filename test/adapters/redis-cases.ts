@@ -3,6 +3,7 @@ import { describe, expect, it } from "vitest";
 import { encodeBinary } from "../../adapters/redis-scripts.js";
 import { encodeRecord } from "../../src/record.js";
 import { type IdempotencyStore, newToken, type StoredRecord } from "../../src/store.js";
+import { sampleRecord } from "../fixtures/records.js";
 import { sleep, until } from "../fixtures/util.js";
 
 export interface RedisCasesOptions {
@@ -14,14 +15,12 @@ export interface RedisCasesOptions {
   keyPrefix: string;
 }
 
-const record: StoredRecord = {
+const record = sampleRecord({
   status: 201,
   statusText: "Created",
   headers: [["content-type", "application/octet-stream"]],
   body: new Uint8Array([0, 1, 2, 0xff, 0xfe, 0x80]),
-  createdAt: 1_767_225_600_000,
-  fingerprint: "fp-a",
-};
+});
 const utf8Record: StoredRecord = { ...record, body: new TextEncoder().encode("héllo ✓") };
 
 export function redisCases(name: string, makeStore: () => IdempotencyStore, options: RedisCasesOptions): void {

@@ -5,9 +5,10 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ioredisStore } from "../../adapters/ioredis.js";
 import { encodeBinary, SCRIPTS } from "../../adapters/redis-scripts.js";
 import { type UpstashClient, upstashStore } from "../../adapters/upstash.js";
-import { newToken, type StoredRecord } from "../../src/store.js";
+import { newToken } from "../../src/store.js";
 import { testStore } from "../conformance.js";
 import { startPrivateRedis } from "../fixtures/processes.js";
+import { sampleRecord } from "../fixtures/records.js";
 import { startUpstashFixture, type UpstashFixture } from "../fixtures/upstash-server.js";
 import { deletePrefix } from "../fixtures/util.js";
 import { redisCases } from "./redis-cases.js";
@@ -50,14 +51,8 @@ redisCases("upstashStore", () => upstashStore({ url: fixture.url, token: fixture
   pttl: (storeKey) => admin.pttl(storeKey),
 });
 
-const record: StoredRecord = {
-  status: 200,
-  statusText: "OK",
-  headers: [["content-type", "text/plain"]],
-  body: new TextEncoder().encode("123"), // JSON-looking body: must stay bytes, not become a number
-  createdAt: 1_767_225_600_000,
-  fingerprint: "123",
-};
+// JSON-looking body and fingerprint: they must stay bytes and text, not become numbers.
+const record = sampleRecord({ body: new TextEncoder().encode("123"), fingerprint: "123" });
 
 describe("upstashStore through the REST fixture", () => {
   it("a miss (acquire + commit) costs 2 commands and a replay 1, one HTTP request each", async () => {
