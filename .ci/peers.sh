@@ -5,9 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${IDEMFETCH_PEERS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/idemfetch-peers}
 
-# peer | lowest | highest | test file | vitest filter. Keep the ends in step with package.json's peerDependencies.
+# peer | lowest | highest | test files | vitest filter. Keep the ends in step with package.json's peerDependencies.
 MATRIX=(
-  "ioredis|5.2.5|6.0.0|test/adapters/ioredis.test.ts|"
+  "ioredis|5.6.0|6.0.0|test/adapters/ioredis.test.ts test/adapters/ioredis-cluster.test.ts|"
   "@upstash/redis|1.17.0|1.39.0|test/adapters/upstash.test.ts|"
   "hono|4.10.0|4.13.19|test/server.test.ts|idemfetch/hono"
   "fastify|5.0.0|5.12.8|test/fastify.test.ts|"
@@ -27,13 +27,14 @@ mkdir -p "$dir"
 (cd "$dir" && npm install --no-audit --no-fund --loglevel=error "${specs[@]}" >/dev/null)
 
 for row in "${MATRIX[@]}"; do
-  IFS='|' read -r peer _ _ file filter <<<"$row"
+  IFS='|' read -r peer _ _ files filter <<<"$row"
   for end in lowest highest; do
     copy=$dir/node_modules/$(alias_of "$peer" "$end")
     version=$(node -p "require('$copy/package.json').version")
-    echo "peers: $peer $version ($end) on $file${filter:+ ($filter)}"
+    echo "peers: $peer $version ($end) on $files${filter:+ ($filter)}"
     start=$SECONDS
-    IDEMFETCH_PEER="$peer=$copy" npx vitest run --config .ci/peers.vitest.config.ts "$file" ${filter:+-t "$filter"} \
+    # shellcheck disable=SC2086 # $files: one or more paths
+    IDEMFETCH_PEER="$peer=$copy" npx vitest run --config .ci/peers.vitest.config.ts $files ${filter:+-t "$filter"} \
       --reporter=dot
     echo "peers: $peer $version passed in $((SECONDS - start)) s"
   done

@@ -101,7 +101,7 @@ export function ioredisStore(options: IoredisStoreOptions): IdempotencyStore {
     if (typeof redis.pipeline !== "function") throw new TypeError("ioredisStore: replicaAck needs `redis.pipeline()`");
   }
   const args = (key: string, rest: (string | Uint8Array)[]) => [1, key, ...rest.map(asArg)];
-  // Command names in lower case: ioredis before 5.4 finds a command's keys (to add keyPrefix, and pick a
+  // Command names in lower case: ioredis before 5.9 finds a command's keys (to add keyPrefix, and pick a
   // Cluster node) only by its lower-case name, so "EVALSHA" would run on the unprefixed key.
   const run: RunScript = (script, key, rest) =>
     ack && script === SCRIPTS.commit
@@ -131,7 +131,8 @@ export function ioredisStore(options: IoredisStoreOptions): IdempotencyStore {
   const subscriberConnection = (duplicate: (...args: unknown[]) => IoredisSubscriber): IoredisSubscriber => {
     if (subscriber) return subscriber;
     // A connection in subscriber mode cannot run scripts (RESP2), and the user's client must stay usable.
-    // A Cluster delivers SPUBLISH only on the key's shard: one subscriber connection per master.
+    // A Cluster delivers SPUBLISH only on the key's shard: one subscriber connection per master (the
+    // option is ioredis >= 5.6; SSUBSCRIBE/"smessage" are >= 5.3, hence the peer range's floor).
     const sub = redis.isCluster ? duplicate([], { shardedSubscribers: true }) : duplicate();
     // It inherits `enableOfflineQueue: false` (recommended above): a SUBSCRIBE sent before it is connected
     // fails at once, and that waiter would poll instead of waking on the commit. So subscribe once ready.
