@@ -1,5 +1,5 @@
 // The protocol of docs/protocol.md in one place: key, fingerprint, local join, acquire, lead, wait, replay, conflict.
-import { declaredLength, isJsonType, readLimited } from "./body.js";
+import { declaredLength, isJsonType, readLimited, readReady } from "./body.js";
 import { Broadcast } from "./broadcast.js";
 import { errorResponse, type IdempotencyErrorCode } from "./errors.js";
 import type { IdempotencyEvent, IdempotencyEventType, StoreOp } from "./events.js";
@@ -460,7 +460,14 @@ export function createEngine(o: NormalizedOptions, face: Face): Engine {
         await (released ?? commit(new Uint8Array(0)));
         return { kind: "live", head, body: null };
       }
-      const body = new Broadcast(head.body, storable ? o.maxBodyBytes : -1, {
+      const source = head.body.getReader();
+      const read = storable ? await readReady(source, o.maxBodyBytes) : undefined;
+      if (read && "whole" in read) {
+        // The whole body was in memory: commit, then answer bytes (one write, no stream per caller).
+        await commit(read.whole);
+        return { kind: "live", head, body: read.whole };
+      }
+      const body = new Broadcast(source, storable ? o.maxBodyBytes : -1, {
         end: (bytes) => released ?? (bytes ? commit(bytes) : lease.release()),
         overflow: () => {
           if (storable) void notStored(`body larger than maxBodyBytes (${o.maxBodyBytes})`);
@@ -470,6 +477,7 @@ export function createEngine(o: NormalizedOptions, face: Face): Engine {
           return lease.release();
         },
       });
+      if (read) body.resume(read);
       return { kind: "live", head, body };
     }
   }

@@ -1,12 +1,12 @@
 // A flight: one upstream call (or wait, or replay) per store key in this process, and the callers attached to it.
-import type { Broadcast } from "./broadcast.js";
+import { Broadcast } from "./broadcast.js";
 import { NULL_BODY, replayHeaders, replayResponse, storableHeaders } from "./record.js";
 import type { StoredRecord } from "./store.js";
 
 /** What a flight ends with; every caller turns it into a Response of its own. */
 export type Outcome =
-  /** The leader's response, its body shared live. */
-  | { kind: "live"; head: Response; body: Broadcast | null }
+  /** The leader's response, its body shared live, or whole (already committed) when it was all in memory. */
+  | { kind: "live"; head: Response; body: Broadcast | Uint8Array | null }
   /** A response no copy can be made of (opaque, status 0): clones. */
   | { kind: "raw"; response: Response }
   /** A stored record, already proven to make a Response. */
@@ -102,7 +102,7 @@ export class Flight {
     const waiting = this.waiting;
     this.waiting = [];
     for (const caller of waiting) this.deliver(caller, outcome);
-    if (outcome.kind === "live") outcome.body?.start();
+    if (outcome.kind === "live" && outcome.body instanceof Broadcast) outcome.body.start();
   }
 
   /** One caller gave up; the last one stops the upstream call. */
@@ -137,8 +137,10 @@ export class Flight {
         return withUrl(replayResponse(outcome.record, view.dropSetCookie), view.url);
       case "live": {
         const { head, body } = outcome;
-        const stream = body?.reader(caller.signal, () => this.abortOne()) ?? null;
-        const response = new Response(NULL_BODY.has(head.status) ? null : stream, {
+        // Bytes need no copy: a Response copies the BufferSource it is given, so every caller owns its own.
+        const content =
+          body instanceof Broadcast ? body.reader(caller.signal, () => this.abortOne()) : (body as BodyInit | null);
+        const response = new Response(NULL_BODY.has(head.status) ? null : content, {
           status: head.status,
           statusText: head.statusText,
           headers: caller.first
@@ -151,7 +153,8 @@ export class Flight {
   }
 }
 
+/** Sets `url` on a Response made here (so its own is ""); never reads it: on @hono/node-server that builds a full Response. */
 function withUrl(response: Response, url: string): Response {
-  if (url && !response.url) Object.defineProperty(response, "url", { value: url });
+  if (url) Object.defineProperty(response, "url", { value: url });
   return response;
 }
