@@ -8,7 +8,7 @@ import { Flight, type Outcome } from "./flight.js";
 import { KEY_HEADER, keyFromHeader, keyFromJson, validateKey } from "./key.js";
 import { Lease, withDeadline } from "./lease.js";
 import { callTtlMs, type NormalizedOptions } from "./options.js";
-import { isRecord, NULL_BODY, replayResponse, storableHeaders } from "./record.js";
+import { isRecord, NULL_BODY, storableHeaders } from "./record.js";
 import type { AcquireResult, ForgetResult, IdempotencyStore, StoredRecord } from "./store.js";
 
 /**
@@ -339,7 +339,7 @@ export function createEngine(o: NormalizedOptions, face: Face): Engine {
           }
           if (found.state === "done") {
             const record = found.record;
-            if (!usable(record)) {
+            if (!isRecord(record) || !flight.prepare(record)) {
               // A foreign or damaged record is treated as absent: removed once, then the key is acquired again.
               this.storeError("acquire", "stored record did not parse");
               if (!forgotCorrupt) {
@@ -604,17 +604,6 @@ class Waker {
 
   close(): void {
     this.unsubscribe?.();
-  }
-}
-
-/** A record from the store that a Response can really be made of. */
-function usable(record: unknown): record is StoredRecord {
-  if (!isRecord(record)) return false;
-  try {
-    replayResponse(record, false);
-    return true;
-  } catch {
-    return false;
   }
 }
 

@@ -50,6 +50,10 @@ export class Flight {
   private waiting: Caller[] = [];
   private callers = 0;
   private aborted = 0;
+  /** The first caller's replay, made by `prepare` while checking the record. */
+  private prepared: Response | undefined;
+  /** Headers every caller but the first gets, made once: a Response copies the Headers it is given. */
+  private shared: Headers | undefined;
 
   constructor(
     readonly fingerprint: string,
@@ -105,6 +109,24 @@ export class Flight {
     if (outcome.kind === "live" && outcome.body instanceof Broadcast) outcome.body.start();
   }
 
+  /** Makes the first caller's replay of `record` now; false when no Response can be made of it (a foreign record). */
+  prepare(record: StoredRecord): boolean {
+    // Headers made from an earlier record (one that failed, or another the store returned since) never carry over.
+    this.shared = undefined;
+    try {
+      this.prepared = this.replay(record);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  private replay(record: StoredRecord): Response {
+    const { view } = this;
+    this.shared ??= replayHeaders(record.headers, view.dropSetCookie);
+    return withUrl(replayResponse(record, view.dropSetCookie, this.shared), view.url);
+  }
+
   /** One caller gave up; the last one stops the upstream call. */
   private abortOne(): void {
     if (++this.aborted < this.callers) return;
@@ -132,9 +154,13 @@ export class Flight {
         return outcome.make();
       case "raw":
         return caller.first ? outcome.response : outcome.response.clone();
-      case "record":
-        if (caller.first) view.replayed(outcome.record);
-        return withUrl(replayResponse(outcome.record, view.dropSetCookie), view.url);
+      case "record": {
+        if (!caller.first) return this.replay(outcome.record);
+        view.replayed(outcome.record);
+        const prepared = this.prepared;
+        this.prepared = undefined;
+        return prepared ?? this.replay(outcome.record);
+      }
       case "live": {
         const { head, body } = outcome;
         // Bytes need no copy: a Response copies the BufferSource it is given, so every caller owns its own.
@@ -145,7 +171,7 @@ export class Flight {
           statusText: head.statusText,
           headers: caller.first
             ? head.headers
-            : replayHeaders(storableHeaders(head.headers, view.dropHeaders), view.dropSetCookie),
+            : (this.shared ??= replayHeaders(storableHeaders(head.headers, view.dropHeaders), view.dropSetCookie)),
         });
         return withUrl(response, head.url || view.url);
       }
