@@ -35,6 +35,11 @@ export interface CallOptions {
   signal?: AbortSignal | null | undefined;
   /** Receives the promise of this call's store writes, for runtimes that end an isolate with the response. */
   waitUntil?: (promise: Promise<unknown>) => void;
+  /**
+   * A string that only calls with the same key, scope and fingerprint share (the face builds it from what
+   * the caller passed): a later identical call joins this one's flight by it through `join`.
+   */
+  sameAs?: string;
 }
 
 /** What differs between the faces, given once: the protocol never asks which face it serves. */
@@ -87,6 +92,11 @@ export interface ForgetOptions {
 export interface Engine {
   /** Runs one call through the protocol. Rejects only with the upstream's own error, an abort, or a bad key. */
   handle(request: Request, send: Send, call?: CallOptions): Promise<Response>;
+  /**
+   * Attaches to the flight a call with the same `sameAs` started, before any Request, body read or hash;
+   * runs `otherwise` (which builds the Request and calls `handle`) when there is none to join.
+   */
+  join(sameAs: string, signal: AbortSignal | null | undefined, otherwise: () => Promise<Response>): Promise<Response>;
   /** Removes a stored key so it runs again; a live lease is refused unless forced. */
   forget(key: string, options?: ForgetOptions): Promise<ForgetResult>;
   /** Resolves once every store write this engine started has settled (and every call in flight with it). */
@@ -125,6 +135,8 @@ const resolved = Promise.resolve();
 
 export function createEngine(o: NormalizedOptions, face: Face): Engine {
   const flights = new Map<string, Flight>();
+  /** By `sameAs`: the first such call's flight once it has one, and what its events name. */
+  const same = new Map<string, Claim>();
   /** Every lease's end, and the acquire loops still running: what close() waits for. */
   const pending = new Set<Promise<unknown>>();
   const track = <T>(promise: Promise<T>): Promise<T> => {
@@ -175,7 +187,31 @@ export function createEngine(o: NormalizedOptions, face: Face): Engine {
     make: code === "IDEMPOTENCY_IN_PROGRESS" ? inProgress : () => errorResponse(code, status),
   });
 
-  async function handle(request: Request, send: Send, call: CallOptions = {}): Promise<Response> {
+  function handle(request: Request, send: Send, call: CallOptions = {}): Promise<Response> {
+    // A custom scope or fingerprint may see more than the call's input, so only the default ones join early;
+    // with waitTimeoutMs 0 a local duplicate answers 409, which `handleCall` does.
+    const sameAs = o.scope || o.fingerprint || o.waitTimeoutMs === 0 ? undefined : call.sameAs;
+    if (sameAs === undefined || same.has(sameAs)) return handleCall(request, send, call, undefined);
+    // Claimed at once, before any await: identical calls made in the same tick wait for this one's flight.
+    const claim = new Claim(() => {
+      if (same.get(sameAs) === claim) same.delete(sameAs);
+    });
+    same.set(sameAs, claim);
+    const response = handleCall(request, send, call, claim);
+    // Answered without a flight of its own (a pass-through, a refusal, a join): nothing to join by this claim.
+    const unbound = (): void => {
+      if (!claim.flight) claim.release();
+    };
+    response.then(unbound, unbound);
+    return response;
+  }
+
+  async function handleCall(
+    request: Request,
+    send: Send,
+    call: CallOptions,
+    claim: Claim | undefined,
+  ): Promise<Response> {
     const signal = call.signal ?? undefined;
     // Nothing was sent: like fetch, reject with the reason and touch nothing.
     if (signal?.aborted) throw signal.reason;
@@ -187,6 +223,7 @@ export function createEngine(o: NormalizedOptions, face: Face): Engine {
     const autoEligible = face.autoKey !== false && face.autoKey.methods.has(method) && !call.streamedBody;
 
     const passThrough = (req: Request): Promise<Response> => {
+      claim?.release();
       if (call.requireKey) return Promise.resolve(errorResponse("IDEMPOTENCY_KEY_MISSING", 400));
       counts.passedThrough++;
       return send(req);
@@ -245,6 +282,7 @@ export function createEngine(o: NormalizedOptions, face: Face): Engine {
       signal !== undefined,
       () => {
         if (flights.get(storeKey) === flight) flights.delete(storeKey);
+        claim?.release();
       },
     );
     const upstream = (): RequestInit => {
@@ -258,7 +296,10 @@ export function createEngine(o: NormalizedOptions, face: Face): Engine {
       }
       return init;
     };
-    if (!existing) flights.set(storeKey, flight);
+    if (!existing) {
+      flights.set(storeKey, flight);
+      claim?.bind(flight, { keyHash: hash, scopeHash: scope.hash, method, target });
+    }
     const response = flight.attach(signal, true);
     const ttl = keyed.auto && face.autoKey ? face.autoKey.windowMs : (ttlMs ?? o.ttlMs);
     const run = new Run(flight, storeKey, emit, () => send(request, upstream()), ttl);
@@ -559,11 +600,64 @@ export function createEngine(o: NormalizedOptions, face: Face): Engine {
     while (pending.size > 0) await Promise.allSettled([...pending]);
   }
 
+  function join(
+    sameAs: string,
+    signal: AbortSignal | null | undefined,
+    otherwise: () => Promise<Response>,
+  ): Promise<Response> {
+    const attach = (claim: Claim): Promise<Response> => {
+      if (!claim.flight?.joinable || !claim.info) return otherwise();
+      if (signal?.aborted) return Promise.reject(signal.reason);
+      counts.requests++;
+      emitter(claim.info, now())({ type: "join" });
+      return claim.flight.attach(signal ?? undefined, false);
+    };
+    const claim = same.get(sameAs);
+    if (!claim) return otherwise();
+    return claim.flight ? attach(claim) : claim.ready.then(() => attach(claim));
+  }
+
   return {
     handle,
+    join,
     forget,
     close,
     stats: () => ({ ...counts, saved: counts.joined + counts.replayed }),
+  };
+}
+
+/**
+ * The first of identical calls (same `sameAs`): joiners wait on `ready` for its flight, then attach to it.
+ * Released (and forgotten) when that call passes through, fails or answers without a flight of its own,
+ * and when its flight closes.
+ */
+class Claim {
+  flight: Flight | undefined;
+  info: CallInfo | undefined;
+  readonly ready: Promise<void>;
+  private settle!: () => void;
+  private released = false;
+
+  constructor(private readonly forget: () => void) {
+    this.ready = new Promise<void>((resolve) => {
+      this.settle = resolve;
+    });
+  }
+
+  bind(flight: Flight, info: CallInfo): void {
+    if (this.released) return;
+    this.flight = flight;
+    this.info = info;
+    this.settle();
+  }
+
+  /** No flight to join from now on (or never was). Idempotent. */
+  readonly release = (): void => {
+    if (this.released) return;
+    this.released = true;
+    this.flight = undefined;
+    this.settle();
+    this.forget();
   };
 }
 
