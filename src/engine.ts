@@ -40,6 +40,8 @@ export interface CallOptions {
    * the caller passed): a later identical call joins this one's flight by it through `join`.
    */
   sameAs?: string;
+  /** The request's body as bytes when the face has them already (a string body): the Request's is not read. */
+  bytes?: Uint8Array;
 }
 
 /** What differs between the faces, given once: the protocol never asks which face it serves. */
@@ -543,9 +545,11 @@ export function createEngine(o: NormalizedOptions, face: Face): Engine {
         explicit === undefined && face.keylessBodies === "sniff" && !isJsonType(request.headers.get("content-type"));
       const inMemory = face.keylessBodies === "in-memory" && !call.streamedBody;
       const read =
-        !sniff && (inMemory || (length !== null && length <= o.maxBodyBytes))
-          ? { bytes: new Uint8Array(await request.arrayBuffer()) }
-          : await readLimited(request.body as ReadableStream<Uint8Array>, o.maxBodyBytes, sniff);
+        inMemory && call.bytes !== undefined
+          ? { bytes: call.bytes }
+          : !sniff && (inMemory || (length !== null && length <= o.maxBodyBytes))
+            ? { bytes: new Uint8Array(await request.arrayBuffer()) }
+            : await readLimited(request.body as ReadableStream<Uint8Array>, o.maxBodyBytes, sniff);
       if ("rest" in read || read.bytes.length > o.maxBodyBytes) {
         if (explicit !== undefined) return "too-large";
         const body = "rest" in read ? { body: read.rest, duplex: "half" } : { body: read.bytes as BodyInit };

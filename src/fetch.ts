@@ -26,6 +26,7 @@ export interface IdempotentFetch {
 }
 
 const SAFE = new Set(["GET", "HEAD", "OPTIONS"]);
+const encoder = new TextEncoder();
 
 /** The client's policy: auto keys, the whole URL fingerprinted, decoded bodies, the key header same-origin. */
 export function clientFace(o: NormalizedOptions): Face {
@@ -77,6 +78,7 @@ export function createIdempotentFetch(options: IdempotencyOptions = {}): Idempot
       call.sameAs = same.id;
       // Taken now: `handle` may run after the caller changed its init or URL object, and must see what `id` saw.
       const snapshot: RequestInit = { ...own, headers: same.headers };
+      if (typeof snapshot.body === "string") call.bytes = encoder.encode(snapshot.body);
       // An identical call in flight is joined before building a Request, reading a body or hashing.
       return engine.join(same.id, call.signal, () => {
         try {
