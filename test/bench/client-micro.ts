@@ -21,7 +21,10 @@ const miss: number[] = [];
 for (let i = 0; i < n + 50; i++) {
   const a = await time(() => fetch(url, post(`r${i}`, i)));
   const b = await time(() => f(url, post(`k${i}`, i)));
-  if (i >= 50) raw.push(a), miss.push(b);
+  if (i >= 50) {
+    raw.push(a);
+    miss.push(b);
+  }
 }
 const replay: number[] = [];
 for (let i = 0; i < n; i++) replay.push(await time(() => f(url, post(`k${i + 50}`, i + 50))));

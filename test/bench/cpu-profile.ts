@@ -1,5 +1,6 @@
 // Summarises a V8 .cpuprofile: self time by where the code lives (idemfetch, undici, web streams, ...) and the top functions.
 import { readFileSync } from "node:fs";
+import { table } from "./lib.js";
 
 interface ProfileNode {
   id: number;
@@ -96,22 +97,27 @@ export function summarise(path: string, topN = 15): ProfileSummary {
 
 export function renderSummary(title: string, s: ProfileSummary): string {
   const pct = (x: number) => `${(x * 100).toFixed(1)} %`;
+  const rows = (list: { ms: number; share: number }[], name: (i: number) => string) =>
+    list.map((x, i) => [name(i), `${x.ms.toFixed(0)} ms`, pct(x.share)]);
   return [
     `### ${title}`,
     "",
     `${s.totalMs.toFixed(0)} ms of non-idle CPU sampled.`,
     "",
-    "| area | self time | share |",
-    "| --- | --- | --- |",
-    ...s.areas.map((a) => `| ${a.area} | ${a.ms.toFixed(0)} ms | ${pct(a.share)} |`),
+    table(
+      ["area", "self time", "share"],
+      rows(s.areas, (i) => s.areas[i]?.area ?? ""),
+    ),
     "",
-    "| top functions (self) | self time | share |",
-    "| --- | --- | --- |",
-    ...s.top.map((f) => `| \`${f.fn.replaceAll("|", "\\|")}\` | ${f.ms.toFixed(0)} ms | ${pct(f.share)} |`),
+    table(
+      ["top functions (self)", "self time", "share"],
+      rows(s.top, (i) => `\`${s.top[i]?.fn}\``),
+    ),
     "",
-    "| idemfetch functions (inclusive) | total time | share |",
-    "| --- | --- | --- |",
-    ...s.inclusive.map((f) => `| \`${f.fn}\` | ${f.ms.toFixed(0)} ms | ${pct(f.share)} |`),
+    table(
+      ["idemfetch functions (inclusive)", "total time", "share"],
+      rows(s.inclusive, (i) => `\`${s.inclusive[i]?.fn}\``),
+    ),
     "",
   ].join("\n");
 }
