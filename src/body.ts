@@ -77,3 +77,41 @@ export function concat(chunks: Uint8Array[], size: number): Uint8Array {
   }
   return out;
 }
+
+/** What `readReady` found: the whole body, or the chunks read so far and the read still pending (if any). */
+export type ReadyBody =
+  | { whole: Uint8Array }
+  | { chunks: Uint8Array[]; next: Promise<ReadableStreamReadResult<Uint8Array>> | undefined };
+
+/** Settles once `promise` does, or with `undefined` after a few microtasks: a read that is not in memory yet. */
+const soon = <T>(promise: Promise<T>): Promise<{ value: T } | { error: unknown } | undefined> =>
+  Promise.race([
+    promise.then(
+      (value) => ({ value }),
+      (error: unknown) => ({ error }),
+    ),
+    Promise.resolve()
+      .then(() => undefined)
+      .then(() => undefined)
+      .then(() => undefined),
+  ]);
+
+/**
+ * Reads a body as far as it is already in memory, never waiting for I/O: a handler's `Response.json()` or a
+ * small upstream answer comes back whole, so it can be answered as bytes (one write, no stream per caller).
+ * Stops past `limit` bytes, at a read that would wait (a live stream: SSE), or at an error, and hands back
+ * what it read with that pending read so nothing is lost or read twice.
+ */
+export async function readReady(reader: ReadableStreamDefaultReader<Uint8Array>, limit: number): Promise<ReadyBody> {
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  while (size <= limit) {
+    const next = reader.read();
+    const got = await soon(next);
+    if (got === undefined || "error" in got) return { chunks, next };
+    if (got.value.done) return { whole: concat(chunks, size) };
+    chunks.push(got.value.value);
+    size += got.value.value.length;
+  }
+  return { chunks, next: undefined };
+}

@@ -39,18 +39,28 @@ export class Broadcast {
   private failure: unknown;
   private readonly readers = new Set<Reader>();
   private reading = false;
-  private readonly source: ReadableStreamDefaultReader<Uint8Array>;
+  /** A read started before this broadcast took the source (by `readReady`), consumed first. */
+  private next: Promise<ReadableStreamReadResult<Uint8Array>> | undefined;
+
+  /** Chunks read before this broadcast took the source; pushed once readers exist, so none is trimmed unseen. */
+  private primed: Uint8Array[] = [];
 
   constructor(
-    source: ReadableStream<Uint8Array>,
+    private readonly source: ReadableStreamDefaultReader<Uint8Array>,
     private readonly limit: number,
     private readonly hooks: BroadcastHooks,
-  ) {
-    this.source = source.getReader();
+  ) {}
+
+  /** Goes on from what `readReady` took of the source: its chunks, then its pending read (if any). */
+  resume(read: { chunks: Uint8Array[]; next: Promise<ReadableStreamReadResult<Uint8Array>> | undefined }): void {
+    this.primed = read.chunks;
+    this.next = read.next;
   }
 
   /** Starts reading; call once the first callers have their readers, so no chunk is dropped before them. */
   start(): void {
+    for (const chunk of this.primed) this.push(chunk);
+    this.primed = [];
     void this.pump();
   }
 
@@ -134,7 +144,9 @@ export class Broadcast {
     this.reading = true;
     try {
       while (this.state === "open" && this.wanted()) {
-        const { done, value } = await this.source.read();
+        const pending = this.next ?? this.source.read();
+        this.next = undefined;
+        const { done, value } = await pending;
         if (done) return this.finish();
         this.push(value);
       }

@@ -1,5 +1,5 @@
 // The protocol of docs/protocol.md in one place: key, fingerprint, local join, acquire, lead, wait, replay, conflict.
-import { declaredLength, isJsonType, readLimited } from "./body.js";
+import { declaredLength, isJsonType, readLimited, readReady } from "./body.js";
 import { Broadcast } from "./broadcast.js";
 import { errorResponse, type IdempotencyErrorCode } from "./errors.js";
 import type { IdempotencyEvent, IdempotencyEventType, StoreOp } from "./events.js";
@@ -8,7 +8,7 @@ import { Flight, type Outcome } from "./flight.js";
 import { KEY_HEADER, keyFromHeader, keyFromJson, validateKey } from "./key.js";
 import { Lease, withDeadline } from "./lease.js";
 import { callTtlMs, type NormalizedOptions } from "./options.js";
-import { isRecord, NULL_BODY, replayResponse, storableHeaders } from "./record.js";
+import { isRecord, NULL_BODY, storableHeaders } from "./record.js";
 import type { AcquireResult, ForgetResult, IdempotencyStore, StoredRecord } from "./store.js";
 
 /**
@@ -35,6 +35,13 @@ export interface CallOptions {
   signal?: AbortSignal | null | undefined;
   /** Receives the promise of this call's store writes, for runtimes that end an isolate with the response. */
   waitUntil?: (promise: Promise<unknown>) => void;
+  /**
+   * A string that only calls with the same key, scope and fingerprint share (the face builds it from what
+   * the caller passed): a later identical call joins this one's flight by it through `join`.
+   */
+  sameAs?: string;
+  /** The request's body as bytes when the face has them already (a string body): the Request's is not read. */
+  bytes?: Uint8Array;
 }
 
 /** What differs between the faces, given once: the protocol never asks which face it serves. */
@@ -87,6 +94,11 @@ export interface ForgetOptions {
 export interface Engine {
   /** Runs one call through the protocol. Rejects only with the upstream's own error, an abort, or a bad key. */
   handle(request: Request, send: Send, call?: CallOptions): Promise<Response>;
+  /**
+   * Attaches to the flight a call with the same `sameAs` started, before any Request, body read or hash;
+   * runs `otherwise` (which builds the Request and calls `handle`) when there is none to join.
+   */
+  join(sameAs: string, call: CallOptions, otherwise: () => Promise<Response>): Promise<Response>;
   /** Removes a stored key so it runs again; a live lease is refused unless forced. */
   forget(key: string, options?: ForgetOptions): Promise<ForgetResult>;
   /** Resolves once every store write this engine started has settled (and every call in flight with it). */
@@ -130,6 +142,8 @@ let lastCallId = 0;
 
 export function createEngine(o: NormalizedOptions, face: Face): Engine {
   const flights = new Map<string, Flight>();
+  /** By `sameAs`: the first such call's flight once it has one, and what its events name. */
+  const same = new Map<string, Claim>();
   /** Every lease's end, and the acquire loops still running: what close() waits for. */
   const pending = new Set<Promise<unknown>>();
   const track = <T>(promise: Promise<T>): Promise<T> => {
@@ -174,6 +188,19 @@ export function createEngine(o: NormalizedOptions, face: Face): Engine {
       }
     };
 
+  /**
+   * With a listener, every call ends with one "settled" event: once its caller has an answer and the store
+   * writes it caused have settled (tracing ends a span there).
+   */
+  const settledEvent = (emit: Emit, answer: Promise<Response>, writes: Promise<void> = resolved): Promise<Response> => {
+    if (!o.onEvent) return answer;
+    Promise.all([answer, writes]).then(
+      ([r]) => emit({ type: "settled", status: r.status }),
+      (error: unknown) => emit({ type: "settled", error }),
+    );
+    return answer;
+  };
+
   const problem = (code: IdempotencyErrorCode, status: number, message?: string): Response =>
     errorResponse(
       code,
@@ -188,7 +215,31 @@ export function createEngine(o: NormalizedOptions, face: Face): Engine {
     make: () => problem(code, status),
   });
 
-  async function handle(request: Request, send: Send, call: CallOptions = {}): Promise<Response> {
+  function handle(request: Request, send: Send, call: CallOptions = {}): Promise<Response> {
+    // A custom scope or fingerprint may see more than the call's input, so only the default ones join early;
+    // with waitTimeoutMs 0 a local duplicate answers 409, which `handleCall` does.
+    const sameAs = o.scope || o.fingerprint || o.waitTimeoutMs === 0 ? undefined : call.sameAs;
+    if (sameAs === undefined || same.has(sameAs)) return handleCall(request, send, call, undefined);
+    // Claimed at once, before any await: identical calls made in the same tick wait for this one's flight.
+    const claim = new Claim(() => {
+      if (same.get(sameAs) === claim) same.delete(sameAs);
+    });
+    same.set(sameAs, claim);
+    const response = handleCall(request, send, call, claim);
+    // Answered without a flight of its own (a pass-through, a refusal, a join): nothing to join by this claim.
+    const unbound = (): void => {
+      if (!claim.flight) claim.release();
+    };
+    response.then(unbound, unbound);
+    return response;
+  }
+
+  async function handleCall(
+    request: Request,
+    send: Send,
+    call: CallOptions,
+    claim: Claim | undefined,
+  ): Promise<Response> {
     const signal = call.signal ?? undefined;
     // Nothing was sent: like fetch, reject with the reason and touch nothing.
     if (signal?.aborted) throw signal.reason;
@@ -202,6 +253,7 @@ export function createEngine(o: NormalizedOptions, face: Face): Engine {
     // A body the engine read goes on as `init`, never as a copy of `request`: copying a Request reads its
     // signal, and Deno.serve warns on every request whose signal is read.
     const passThrough = (init?: RequestInit): Promise<Response> => {
+      claim?.release();
       if (call.requireKey) return Promise.resolve(problem("IDEMPOTENCY_KEY_MISSING", 400));
       counts.passedThrough++;
       return init ? send(request, init) : send(request);
@@ -229,16 +281,8 @@ export function createEngine(o: NormalizedOptions, face: Face): Engine {
     const hash = keyHash ?? fingerprint;
     const storeKey = `${o.namespace}:${scope.hash}:${hash}`;
     const emit = emitter({ callId: ++lastCallId, keyHash: hash, scopeHash: scope.hash, method, target }, started);
-    // With a listener, every call ends with one "settled" event: once its caller has an answer and the
-    // store writes it caused have settled (tracing ends a span there).
-    const settled = (answer: Promise<Response>, writes: Promise<void> = resolved): Promise<Response> => {
-      if (!o.onEvent) return answer;
-      Promise.all([answer, writes]).then(
-        ([r]) => emit({ type: "settled", status: r.status }),
-        (error: unknown) => emit({ type: "settled", error }),
-      );
-      return answer;
-    };
+    const settled = (answer: Promise<Response>, writes?: Promise<void>): Promise<Response> =>
+      settledEvent(emit, answer, writes);
 
     const existing = flights.get(storeKey);
     // In Workers a request waiting on a promise that only another request's I/O resolves is cancelled as
@@ -274,6 +318,7 @@ export function createEngine(o: NormalizedOptions, face: Face): Engine {
       signal !== undefined,
       () => {
         if (flights.get(storeKey) === flight) flights.delete(storeKey);
+        claim?.release();
       },
     );
     const upstream = (): RequestInit => {
@@ -287,7 +332,10 @@ export function createEngine(o: NormalizedOptions, face: Face): Engine {
       }
       return init;
     };
-    if (!existing) flights.set(storeKey, flight);
+    if (!existing) {
+      flights.set(storeKey, flight);
+      claim?.bind(flight, { keyHash: hash, scopeHash: scope.hash, method, target });
+    }
     const response = flight.attach(signal, true);
     const ttl = keyed.auto && face.autoKey ? face.autoKey.windowMs : (ttlMs ?? o.ttlMs);
     const run = new Run(flight, storeKey, emit, () => send(request, upstream()), ttl);
@@ -368,7 +416,7 @@ export function createEngine(o: NormalizedOptions, face: Face): Engine {
           }
           if (found.state === "done") {
             const record = found.record;
-            if (!usable(record)) {
+            if (!isRecord(record) || !flight.prepare(record)) {
               // A foreign or damaged record is treated as absent: removed once, then the key is acquired again.
               this.storeError("acquire", "stored record did not parse");
               if (!forgotCorrupt) {
@@ -490,7 +538,14 @@ export function createEngine(o: NormalizedOptions, face: Face): Engine {
         await (released ?? commit(new Uint8Array(0)));
         return { kind: "live", head, body: null };
       }
-      const body = new Broadcast(head.body, storable ? o.maxBodyBytes : -1, {
+      const source = head.body.getReader();
+      const read = storable ? await readReady(source, o.maxBodyBytes) : undefined;
+      if (read && "whole" in read) {
+        // The whole body was in memory: commit, then answer bytes (one write, no stream per caller).
+        await commit(read.whole);
+        return { kind: "live", head, body: read.whole };
+      }
+      const body = new Broadcast(source, storable ? o.maxBodyBytes : -1, {
         end: (bytes) => released ?? (bytes ? commit(bytes) : lease.release()),
         overflow: () => {
           if (storable) void notStored(`body larger than maxBodyBytes (${o.maxBodyBytes})`);
@@ -500,6 +555,7 @@ export function createEngine(o: NormalizedOptions, face: Face): Engine {
           return lease.release();
         },
       });
+      if (read) body.resume(read);
       return { kind: "live", head, body };
     }
   }
@@ -524,9 +580,11 @@ export function createEngine(o: NormalizedOptions, face: Face): Engine {
         explicit === undefined && face.keylessBodies === "sniff" && !isJsonType(request.headers.get("content-type"));
       const inMemory = face.keylessBodies === "in-memory" && !call.streamedBody;
       const read =
-        !sniff && (inMemory || (length !== null && length <= o.maxBodyBytes))
-          ? { bytes: new Uint8Array(await request.arrayBuffer()) }
-          : await readLimited(request.body as ReadableStream<Uint8Array>, o.maxBodyBytes, sniff);
+        inMemory && call.bytes !== undefined
+          ? { bytes: call.bytes }
+          : !sniff && (inMemory || (length !== null && length <= o.maxBodyBytes))
+            ? { bytes: new Uint8Array(await request.arrayBuffer()) }
+            : await readLimited(request.body as ReadableStream<Uint8Array>, o.maxBodyBytes, sniff);
       if ("rest" in read || read.bytes.length > o.maxBodyBytes) {
         if (explicit !== undefined) return "too-large";
         return { pass: ("rest" in read ? { body: read.rest, duplex: "half" } : { body: read.bytes }) as RequestInit };
@@ -575,11 +633,65 @@ export function createEngine(o: NormalizedOptions, face: Face): Engine {
     while (pending.size > 0) await Promise.allSettled([...pending]);
   }
 
+  function join(sameAs: string, call: CallOptions, otherwise: () => Promise<Response>): Promise<Response> {
+    const signal = call.signal ?? undefined;
+    const attach = (claim: Claim): Promise<Response> => {
+      const { flight, info } = claim;
+      if (!flight?.joinable || !info) return otherwise();
+      if (signal?.aborted) return Promise.reject(signal.reason);
+      counts.requests++;
+      const emit = emitter({ ...info, callId: ++lastCallId }, now());
+      emit({ type: "join" });
+      call.waitUntil?.(flight.durable);
+      return settledEvent(emit, flight.attach(signal, false));
+    };
+    const claim = same.get(sameAs);
+    // Workers: a joiner with nothing for waitUntil waits through the store in its own request (see handleCall).
+    if (!claim || (ISOLATED_REQUESTS && call.waitUntil === undefined)) return otherwise();
+    return claim.flight ? attach(claim) : claim.ready.then(() => attach(claim));
+  }
+
   return {
     handle,
+    join,
     forget,
     close,
     stats: () => ({ ...counts, saved: counts.joined + counts.replayed }),
+  };
+}
+
+/**
+ * The first of identical calls (same `sameAs`): joiners wait on `ready` for its flight, then attach to it.
+ * Released (and forgotten) when that call passes through, fails or answers without a flight of its own,
+ * and when its flight closes.
+ */
+class Claim {
+  flight: Flight | undefined;
+  info: Omit<CallInfo, "callId"> | undefined;
+  readonly ready: Promise<void>;
+  private settle!: () => void;
+  private released = false;
+
+  constructor(private readonly forget: () => void) {
+    this.ready = new Promise<void>((resolve) => {
+      this.settle = resolve;
+    });
+  }
+
+  bind(flight: Flight, info: Omit<CallInfo, "callId">): void {
+    if (this.released) return;
+    this.flight = flight;
+    this.info = info;
+    this.settle();
+  }
+
+  /** No flight to join from now on (or never was). Idempotent. */
+  readonly release = (): void => {
+    if (this.released) return;
+    this.released = true;
+    this.flight = undefined;
+    this.settle();
+    this.forget();
   };
 }
 
@@ -628,17 +740,6 @@ class Waker {
 
   close(): void {
     this.unsubscribe?.();
-  }
-}
-
-/** A record from the store that a Response can really be made of. */
-function usable(record: unknown): record is StoredRecord {
-  if (!isRecord(record)) return false;
-  try {
-    replayResponse(record, false);
-    return true;
-  } catch {
-    return false;
   }
 }
 

@@ -31,6 +31,7 @@ export interface IdempotentFetch {
 }
 
 const SAFE = new Set(["GET", "HEAD", "OPTIONS"]);
+const encoder = new TextEncoder();
 
 /** The client's policy: auto keys, the whole URL fingerprinted, decoded bodies, the key header same-origin. */
 export function clientFace(o: NormalizedOptions): Face {
@@ -72,7 +73,8 @@ export function createIdempotentFetch(options: IdempotencyOptions = {}): Idempot
         return o.getFetch()(input, stripOwn(init));
       }
       const isRequest = typeof Request !== "undefined" && input instanceof Request;
-      const request = new Request(input, stripOwn(init));
+      const own = stripOwn(init);
+      const same = sameAs(input, own, perCall?.key);
       const call: CallOptions = {
         streamedBody: isStream(init?.body),
         // Only a caller with a signal can abort (a Request input carries one).
@@ -81,12 +83,51 @@ export function createIdempotentFetch(options: IdempotencyOptions = {}): Idempot
       if (perCall?.key !== undefined) call.key = perCall.key;
       if (perCall?.ttlSeconds !== undefined) call.ttlSeconds = perCall.ttlSeconds;
       if (perCall?.waitUntil !== undefined) call.waitUntil = perCall.waitUntil;
-      return engine.handle(request, send, call);
+      if (!same) return engine.handle(new Request(input, own), send, call);
+      call.sameAs = same.id;
+      // Taken now: `handle` may run after the caller changed its init or URL object, and must see what `id` saw.
+      const snapshot: RequestInit = { ...own, headers: same.headers };
+      if (typeof snapshot.body === "string") call.bytes = encoder.encode(snapshot.body);
+      // An identical call in flight is joined before building a Request, reading a body or hashing.
+      return engine.join(same.id, call, () => {
+        try {
+          return engine.handle(new Request(same.url, snapshot), send, call);
+        } catch (error) {
+          return Promise.reject(error);
+        }
+      });
     } catch (error) {
       return Promise.reject(error);
     }
   };
   return Object.assign(idempotentFetch, { stats: engine.stats, forget: engine.forget, close: engine.close });
+}
+
+/**
+ * What makes two calls one request to the engine (key, scope, fingerprint), when it is cheap and exact to
+ * tell: an absolute URL, string headers and a string body or none. `headers` is the snapshot the id was made
+ * from, and the Request must be built from it (a getter could answer differently twice).
+ */
+function sameAs(
+  input: RequestInfo | URL,
+  init: RequestInit | undefined,
+  key: string | undefined,
+): { id: string; url: string; headers: [string, string][] } | undefined {
+  const url = typeof input === "string" ? input : input instanceof URL ? input.href : undefined;
+  if (url === undefined || !/^https?:\/\//i.test(url) || init === undefined) return undefined;
+  const body = init.body ?? null;
+  if (body !== null && typeof body !== "string") return undefined;
+  const given = init.headers ?? [];
+  const headers: [string, string][] = [];
+  const entries: Iterable<unknown> =
+    given instanceof Headers ? given : Array.isArray(given) ? given : Object.entries(given);
+  for (const pair of entries) {
+    if (!Array.isArray(pair) || pair.length !== 2 || typeof pair[0] !== "string" || typeof pair[1] !== "string") {
+      return undefined;
+    }
+    headers.push([pair[0], pair[1]]);
+  }
+  return { id: JSON.stringify([init.method ?? "GET", url, headers, body, key ?? null]), url, headers };
 }
 
 function stripOwn(init: IdempotentRequestInit | undefined): RequestInit | undefined {

@@ -9,8 +9,34 @@ const decoder = new TextDecoder("utf-8", { fatal: true });
 /** Up to this size JavaScript hashes faster than a Web Crypto round trip (measured in Node 20). */
 const SYNC_MAX_BYTES = 2048;
 
-/** Hex SHA-256 of text or bytes: in JavaScript when short, else with Web Crypto (every runtime). */
+type Hash = (data: string | Uint8Array) => string;
+
+/**
+ * node:crypto's SHA-256 where the runtime has one (Node, Deno, Bun): about 1 µs against 5-10 µs in
+ * JavaScript, and synchronous at any size. Found at run time, so no bundle imports node:crypto.
+ */
+const nativeSha256: Hash | undefined = (() => {
+  try {
+    type NodeCrypto = {
+      hash?: (algorithm: string, data: string | Uint8Array, encoding: "hex") => string;
+      createHash?: (algorithm: string) => { update(data: string | Uint8Array): { digest(encoding: "hex"): string } };
+    };
+    const host = (globalThis as { process?: { getBuiltinModule?: (id: string) => unknown } }).process;
+    const c = host?.getBuiltinModule?.("node:crypto") as NodeCrypto | undefined;
+    if (c?.hash) {
+      const hash = c.hash;
+      return (data) => hash("sha256", data, "hex");
+    }
+    const createHash = c?.createHash;
+    return createHash && ((data) => createHash("sha256").update(data).digest("hex"));
+  } catch {
+    return undefined;
+  }
+})();
+
+/** Hex SHA-256 of text or bytes (text as UTF-8): node:crypto, else JavaScript when short, else Web Crypto. */
 export async function sha256(data: string | Uint8Array): Promise<string> {
+  if (nativeSha256) return nativeSha256(data);
   const bytes = typeof data === "string" ? encoder.encode(data) : data;
   if (bytes.length <= SYNC_MAX_BYTES) return sha256Sync(bytes);
   const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>));

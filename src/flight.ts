@@ -1,12 +1,12 @@
 // A flight: one upstream call (or wait, or replay) per store key in this process, and the callers attached to it.
-import type { Broadcast } from "./broadcast.js";
+import { Broadcast } from "./broadcast.js";
 import { NULL_BODY, replayHeaders, replayResponse, storableHeaders } from "./record.js";
 import type { StoredRecord } from "./store.js";
 
 /** What a flight ends with; every caller turns it into a Response of its own. */
 export type Outcome =
-  /** The leader's response, its body shared live. */
-  | { kind: "live"; head: Response; body: Broadcast | null }
+  /** The leader's response, its body shared live, or whole (already committed) when it was all in memory. */
+  | { kind: "live"; head: Response; body: Broadcast | Uint8Array | null }
   /** A response no copy can be made of (opaque, status 0): clones. */
   | { kind: "raw"; response: Response }
   /** A stored record, already proven to make a Response. */
@@ -50,6 +50,10 @@ export class Flight {
   private waiting: Caller[] = [];
   private callers = 0;
   private aborted = 0;
+  /** The first caller's replay, made by `prepare` while checking the record. */
+  private prepared: Response | undefined;
+  /** Headers every caller but the first gets, made once: a Response copies the Headers it is given. */
+  private shared: Headers | undefined;
 
   constructor(
     readonly fingerprint: string,
@@ -102,7 +106,25 @@ export class Flight {
     const waiting = this.waiting;
     this.waiting = [];
     for (const caller of waiting) this.deliver(caller, outcome);
-    if (outcome.kind === "live") outcome.body?.start();
+    if (outcome.kind === "live" && outcome.body instanceof Broadcast) outcome.body.start();
+  }
+
+  /** Makes the first caller's replay of `record` now; false when no Response can be made of it (a foreign record). */
+  prepare(record: StoredRecord): boolean {
+    // Headers made from an earlier record (one that failed, or another the store returned since) never carry over.
+    this.shared = undefined;
+    try {
+      this.prepared = this.replay(record);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  private replay(record: StoredRecord): Response {
+    const { view } = this;
+    this.shared ??= replayHeaders(record.headers, view.dropSetCookie);
+    return withUrl(replayResponse(record, view.dropSetCookie, this.shared), view.url);
   }
 
   /** One caller gave up; the last one stops the upstream call. */
@@ -132,18 +154,24 @@ export class Flight {
         return outcome.make();
       case "raw":
         return caller.first ? outcome.response : outcome.response.clone();
-      case "record":
-        if (caller.first) view.replayed(outcome.record);
-        return withUrl(replayResponse(outcome.record, view.dropSetCookie), view.url);
+      case "record": {
+        if (!caller.first) return this.replay(outcome.record);
+        view.replayed(outcome.record);
+        const prepared = this.prepared;
+        this.prepared = undefined;
+        return prepared ?? this.replay(outcome.record);
+      }
       case "live": {
         const { head, body } = outcome;
-        const stream = body?.reader(caller.signal, () => this.abortOne()) ?? null;
-        const response = new Response(NULL_BODY.has(head.status) ? null : stream, {
+        // Bytes need no copy: a Response copies the BufferSource it is given, so every caller owns its own.
+        const content =
+          body instanceof Broadcast ? body.reader(caller.signal, () => this.abortOne()) : (body as BodyInit | null);
+        const response = new Response(NULL_BODY.has(head.status) ? null : content, {
           status: head.status,
           statusText: head.statusText,
           headers: caller.first
             ? head.headers
-            : replayHeaders(storableHeaders(head.headers, view.dropHeaders), view.dropSetCookie),
+            : (this.shared ??= replayHeaders(storableHeaders(head.headers, view.dropHeaders), view.dropSetCookie)),
         });
         return withUrl(response, head.url || view.url);
       }
@@ -151,7 +179,8 @@ export class Flight {
   }
 }
 
+/** Sets `url` on a Response made here (so its own is ""); never reads it: on @hono/node-server that builds a full Response. */
 function withUrl(response: Response, url: string): Response {
-  if (url && !response.url) Object.defineProperty(response, "url", { value: url });
+  if (url) Object.defineProperty(response, "url", { value: url });
   return response;
 }

@@ -104,11 +104,16 @@ export function replayHeaders(pairs: [string, string][], dropSetCookie: boolean)
 }
 
 /** A fresh Response for one caller (never a shared body). Throws when the record holds what no Response can. */
-export function replayResponse(record: StoredRecord, dropSetCookie: boolean): Response {
+export function replayResponse(
+  record: StoredRecord,
+  dropSetCookie: boolean,
+  /** The record's `replayHeaders`, made once for many callers: a Response copies the Headers it is given. */
+  headers: Headers = replayHeaders(record.headers, dropSetCookie),
+): Response {
   return new Response(NULL_BODY.has(record.status) ? null : new Uint8Array(record.body), {
     status: record.status,
     statusText: record.statusText,
-    headers: replayHeaders(record.headers, dropSetCookie),
+    headers,
   });
 }
 

@@ -40,7 +40,10 @@ export async function bundleSize(
 /** idemfetch's core (issue 2's definition) and the client-side peers that do the same job. */
 export async function bundleSizes(): Promise<BundleSize[]> {
   return Promise.all([
-    bundleSize("idemfetch", 'export { createIdempotentFetch } from "./src/fetch.ts";'),
+    bundleSize(
+      "idemfetch",
+      'export { createIdempotentFetch } from "./src/fetch.ts"; export { memoryStore } from "./src/store.ts";',
+    ),
     bundleSize("fetch-dedupe", 'export { fetchDedupe } from "fetch-dedupe";'),
     // axios has Node-only adapters: its browser build is the one a page ships.
     bundleSize("axios-cache-interceptor", 'export { setupCache } from "axios-cache-interceptor";', {

@@ -1,4 +1,5 @@
 // The bench's output: markdown tables (every figure against the raw baseline and the best peer) and an SVG chart.
+import type { Cannon } from "./autocannon.js";
 import type { BundleSize } from "./bundle.js";
 import type { Burst, Latency } from "./client-workloads.js";
 import { kb, median, ms, p99, table, times } from "./lib.js";
@@ -11,6 +12,7 @@ import type {
   ServerSpec,
   Throughput,
 } from "./server-workloads.js";
+import { renderTargets, type Target, targets } from "./targets.js";
 
 export interface Results {
   config: {
@@ -22,6 +24,8 @@ export interface Results {
     replayCalls: number;
     commandCalls: number;
     throughputSeconds: number;
+    throughputWorkMs: number;
+    concurrency: number[];
     crossProcesses: number;
     crossRounds: number;
     crossWorkMs: number;
@@ -46,7 +50,13 @@ export interface Results {
     probes: ({ status: number; correct: boolean } | null)[];
     commands: ({ miss: CommandCount; replay: CommandCount } | null)[];
     throughput: Throughput[][];
+    /** autocannon at c=32 per server, beside the harness. */
+    cannon: Cannon[];
   };
+  /** Markdown summary of a --cpu-prof of idempotency() (memory) at c=32. */
+  profile: string;
+  /** The targets measured again under Node 22, or why not. */
+  node22?: { node: string; rows: Target[] } | string;
   cross: CrossProcess[];
   memory: { bounded: MemoryResult; unbounded: MemoryResult; engine: MemoryResult };
 }
@@ -137,7 +147,11 @@ export function renderReport(r: Results): string {
   const overheadW =
     added(sRedis, s.missW) / (bestRedisPeerW === undefined ? Number.NaN : added(bestRedisPeerW, s.missW));
 
-  out.push("## Targets (issues 2 and 5)");
+  out.push("## Targets (issue 10: close to the floor)");
+  out.push("");
+  out.push(renderTargets(r.environment.node, targets(r), r.node22));
+  out.push("");
+  out.push("## Earlier targets (issues 2 and 5)");
   out.push("");
   out.push(
     table(
@@ -436,14 +450,25 @@ export function renderReport(r: Results): string {
 
   // ---------------- W5 ----------------
   out.push(
-    `## W5 throughput: server requests/s, distinct keys, ${r.config.workMs} ms handler, ${r.config.throughputSeconds} s per run`,
+    `## W5 throughput: server requests/s, distinct keys, ${r.config.throughputWorkMs} ms handler, ${r.config.throughputSeconds} s per run`,
   );
   out.push("");
   const tp = (i: number, k: number) => s.throughput[i]?.[k]?.rps ?? Number.NaN;
   const tpBest = [0, 1].map((k) => best(sPeers, (i) => tp(i, k), true));
   out.push(
     table(
-      ["contender", "c=1 req/s", "× raw", "× best peer", "c=64 req/s", "× raw", "× best peer", "non-200"],
+      [
+        "contender",
+        `c=${r.config.concurrency[0]} req/s`,
+        "× raw",
+        "× best peer",
+        `c=${r.config.concurrency[1]} req/s`,
+        "× raw",
+        "× best peer",
+        "autocannon c=32 req/s",
+        "× raw",
+        "non-200",
+      ],
       sRows.map((i) => {
         const cells = [sName(i)];
         for (const k of [0, 1]) {
@@ -454,7 +479,14 @@ export function renderReport(r: Results): string {
             ratio(tp(i, k), b === undefined ? undefined : tp(b, k)),
           );
         }
-        cells.push(String((s.throughput[i] ?? []).reduce((sum, t) => sum + t.errors, 0)));
+        const ac = s.cannon[i];
+        cells.push(
+          ac ? ac.rps.toFixed(0) : "–",
+          sBase(i) === i ? "baseline" : ac ? times(ac.rps / (s.cannon[sBase(i)]?.rps ?? Number.NaN)) : "–",
+        );
+        cells.push(
+          String((s.throughput[i] ?? []).reduce((sum, t) => sum + t.errors, 0) + (ac ? ac.non2xx + ac.errors : 0)),
+        );
         return cells;
       }),
     ),

@@ -1,12 +1,15 @@
 // `npm run bench` (`-- --quick` for CI): idemfetch beside raw fetch and its peers, measured in one run.
 // Starts its own redis-server on a free port, the upstream and one process per server contender; stops them all.
-import { writeFileSync } from "node:fs";
-import { cpus, loadavg } from "node:os";
+import { spawnSync } from "node:child_process";
+import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { cpus, loadavg, tmpdir } from "node:os";
 import { Redis } from "ioredis";
 import { startPrivateRedis } from "../fixtures/processes.js";
+import { cannon } from "./autocannon.js";
 import { bundleSizes } from "./bundle.js";
 import { clientContenders } from "./client.js";
 import { clientBurst, clientLatency } from "./client-workloads.js";
+import { renderSummary, summarise } from "./cpu-profile.js";
 import { type Host, startHost } from "./lib.js";
 import type { MemoryResult } from "./memory-host.js";
 import { type Results, renderChart, renderReport } from "./report.js";
@@ -22,6 +25,7 @@ import {
   startServers,
   throughput,
 } from "./server-workloads.js";
+import { type Target, targets } from "./targets.js";
 
 const argv = process.argv.slice(2);
 const quick = argv.includes("--quick");
@@ -44,7 +48,10 @@ const config = {
   commandCalls: quick ? 30 : 200,
   throughputSeconds: quick ? 0.5 : 2,
   throughputRuns: quick ? 1 : 2,
-  concurrency: [1, 64],
+  /** W5 is the loopback floor: a 0 ms handler, so the layer's own cost is all that differs. */
+  throughputWorkMs: 0,
+  concurrency: [1, 32],
+  profileSeconds: quick ? 1 : 4,
   crossProcesses: quick ? 2 : 4,
   crossRounds: quick ? 4 : 20,
   crossWorkMs: 100,
@@ -228,7 +235,7 @@ async function main(): Promise<Results> {
             s,
             concurrency,
             config.throughputSeconds,
-            config.workMs,
+            config.throughputWorkMs,
             `${tag}-t${index}-${run}-${concurrency}`,
           );
           const best = (serverThroughput[index] as { rps: number; errors: number }[])[ci] as {
@@ -239,9 +246,35 @@ async function main(): Promise<Results> {
         }
       }
     }
-    log("server W5 done");
+    // The same c=32 loopback load from autocannon, a load generator that is not ours.
+    const serverCannon = [];
+    for (const [index, s] of servers.entries()) {
+      serverCannon.push(await cannon(s.host.ready.url, 32, config.throughputSeconds, `${tag}-ac${index}`));
+    }
+    log("server W5 done (harness and autocannon)");
     await closeServers(servers);
     servers = [];
+
+    // ---- a CPU profile of idempotency() (memory store) under autocannon c=32 ----
+    const profileDir = `${tmpdir()}/idemfetch-bench-profile-${tag}`;
+    mkdirSync(profileDir, { recursive: true });
+    const [profiled] = await startServers(
+      [{ id: "idemfetch-memory", name: "idemfetch idempotency()", store: "memory", baseline: null, peer: false }],
+      redis.url,
+      () => ["--cpu-prof", `--cpu-prof-dir=${profileDir}`],
+    );
+    if (!profiled) throw new Error("no profiled server");
+    const profiledLoad = await cannon(profiled.host.ready.url, 32, config.profileSeconds, `${tag}-prof`);
+    await closeServers([profiled]);
+    // The main thread's profile is the largest (tsx's loader thread writes one too).
+    const profileFile = readdirSync(profileDir)
+      .map((f) => `${profileDir}/${f}`)
+      .sort((a, b) => statSync(b).size - statSync(a).size)[0] as string;
+    const profile = renderSummary(
+      `idempotency() (memory store), Node ${process.version}, autocannon c=32 for ${config.profileSeconds} s: ${profiledLoad.rps.toFixed(0)} req/s under --cpu-prof`,
+      summarise(profileFile, 25),
+    );
+    log("profile taken");
 
     // ---- W4: K processes on one Redis ----
     const cross = [];
@@ -300,7 +333,9 @@ async function main(): Promise<Results> {
         probes,
         commands: serverCommands,
         throughput: serverThroughput,
+        cannon: serverCannon,
       },
+      profile,
       cross,
       memory,
     };
@@ -313,6 +348,33 @@ async function main(): Promise<Results> {
 }
 
 const results = await main();
+const childOut = argv.find((a) => a.startsWith("--targets-json="))?.slice("--targets-json=".length);
+if (childOut) {
+  // A run for another runtime's column: hand back the targets only.
+  writeFileSync(childOut, JSON.stringify({ node: process.version, rows: targets(results) }));
+  process.exit(0);
+}
+// Node 22 beside Node 20: the same run under the binary NODE22 names (.ci installs one), else a note.
+const node22 = process.env.NODE22;
+if (node22) {
+  const out = `${tmpdir()}/idemfetch-bench-${tag}-node22.json`;
+  log(`running again under ${node22}`);
+  const run = spawnSync(
+    node22,
+    ["--import", "tsx", new URL(import.meta.url).pathname, ...argv, `--targets-json=${out}`],
+    {
+      stdio: ["ignore", "ignore", "inherit"],
+      env: process.env,
+    },
+  );
+  results.node22 =
+    run.status === 0
+      ? (JSON.parse(readFileSync(out, "utf8")) as { node: string; rows: Target[] })
+      : `The Node 22 run (${node22}) failed with status ${run.status}.`;
+} else {
+  results.node22 =
+    "Node 22 column skipped: set NODE22 to a node 22 binary (`mkdir -p /tmp/node22 && cd /tmp/node22 && npm i node@22` gives /tmp/node22/node_modules/node/bin/node).";
+}
 const report = renderReport(results);
 process.stdout.write(`${report}\n`);
 // A quick run (CI) prints only: the committed RESULTS.md and chart.svg come from a full run.
@@ -320,6 +382,10 @@ if (!quick || argv.includes("--write")) {
   const out = new URL(".", import.meta.url);
   writeFileSync(new URL("RESULTS.md", out), `${report}\n`);
   writeFileSync(new URL("chart.svg", out), renderChart(results));
+  writeFileSync(
+    new URL("PROFILE.md", out),
+    `# CPU profile of the server at c=32 (after issue 10)\n\n${results.profile}`,
+  );
   log("wrote test/bench/RESULTS.md and test/bench/chart.svg");
 }
 log(`done in ${((performance.now() - t0) / 1000).toFixed(0)} s`);

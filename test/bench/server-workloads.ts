@@ -20,13 +20,19 @@ export interface ServerHost {
 
 export const body = (i: number | string) => JSON.stringify({ amount: 100, currency: "eur", order: i });
 
-export async function startServers(specs: ServerSpec[], redisUrl: string): Promise<ServerHost[]> {
+export async function startServers(
+  specs: ServerSpec[],
+  redisUrl: string,
+  /** Extra node flags for one contender's process (`--cpu-prof` for a profile). */
+  execArgv: (id: ServerContender) => string[] = () => [],
+): Promise<ServerHost[]> {
   return Promise.all(
     specs.map(async (spec) => {
-      const host = await startHost<{ url: string; adapter: string }>("./server-host.ts", {
-        CONTENDER: spec.id,
-        REDIS_URL: redisUrl,
-      });
+      const host = await startHost<{ url: string; adapter: string }>(
+        "./server-host.ts",
+        { CONTENDER: spec.id, REDIS_URL: redisUrl },
+        execArgv(spec.id),
+      );
       if (spec.id === "express-idempotency") spec.store = host.ready.adapter;
       return { spec, host, client: new LoadClient(host.ready.url) };
     }),
