@@ -1,7 +1,7 @@
 // package.json's entry fields (exports, typesVersions, main/module/types), derived from deno.json's exports
 // and tsup.config.ts: `npm run sync:exports` rewrites them; test/package.test.ts fails when they drift.
 import { readFileSync, writeFileSync } from "node:fs";
-import { BROWSER_BUNDLE, entryName } from "../tsup.config.js";
+import { BROWSER_BUNDLE, entryName } from "../tsup.config.ts";
 
 /** One dual (ESM + CJS) tsup entry: each format with its own declaration file (.d.ts is ESM, .d.cts CommonJS). */
 const dual = (name: string) => ({

@@ -2,7 +2,7 @@
 // sends every import of `ioredis` (and `ioredis/...`) from the sources and tests to that copy (see .ci/peers.sh).
 import { dirname } from "node:path";
 import { defineConfig, type Plugin } from "vitest/config";
-import base from "../vitest.config.js";
+import base from "../vitest.config.ts";
 
 const [name, dir] = (process.env.IDEMFETCH_PEER ?? "").split("=");
 if (!name || !dir) throw new Error('IDEMFETCH_PEER="<package>=<folder of the installed copy>" is required');

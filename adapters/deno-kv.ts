@@ -1,7 +1,7 @@
 // An IdempotencyStore on Deno KV (Deno.openKv(): a local SQLite file or Deno Deploy), woken by kv.watch().
-import { keyedListeners } from "../src/listeners.js";
-import { type IdempotencyStore, newToken } from "../src/store.js";
-import { compactBytes, decide, type Entry, type Operation, parseEntry, type Replies } from "../src/store-state.js";
+import { keyedListeners } from "../src/listeners.ts";
+import { type IdempotencyStore, newToken } from "../src/store.ts";
+import { compactBytes, decide, type Entry, type Operation, parseEntry, type Replies } from "../src/store-state.ts";
 
 /** A Deno KV key (Deno.KvKey), typed here so Node builds need no Deno types. */
 export type DenoKvKey = readonly (string | number | bigint | boolean | symbol | Uint8Array)[];

@@ -1,8 +1,8 @@
 // An IdempotencyStore in the browser's IndexedDB (idb-keyval), shared by every tab of an origin.
 import { createStore, promisifyRequest, type UseStore } from "idb-keyval";
-import { keyedListeners } from "../src/listeners.js";
-import { type IdempotencyStore, newToken } from "../src/store.js";
-import { compactBytes, decide, type Operation, parseEntry, type Replies } from "../src/store-state.js";
+import { keyedListeners } from "../src/listeners.ts";
+import { type IdempotencyStore, newToken } from "../src/store.ts";
+import { compactBytes, decide, type Operation, parseEntry, type Replies } from "../src/store-state.ts";
 
 export interface IndexedDBStoreOptions {
   /**

@@ -1,7 +1,7 @@
 // An IdempotencyStore on Redis through the user's ioredis client (standalone or Cluster), woken by pub/sub.
 import { Buffer } from "node:buffer";
-import { keyedListeners } from "../src/listeners.js";
-import type { IdempotencyStore } from "../src/store.js";
+import { keyedListeners } from "../src/listeners.ts";
+import type { IdempotencyStore } from "../src/store.ts";
 import {
   evalWithFallback,
   isNoScript,
@@ -10,7 +10,7 @@ import {
   type Script,
   scriptStore,
   timeoutOption,
-} from "./redis-scripts.js";
+} from "./redis-scripts.ts";
 
 /** What this store needs from the subscriber connection made by `duplicate()`. */
 export interface IoredisSubscriber {

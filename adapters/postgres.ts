@@ -7,9 +7,9 @@
 // Every operation is ONE statement, so it is atomic without an explicit transaction; commit, release and
 // forget NOTIFY in that same statement, which PostgreSQL delivers only once it is committed.
 
-import { keyedListeners } from "../src/listeners.js";
-import { sha256Sync } from "../src/sha256.js";
-import { type IdempotencyStore, newToken, type StoredRecord } from "../src/store.js";
+import { keyedListeners } from "../src/listeners.ts";
+import { sha256Sync } from "../src/sha256.ts";
+import { type IdempotencyStore, newToken, type StoredRecord } from "../src/store.ts";
 
 /** The one call this store makes: pg `Client`/`Pool`, Neon's `Client`/`Pool` fit as they are. */
 export interface PostgresClient {

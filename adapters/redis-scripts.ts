@@ -16,8 +16,8 @@
 // commit, release and forget publish on a channel named exactly like the key (keyPrefix included), so a
 // subscriber derives the channel the same way the scripts do: SPUBLISH (sharded pub/sub, Redis >= 7: the
 // message stays on the key's own shard in a Cluster), or PUBLISH where SPUBLISH is unknown.
-import { decodeRecord, encodeRecord } from "../src/record.js";
-import { type ForgetResult, type IdempotencyStore, newToken, type StoredRecord } from "../src/store.js";
+import { decodeRecord, encodeRecord } from "../src/record.ts";
+import { type ForgetResult, type IdempotencyStore, newToken, type StoredRecord } from "../src/store.ts";
 
 /** Lua: wakes the key's subscribers; a Redis without sharded pub/sub (< 7) answers SPUBLISH with an error. */
 const WAKE = `

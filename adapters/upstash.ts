@@ -1,7 +1,7 @@
 // An IdempotencyStore on Upstash Redis over its REST API (@upstash/redis): edge and serverless runtimes.
 import { Redis } from "@upstash/redis";
-import type { IdempotencyStore } from "../src/store.js";
-import { evalWithFallback, scriptStore, timeoutOption } from "./redis-scripts.js";
+import type { IdempotencyStore } from "../src/store.ts";
+import { evalWithFallback, scriptStore, timeoutOption } from "./redis-scripts.ts";
 
 /**
  * The commands this store uses, so any compatible client fits. Its replies are prefixed strings and

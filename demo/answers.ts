@@ -1,5 +1,5 @@
 // OpenAI-style answers: token and cost arithmetic, the built-in mock, and the JSON and SSE wire forms.
-import type { Target } from "./targets.js";
+import type { Target } from "./targets.ts";
 
 export interface Message {
   role: string;

@@ -1,6 +1,6 @@
 // The demo's ReliAPI-compatible `POST /proxy/llm`: targets, the built-in mock, OpenAI forwarding, SSE, cost counting.
-import type { IdempotencyEvent, IdempotencyStore, Stats } from "../src/index.js";
-import { idempotencyLayer } from "../src/server.js";
+import type { IdempotencyEvent, IdempotencyStore, Stats } from "../src/index.ts";
+import { idempotencyLayer } from "../src/server.ts";
 import {
   type Chat,
   COST_HEADER,
@@ -14,8 +14,8 @@ import {
   sseData,
   success,
   type Usage,
-} from "./answers.js";
-import type { Target } from "./targets.js";
+} from "./answers.ts";
+import type { Target } from "./targets.ts";
 
 export interface LlmProxyOptions {
   targets: Map<string, Target>;

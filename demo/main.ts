@@ -4,9 +4,9 @@ import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { serve } from "@hono/node-server";
-import { type IdempotencyStore, memoryStore } from "../src/index.js";
-import { createLlmProxy } from "./llm.js";
-import { loadTargets } from "./targets.js";
+import { type IdempotencyStore, memoryStore } from "../src/index.ts";
+import { createLlmProxy } from "./llm.ts";
+import { loadTargets } from "./targets.ts";
 
 export interface DemoOptions {
   /** Default: PORT, else 8000; 0 picks a free port. */
@@ -33,7 +33,7 @@ interface StoreChoice {
 async function storeFromEnv(env: Record<string, string | undefined>): Promise<StoreChoice> {
   if (env.REDIS_URL) {
     // Imported lazily: the memory demo needs no Redis client.
-    const [{ Redis }, { ioredisStore }] = await Promise.all([import("ioredis"), import("../adapters/ioredis.js")]);
+    const [{ Redis }, { ioredisStore }] = await Promise.all([import("ioredis"), import("../adapters/ioredis.ts")]);
     const redis = new Redis(env.REDIS_URL, {
       // Fail fast while Redis is down (the engine then proceeds unprotected and says so) instead of queueing.
       enableOfflineQueue: false,
@@ -63,7 +63,7 @@ async function storeFromEnv(env: Record<string, string | undefined>): Promise<St
     if (!env.UPSTASH_REDIS_REST_URL || !env.UPSTASH_REDIS_REST_TOKEN) {
       throw new Error("Set both UPSTASH_REDIS_REST_URL and UPSTASH_REDIS_REST_TOKEN");
     }
-    const { upstashStore } = await import("../adapters/upstash.js");
+    const { upstashStore } = await import("../adapters/upstash.ts");
     const store = upstashStore({ url: env.UPSTASH_REDIS_REST_URL, token: env.UPSTASH_REDIS_REST_TOKEN });
     return { store, name: `upstash (${redact(env.UPSTASH_REDIS_REST_URL)})`, close: async () => store.close?.() };
   }

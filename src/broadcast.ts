@@ -1,5 +1,5 @@
 // The leader's response body handed live to every caller of a flight, with each caller's own bytes and bounded buffering.
-import { concat } from "./body.js";
+import { concat } from "./body.ts";
 
 /** Past the record limit, how far the fastest reader may run ahead of the slowest, in bytes. */
 const AHEAD_BYTES = 64 * 1024;

@@ -1,15 +1,15 @@
 // The protocol of docs/protocol.md in one place: key, fingerprint, local join, acquire, lead, wait, replay, conflict.
-import { declaredLength, isJsonType, readLimited, readReady } from "./body.js";
-import { Broadcast } from "./broadcast.js";
-import { errorResponse, type IdempotencyErrorCode } from "./errors.js";
-import type { IdempotencyEvent, IdempotencyEventType, StoreOp } from "./events.js";
-import { fingerprintOf, parseJsonBody, sha256 } from "./fingerprint.js";
-import { Flight, type Outcome } from "./flight.js";
-import { KEY_HEADER, keyFromHeader, keyFromJson, validateKey } from "./key.js";
-import { Lease, withDeadline } from "./lease.js";
-import { callTtlMs, type NormalizedOptions } from "./options.js";
-import { isRecord, NULL_BODY, storableHeaders } from "./record.js";
-import type { AcquireResult, ForgetResult, IdempotencyStore, StoredRecord } from "./store.js";
+import { declaredLength, isJsonType, readLimited, readReady } from "./body.ts";
+import { Broadcast } from "./broadcast.ts";
+import { errorResponse, type IdempotencyErrorCode } from "./errors.ts";
+import type { IdempotencyEvent, IdempotencyEventType, StoreOp } from "./events.ts";
+import { fingerprintOf, parseJsonBody, sha256 } from "./fingerprint.ts";
+import { Flight, type Outcome } from "./flight.ts";
+import { KEY_HEADER, keyFromHeader, keyFromJson, validateKey } from "./key.ts";
+import { Lease, withDeadline } from "./lease.ts";
+import { callTtlMs, type NormalizedOptions } from "./options.ts";
+import { isRecord, NULL_BODY, storableHeaders } from "./record.ts";
+import type { AcquireResult, ForgetResult, IdempotencyStore, StoredRecord } from "./store.ts";
 
 /**
  * Sends a request upstream: the real fetch on the client, the wrapped handler on the server. `init`, when

@@ -1,11 +1,11 @@
 // idemfetch/express: the server middleware as an Express (or Connect) middleware, a thin layer over server.ts.
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from "node:http";
-import { createRequest, faceOf, type NodeFace, routeHeaders, sendResponse } from "./node-http.js";
-import { DEFAULTS } from "./options.js";
-import { NULL_BODY } from "./record.js";
-import { idempotencyLayer, type ServerIdempotencyOptions } from "./server.js";
+import { createRequest, faceOf, type NodeFace, routeHeaders, sendResponse } from "./node-http.ts";
+import { DEFAULTS } from "./options.ts";
+import { NULL_BODY } from "./record.ts";
+import { idempotencyLayer, type ServerIdempotencyOptions } from "./server.ts";
 
-export type { ServerIdempotencyOptions } from "./server.js";
+export type { ServerIdempotencyOptions } from "./server.ts";
 
 /** Express's `next`. */
 type Next = (error?: unknown) => void;

@@ -2,12 +2,12 @@
 import type { OutgoingHttpHeaders } from "node:http";
 import { Readable } from "node:stream";
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from "fastify";
-import { createRequest, faceOf, type NodeFace, nodeStream, routeHeaders, webStream } from "./node-http.js";
-import { NULL_BODY } from "./record.js";
-import { idempotencyLayer, type ServerIdempotencyOptions } from "./server.js";
+import { createRequest, faceOf, type NodeFace, nodeStream, routeHeaders, webStream } from "./node-http.ts";
+import { NULL_BODY } from "./record.ts";
+import { idempotencyLayer, type ServerIdempotencyOptions } from "./server.ts";
 
-export type { NodeFace } from "./node-http.js";
-export type { ServerIdempotencyOptions } from "./server.js";
+export type { NodeFace } from "./node-http.ts";
+export type { ServerIdempotencyOptions } from "./server.ts";
 
 /** One request's way through the hooks. */
 interface Flight {

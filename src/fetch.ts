@@ -1,9 +1,9 @@
 // createIdempotentFetch: the fetch-shaped face over the engine.
-import { type CallOptions, createEngine, type Face, type ForgetOptions, type Send, type Stats } from "./engine.js";
-import { KEY_HEADER } from "./key.js";
-import { callTtlMs, type IdempotencyOptions, type NormalizedOptions, normalizeOptions } from "./options.js";
-import { DECODED_BODY_HEADERS } from "./record.js";
-import type { ForgetResult } from "./store.js";
+import { type CallOptions, createEngine, type Face, type ForgetOptions, type Send, type Stats } from "./engine.ts";
+import { KEY_HEADER } from "./key.ts";
+import { callTtlMs, type IdempotencyOptions, type NormalizedOptions, normalizeOptions } from "./options.ts";
+import { DECODED_BODY_HEADERS } from "./record.ts";
+import type { ForgetResult } from "./store.ts";
 
 /** Per-call settings, passed as `init.idempotency`; `false` sends the call untouched. */
 export interface IdempotencyCallOptions {

@@ -1,7 +1,7 @@
 // Request fingerprints: canonical JSON from its source text (sorted keys, exact numbers, no idempotency_key)
 // or raw bytes, hashed with SHA-256.
-import { BODY_KEY_FIELD } from "./key.js";
-import { sha256Sync } from "./sha256.js";
+import { BODY_KEY_FIELD } from "./key.ts";
+import { sha256Sync } from "./sha256.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });

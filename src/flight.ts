@@ -1,7 +1,7 @@
 // A flight: one upstream call (or wait, or replay) per store key in this process, and the callers attached to it.
-import { Broadcast } from "./broadcast.js";
-import { NULL_BODY, replayHeaders, replayResponse, storableHeaders } from "./record.js";
-import type { StoredRecord } from "./store.js";
+import { Broadcast } from "./broadcast.ts";
+import { NULL_BODY, replayHeaders, replayResponse, storableHeaders } from "./record.ts";
+import type { StoredRecord } from "./store.ts";
 
 /** What a flight ends with; every caller turns it into a Response of its own. */
 export type Outcome =

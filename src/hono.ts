@@ -1,9 +1,9 @@
 // idemfetch/hono: the server middleware as a Hono middleware, a thin layer over server.ts.
 import type { MiddlewareHandler } from "hono";
 import { cloneRawRequest } from "hono/request";
-import { type Controls, idempotencyLayer, type ServerCallOptions, type ServerIdempotencyOptions } from "./server.js";
+import { type Controls, idempotencyLayer, type ServerCallOptions, type ServerIdempotencyOptions } from "./server.ts";
 
-export type { ServerIdempotencyOptions } from "./server.js";
+export type { ServerIdempotencyOptions } from "./server.ts";
 
 /** A Hono middleware, plus the counters of what it saved. */
 export type IdempotencyMiddleware = MiddlewareHandler & Controls;

@@ -1,21 +1,21 @@
 // Public exports of idemfetch's core.
 // Engine internals (createEngine, normalizeOptions, DEFAULTS) stay behind ./engine.js and ./options.js.
-export type { Stats } from "./engine.js";
-export type { IdempotencyErrorCode } from "./errors.js";
+export type { Stats } from "./engine.ts";
+export type { IdempotencyErrorCode } from "./errors.ts";
 export {
   errorResponse,
   IdempotencyError,
   IdempotencyKeyError,
   isIdempotencyError,
   isIdempotencyKeyError,
-} from "./errors.js";
-export type { IdempotencyCallOptions, IdempotentFetch, IdempotentRequestInit } from "./fetch.js";
-export { createIdempotentFetch } from "./fetch.js";
-export { canonicalJson, sha256 } from "./fingerprint.js";
-export type { AutoKeyOptions, IdempotencyEvent, IdempotencyOptions } from "./options.js";
-export { defaultShouldStore } from "./options.js";
-export { decodeRecord, encodeRecord } from "./record.js";
-export type { AcquireResult, IdempotencyStore, MemoryStoreOptions, StoredRecord } from "./store.js";
-export { memoryStore, newToken } from "./store.js";
-export type { WebLocksOptions } from "./web-locks.js";
-export { withWebLocks } from "./web-locks.js";
+} from "./errors.ts";
+export type { IdempotencyCallOptions, IdempotentFetch, IdempotentRequestInit } from "./fetch.ts";
+export { createIdempotentFetch } from "./fetch.ts";
+export { canonicalJson, sha256 } from "./fingerprint.ts";
+export type { AutoKeyOptions, IdempotencyEvent, IdempotencyOptions } from "./options.ts";
+export { defaultShouldStore } from "./options.ts";
+export { decodeRecord, encodeRecord } from "./record.ts";
+export type { AcquireResult, IdempotencyStore, MemoryStoreOptions, StoredRecord } from "./store.ts";
+export { memoryStore, newToken } from "./store.ts";
+export type { WebLocksOptions } from "./web-locks.ts";
+export { withWebLocks } from "./web-locks.ts";

@@ -1,10 +1,10 @@
 // install() for browsers, workers and edge runtimes: fetch and XMLHttpRequest (so axios and older libraries too), no Node built-ins.
 import { FetchInterceptor } from "@mswjs/interceptors/fetch/web";
 import { XMLHttpRequestInterceptor } from "@mswjs/interceptors/XMLHttpRequest/web";
-import { createInstall, type InstallOptions, type Uninstall } from "./install.js";
+import { createInstall, type InstallOptions, type Uninstall } from "./install.ts";
 
-export type { InstallOptions, Uninstall } from "./install.js";
-export { type WebLocksOptions, withWebLocks } from "./web-locks.js";
+export type { InstallOptions, Uninstall } from "./install.ts";
+export { type WebLocksOptions, withWebLocks } from "./web-locks.ts";
 
 /**
  * Intercepts fetch and XMLHttpRequest: keyed requests (and, in pages, double-clicked POST/PUT/PATCH/DELETE)

@@ -1,11 +1,11 @@
 // install() for Deno: its fetch, through the web build of the fetch interceptor (the Node build intercepts nothing there).
 import { AsyncLocalStorage } from "node:async_hooks";
 import { FetchInterceptor } from "@mswjs/interceptors/fetch/web";
-import { createInstall, type InstallOptions, type Uninstall } from "./install.js";
+import { createInstall, type InstallOptions, type Uninstall } from "./install.ts";
 
-export type { InstallOptions, Uninstall } from "./install.js";
+export type { InstallOptions, Uninstall } from "./install.ts";
 // Every entry exports the same names; without navigator.locks it returns the store as it is.
-export { type WebLocksOptions, withWebLocks } from "./web-locks.js";
+export { type WebLocksOptions, withWebLocks } from "./web-locks.ts";
 
 const storeCalls: AsyncLocalStorage<true> = new AsyncLocalStorage<true>();
 

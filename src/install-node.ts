@@ -1,11 +1,11 @@
 // install() for Node: every HTTP/1 request a socket carries (fetch, http/https.request, axios, got), seen below fetch.
 import { AsyncLocalStorage } from "node:async_hooks";
 import { HttpRequestInterceptor } from "@mswjs/interceptors/http";
-import { createInstall, type InstallOptions, type Uninstall } from "./install.js";
+import { createInstall, type InstallOptions, type Uninstall } from "./install.ts";
 
-export type { InstallOptions, Uninstall } from "./install.js";
+export type { InstallOptions, Uninstall } from "./install.ts";
 // Every entry exports the same names; without navigator.locks it returns the store as it is.
-export { type WebLocksOptions, withWebLocks } from "./web-locks.js";
+export { type WebLocksOptions, withWebLocks } from "./web-locks.ts";
 
 const storeCalls: AsyncLocalStorage<true> = new AsyncLocalStorage<true>();
 

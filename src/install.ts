@@ -1,9 +1,9 @@
 // install(): global interception on @mswjs/interceptors; the runtime entry points (install-*.ts) pick the interceptors.
-import { createEngine, type ForgetOptions, type Stats } from "./engine.js";
-import { clientFace, headerIn, isStream, mayCarryKey } from "./fetch.js";
-import { BODY_KEY_FIELD, KEY_HEADER } from "./key.js";
-import { type IdempotencyOptions, normalizeOptions } from "./options.js";
-import { type ForgetResult, type IdempotencyStore, newToken } from "./store.js";
+import { createEngine, type ForgetOptions, type Stats } from "./engine.ts";
+import { clientFace, headerIn, isStream, mayCarryKey } from "./fetch.ts";
+import { BODY_KEY_FIELD, KEY_HEADER } from "./key.ts";
+import { type IdempotencyOptions, normalizeOptions } from "./options.ts";
+import { type ForgetResult, type IdempotencyStore, newToken } from "./store.ts";
 
 /** The options of `createIdempotentFetch` except `fetch`: an install sends upstream with the runtime's own fetch. */
 export type InstallOptions = Omit<IdempotencyOptions, "fetch">;

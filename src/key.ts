@@ -1,5 +1,5 @@
 // Idempotency keys: read from the header (bare token or RFC 8941 sf-string) or the JSON body, and validated.
-import { IdempotencyKeyError } from "./errors.js";
+import { IdempotencyKeyError } from "./errors.ts";
 
 export const KEY_HEADER = "idempotency-key";
 export const BODY_KEY_FIELD = "idempotency_key";

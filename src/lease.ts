@@ -1,5 +1,5 @@
 // The lease's life in one object: taken → heartbeat → committed or released, exactly once (docs/protocol.md "Lifecycles").
-import type { IdempotencyStore, StoredRecord } from "./store.js";
+import type { IdempotencyStore, StoredRecord } from "./store.ts";
 
 /** Reports a store problem or a lost lease; never throws. */
 export type LeaseReport = (type: "store-error" | "stale-token", op: string, error?: unknown) => void;

@@ -2,7 +2,7 @@
 import type { OutgoingHttpHeaders } from "node:http";
 import { Readable } from "node:stream";
 import type { ReadableStream as NodeWebStream } from "node:stream/web";
-import type { Controls, IdempotencyLayer } from "./server.js";
+import type { Controls, IdempotencyLayer } from "./server.ts";
 
 export { createRequest, sendResponse } from "@remix-run/node-fetch-server";
 

@@ -1,10 +1,10 @@
 // Options: the one defaults table, and normalizeOptions() which validates once, at construction.
 
-import type { ErrorFormat } from "./errors.js";
-import type { IdempotencyEvent } from "./events.js";
-import { type IdempotencyStore, memoryStore } from "./store.js";
+import type { ErrorFormat } from "./errors.ts";
+import type { IdempotencyEvent } from "./events.ts";
+import { type IdempotencyStore, memoryStore } from "./store.ts";
 
-export type { IdempotencyEvent } from "./events.js";
+export type { IdempotencyEvent } from "./events.ts";
 
 export interface AutoKeyOptions {
   /** Methods that get an auto key. Default POST, PUT, PATCH, DELETE. */

@@ -10,7 +10,7 @@ import {
   type Tracer,
   trace,
 } from "@opentelemetry/api";
-import type { IdempotencyEvent } from "./events.js";
+import type { IdempotencyEvent } from "./events.ts";
 
 export interface OpenTelemetryOptions {
   /** Where spans go. Default: `trace.getTracer("idemfetch")` from the registered global provider. */

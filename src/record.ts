@@ -1,5 +1,5 @@
 // Records as text for backends that hold strings, and records back into replayed Responses.
-import type { StoredRecord } from "./store.js";
+import type { StoredRecord } from "./store.ts";
 
 /** Format tag of encoded records; a value without it is foreign or older and treated as absent. */
 const FORMAT = 1;

@@ -1,9 +1,9 @@
 // idempotency(): the Request -> Response face of the engine, for any Web-standard handler (Deno.serve, Bun, Hono, workers).
-import { type CallOptions, createEngine, type Face, type ForgetOptions, type Stats } from "./engine.js";
-import { errorResponse, isIdempotencyKeyError } from "./errors.js";
-import { callTtlMs, type IdempotencyOptions, normalizeOptions } from "./options.js";
-import { FRAMING_HEADERS } from "./record.js";
-import type { ForgetResult } from "./store.js";
+import { type CallOptions, createEngine, type Face, type ForgetOptions, type Stats } from "./engine.ts";
+import { errorResponse, isIdempotencyKeyError } from "./errors.ts";
+import { callTtlMs, type IdempotencyOptions, normalizeOptions } from "./options.ts";
+import { FRAMING_HEADERS } from "./record.ts";
+import type { ForgetResult } from "./store.ts";
 
 /** Options of the server middleware: the shared ones (no client-only settings) plus the server's own. */
 export interface ServerIdempotencyOptions extends Omit<IdempotencyOptions, "fetch" | "autoKey" | "sendKeyHeader"> {

@@ -1,5 +1,5 @@
 // The lease/record state machine every store shares: read one key's value, decide here, write what this returns.
-import type { AcquireResult, ForgetResult, StoredRecord } from "./store.js";
+import type { AcquireResult, ForgetResult, StoredRecord } from "./store.ts";
 
 /** What one store key holds. Expiry is kept in the value, so stores with lazy or no TTL enforce it on read. */
 export type Entry =

@@ -1,6 +1,6 @@
 // The store contract every adapter keeps (docs/protocol.md "The store contract"), and memoryStore, the reference store.
-import { keyedListeners } from "./listeners.js";
-import { decide, type Entry, type Operation, type Replies } from "./store-state.js";
+import { keyedListeners } from "./listeners.ts";
+import { decide, type Entry, type Operation, type Replies } from "./store-state.ts";
 
 /** A stored response. Bodies are already decoded (no content-encoding applies to them). */
 export interface StoredRecord {

@@ -1,6 +1,6 @@
 // idemfetch/testing: testStore(), the conformance suite every IdempotencyStore passes, on any test runner.
-import { encodeRecord } from "./record.js";
-import { type AcquireResult, type IdempotencyStore, newToken, type StoredRecord } from "./store.js";
+import { encodeRecord } from "./record.ts";
+import { type AcquireResult, type IdempotencyStore, newToken, type StoredRecord } from "./store.ts";
 
 /** The test runner's functions the suite registers itself with (vitest, jest and node:test shapes fit). */
 export interface TestApi {

@@ -1,5 +1,5 @@
 // withWebLocks(): a store shared by tabs (indexedDBStore) whose leases live as long as the leader's tab and call, via Web Locks.
-import type { AcquireResult, IdempotencyStore } from "./store.js";
+import type { AcquireResult, IdempotencyStore } from "./store.ts";
 
 export interface WebLocksOptions {
   /** Names this store's locks: give each database its own (its dbName). Default "idemfetch". */

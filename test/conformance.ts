@@ -1,9 +1,9 @@
 // The shipped conformance suite (idemfetch/testing) bound to vitest, for this repository's own store tests.
 import { afterAll, beforeAll, describe, it } from "vitest";
-import type { IdempotencyStore } from "../src/store.js";
-import { testStore as suite, type TestStoreOptions } from "../src/testing.js";
+import type { IdempotencyStore } from "../src/store.ts";
+import { testStore as suite, type TestStoreOptions } from "../src/testing.ts";
 
-export type { TestStoreOptions } from "../src/testing.js";
+export type { TestStoreOptions } from "../src/testing.ts";
 
 export function testStore(
   name: string,

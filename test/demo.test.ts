@@ -8,11 +8,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createLlmProxy } from "../demo/llm.js";
-import { loadTargets, parseYaml } from "../demo/targets.js";
-import { memoryStore } from "../src/index.js";
-import { startUpstashFixture, type UpstashFixture } from "./fixtures/upstash-server.js";
-import { sleep } from "./fixtures/util.js";
+import { createLlmProxy } from "../demo/llm.ts";
+import { loadTargets, parseYaml } from "../demo/targets.ts";
+import { memoryStore } from "../src/index.ts";
+import { startUpstashFixture, type UpstashFixture } from "./fixtures/upstash-server.ts";
+import { sleep } from "./fixtures/util.ts";
 
 const run = promisify(execFile);
 const root = new URL("..", import.meta.url).pathname;

@@ -1,7 +1,7 @@
 // The two error body formats, pinned byte for byte: ReliAPI JSON (default) and RFC 9457 problem+json (ietf or errorFormat).
 import { describe, expect, it } from "vitest";
-import { createIdempotentFetch, errorResponse } from "../src/index.js";
-import { idempotency } from "../src/server.js";
+import { createIdempotentFetch, errorResponse } from "../src/index.ts";
+import { idempotency } from "../src/server.ts";
 
 const request = (key: string, body: string) =>
   new Request("http://app.test/pay", {

@@ -4,9 +4,9 @@ import type { AddressInfo } from "node:net";
 import { Readable } from "node:stream";
 import express, { type Express } from "express";
 import { afterEach, describe, expect, it } from "vitest";
-import { idempotency, keepRawBody } from "../src/express.js";
-import type { ServerIdempotencyOptions } from "../src/server.js";
-import { faceSuite, Routes, type Started } from "./fixtures/node-face-suite.js";
+import { idempotency, keepRawBody } from "../src/express.ts";
+import type { ServerIdempotencyOptions } from "../src/server.ts";
+import { faceSuite, Routes, type Started } from "./fixtures/node-face-suite.ts";
 
 /** Where the body parser sits relative to the middleware. */
 type Order = "parser first" | "parser first, raw bytes kept" | "idempotency first";
@@ -102,7 +102,7 @@ describe("express face specifics", () => {
 
   it("the raw bytes and a re-serialized parsed body are the same request: either order replays the other", async () => {
     // Two apps over one store: one with the parser first (re-serialized body), one with the middleware first (raw bytes).
-    const { memoryStore } = await import("../src/store.js");
+    const { memoryStore } = await import("../src/store.ts");
     const store = memoryStore();
     const routes = new Routes();
     const a = build("parser first", routes, { store });

@@ -2,9 +2,9 @@
 import { PassThrough, Readable } from "node:stream";
 import Fastify, { type FastifyInstance } from "fastify";
 import { afterEach, describe, expect, it } from "vitest";
-import { type IdempotencyPlugin, idempotency } from "../src/fastify.js";
-import type { ServerIdempotencyOptions } from "../src/server.js";
-import { faceSuite, Routes, type Started } from "./fixtures/node-face-suite.js";
+import { type IdempotencyPlugin, idempotency } from "../src/fastify.ts";
+import type { ServerIdempotencyOptions } from "../src/server.ts";
+import { faceSuite, Routes, type Started } from "./fixtures/node-face-suite.ts";
 
 async function listen(app: FastifyInstance, face: IdempotencyPlugin): Promise<Started> {
   const url = await app.listen({ port: 0, host: "127.0.0.1" });

@@ -8,9 +8,9 @@ import {
   isIdempotencyKeyError,
   memoryStore,
   sha256,
-} from "../src/index.js";
-import { startUpstream, type Upstream } from "./fixtures/upstream.js";
-import { sleep, until } from "./fixtures/util.js";
+} from "../src/index.ts";
+import { startUpstream, type Upstream } from "./fixtures/upstream.ts";
+import { sleep, until } from "./fixtures/util.ts";
 
 let up: Upstream;
 beforeAll(async () => {

@@ -2,9 +2,9 @@
 import { createHash, randomBytes } from "node:crypto";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { canonicalJson, fingerprintOf, MAX_CANONICAL_DEPTH, parseJsonBody, sha256 } from "../src/fingerprint.js";
-import { keyFromJson } from "../src/key.js";
-import { sha256Sync } from "../src/sha256.js";
+import { canonicalJson, fingerprintOf, MAX_CANONICAL_DEPTH, parseJsonBody, sha256 } from "../src/fingerprint.ts";
+import { keyFromJson } from "../src/key.ts";
+import { sha256Sync } from "../src/sha256.ts";
 
 const reference = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest("hex");
 

@@ -2,10 +2,10 @@
 import express from "express";
 import Fastify from "fastify";
 import { describe, expect, it } from "vitest";
-import { idempotency as expressIdempotency } from "../src/express.js";
-import { idempotency as fastifyIdempotency } from "../src/fastify.js";
-import { createIdempotentFetch, memoryStore } from "../src/index.js";
-import { idempotency } from "../src/server.js";
+import { idempotency as expressIdempotency } from "../src/express.ts";
+import { idempotency as fastifyIdempotency } from "../src/fastify.ts";
+import { createIdempotentFetch, memoryStore } from "../src/index.ts";
+import { idempotency } from "../src/server.ts";
 
 const req = (key: string, headers: Record<string, string> = {}) =>
   new Request("http://app.test/orders", {

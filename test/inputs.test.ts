@@ -1,9 +1,9 @@
 // Input handling end to end: createIdempotentFetch (and the server middleware) against a real upstream on
 // 127.0.0.1, for malformed keys, deep and big-number JSON bodies, and nonsense timers and TTLs.
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { createIdempotentFetch, IdempotencyKeyError, type IdempotencyStore, memoryStore } from "../src/index.js";
-import { idempotency, idempotencyLayer } from "../src/server.js";
-import { startUpstream, type Upstream } from "./fixtures/upstream.js";
+import { createIdempotentFetch, IdempotencyKeyError, type IdempotencyStore, memoryStore } from "../src/index.ts";
+import { idempotency, idempotencyLayer } from "../src/server.ts";
+import { startUpstream, type Upstream } from "./fixtures/upstream.ts";
 
 let up: Upstream;
 beforeAll(async () => {

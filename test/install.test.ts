@@ -7,13 +7,13 @@ import net from "node:net";
 import { gzipSync } from "node:zlib";
 import { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
-import { upstashStore } from "../adapters/upstash.js";
-import { type IdempotencyStore, isIdempotencyKeyError, memoryStore, newToken } from "../src/index.js";
-import { PASS_HEADER } from "../src/install.js";
-import { install, type Uninstall } from "../src/install-node.js";
-import { startUpstashFixture } from "./fixtures/upstash-server.js";
-import { startUpstream, type Upstream } from "./fixtures/upstream.js";
-import { deletePrefix, sleep, until } from "./fixtures/util.js";
+import { upstashStore } from "../adapters/upstash.ts";
+import { type IdempotencyStore, isIdempotencyKeyError, memoryStore, newToken } from "../src/index.ts";
+import { PASS_HEADER } from "../src/install.ts";
+import { install, type Uninstall } from "../src/install-node.ts";
+import { startUpstashFixture } from "./fixtures/upstash-server.ts";
+import { startUpstream, type Upstream } from "./fixtures/upstream.ts";
+import { deletePrefix, sleep, until } from "./fixtures/util.ts";
 
 let up: Upstream;
 beforeAll(async () => {
@@ -337,7 +337,7 @@ describe("patching", () => {
     const original = globalThis.fetch;
     const mine = track(install());
     vi.resetModules();
-    const copy = (await import("../src/install-node.js")) as typeof import("../src/install-node.js");
+    const copy = (await import("../src/install-node.ts")) as typeof import("../src/install-node.ts");
     expect(copy.install).not.toBe(install);
     const theirs = track(copy.install());
     expect(globalThis.fetch).not.toBe(original);

@@ -1,7 +1,7 @@
 // Identical client calls join the first one's flight by what they passed (fetch.ts sameAs): same outcome as the slow path.
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { createIdempotentFetch, type IdempotencyEvent } from "../src/index.js";
-import { startUpstream, type Upstream } from "./fixtures/upstream.js";
+import { createIdempotentFetch, type IdempotencyEvent } from "../src/index.ts";
+import { startUpstream, type Upstream } from "./fixtures/upstream.ts";
 
 let up: Upstream;
 beforeAll(async () => {

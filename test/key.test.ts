@@ -1,7 +1,7 @@
 // Idempotency-Key header parsing: bare tokens and RFC 8941 sf-strings (defect 17).
 import { describe, expect, it } from "vitest";
-import { IdempotencyKeyError } from "../src/errors.js";
-import { keyFromHeader, keyFromJson, validateKey } from "../src/key.js";
+import { IdempotencyKeyError } from "../src/errors.ts";
+import { keyFromHeader, keyFromJson, validateKey } from "../src/key.ts";
 
 describe("keyFromHeader", () => {
   it.each([

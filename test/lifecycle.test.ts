@@ -8,10 +8,10 @@ import {
   memoryStore,
   type StoredRecord,
   sha256,
-} from "../src/index.js";
-import { idempotency } from "../src/server.js";
-import { startUpstream, type Upstream } from "./fixtures/upstream.js";
-import { sleep } from "./fixtures/util.js";
+} from "../src/index.ts";
+import { idempotency } from "../src/server.ts";
+import { startUpstream, type Upstream } from "./fixtures/upstream.ts";
+import { sleep } from "./fixtures/util.ts";
 
 let up: Upstream;
 beforeAll(async () => {

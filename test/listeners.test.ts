@@ -1,6 +1,6 @@
 // keyedListeners(): the registry behind every store's subscribe(), on its own (the stores' suite covers it through them).
 import { describe, expect, it } from "vitest";
-import { keyedListeners } from "../src/listeners.js";
+import { keyedListeners } from "../src/listeners.ts";
 
 const tick = () => new Promise((resolve) => setTimeout(resolve, 0));
 

@@ -1,6 +1,6 @@
 // Option validation: timers within setTimeout's range, TTLs finite, per-call TTLs checked (defects 10, 11).
 import { describe, expect, it } from "vitest";
-import { callTtlMs, MAX_TIMER_MS, normalizeOptions } from "../src/options.js";
+import { callTtlMs, MAX_TIMER_MS, normalizeOptions } from "../src/options.ts";
 
 describe("callTtlMs", () => {
   it("defect 10: undefined in, undefined out; seconds in, ms out", () => {

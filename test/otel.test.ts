@@ -1,9 +1,9 @@
 // idemfetch/otel: one span per idempotent call and counters per outcome, recorded by a small tracer and meter of our own.
 import { metrics, trace } from "@opentelemetry/api";
 import { describe, expect, it } from "vitest";
-import { createIdempotentFetch } from "../src/index.js";
-import { openTelemetry } from "../src/otel.js";
-import { idempotency } from "../src/server.js";
+import { createIdempotentFetch } from "../src/index.ts";
+import { openTelemetry } from "../src/otel.ts";
+import { idempotency } from "../src/server.ts";
 
 interface Recorded {
   name: string;

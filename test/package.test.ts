@@ -1,8 +1,8 @@
 // The package's entry points agree everywhere: deno.json (sources), package.json (built files), tsup (entries).
 import { existsSync, readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
-import { packageFields } from "../.ci/package-exports.js";
-import { conditionalEntries, entryName } from "../tsup.config.js";
+import { packageFields } from "../.ci/package-exports.ts";
+import { conditionalEntries, entryName } from "../tsup.config.ts";
 
 const pkg = JSON.parse(readFileSync("package.json", "utf8"));
 const deno = JSON.parse(readFileSync("deno.json", "utf8"));

@@ -5,11 +5,11 @@ import { getRequestListener } from "@hono/node-server";
 import { Hono } from "hono";
 import { cors } from "hono/cors";
 import { afterEach, describe, expect, it } from "vitest";
-import { idempotency as honoIdempotency } from "../src/hono.js";
-import { IdempotencyKeyError, type IdempotencyStore, memoryStore } from "../src/index.js";
-import { type Handler, idempotency } from "../src/server.js";
-import { listen, type Served } from "./fixtures/serve.js";
-import { sleep } from "./fixtures/util.js";
+import { idempotency as honoIdempotency } from "../src/hono.ts";
+import { IdempotencyKeyError, type IdempotencyStore, memoryStore } from "../src/index.ts";
+import { type Handler, idempotency } from "../src/server.ts";
+import { listen, type Served } from "./fixtures/serve.ts";
+import { sleep } from "./fixtures/util.ts";
 
 const CONFLICT =
   '{"success":false,"error":{"type":"client_error","code":"IDEMPOTENCY_CONFLICT","message":"Request body differs from previous request with same key"}}';

@@ -1,7 +1,7 @@
 // decide(): the pure lease/record state machine, with its clock and token source injected.
 import { describe, expect, it } from "vitest";
-import type { StoredRecord } from "../src/store.js";
-import { decide, type Entry } from "../src/store-state.js";
+import type { StoredRecord } from "../src/store.ts";
+import { decide, type Entry } from "../src/store-state.ts";
 
 const record: StoredRecord = {
   status: 200,

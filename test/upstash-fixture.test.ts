@@ -6,7 +6,7 @@ import { createServer } from "node:net";
 import { Redis } from "@upstash/redis";
 import { Redis as IORedis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startUpstashFixture, type UpstashFixture } from "./fixtures/upstash-server.js";
+import { startUpstashFixture, type UpstashFixture } from "./fixtures/upstash-server.ts";
 
 const prefix = `idemfetch-test:upstash-fixture:${process.pid}:${randomUUID()}:`;
 const used = new Set<string>();

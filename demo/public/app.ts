@@ -1,6 +1,6 @@
 // The demo page's script: install() over IndexedDB, app code that knows nothing about idempotency, live counters.
 import axios from "axios";
-import { indexedDBStore, install, type Uninstall, withWebLocks } from "../../src/browser.js";
+import { indexedDBStore, install, type Uninstall, withWebLocks } from "../../src/browser.ts";
 
 const $ = <T extends HTMLElement = HTMLElement>(id: string): T => document.getElementById(id) as T;
 

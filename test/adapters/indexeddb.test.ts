@@ -2,11 +2,11 @@
 import "fake-indexeddb/auto";
 import { createStore, set } from "idb-keyval";
 import { describe, expect, it } from "vitest";
-import { indexedDBStore } from "../../adapters/indexeddb.js";
-import { newToken } from "../../src/store.js";
-import { testStore } from "../conformance.js";
-import { sampleRecord } from "../fixtures/records.js";
-import { sleep, until } from "../fixtures/util.js";
+import { indexedDBStore } from "../../adapters/indexeddb.ts";
+import { newToken } from "../../src/store.ts";
+import { testStore } from "../conformance.ts";
+import { sampleRecord } from "../fixtures/records.ts";
+import { sleep, until } from "../fixtures/util.ts";
 
 const suiteDb = `idemfetch-test-${newToken().slice(0, 8)}`;
 const raw = createStore(suiteDb, "records");

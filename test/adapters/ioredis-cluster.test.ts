@@ -1,14 +1,14 @@
 // ioredisStore through an ioredis Cluster client on a real local Redis Cluster: the contract, sharded wake-ups, processes.
 import { Cluster } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ioredisStore } from "../../adapters/ioredis.js";
-import { newToken, type StoredRecord } from "../../src/store.js";
-import { testStore } from "../conformance.js";
-import { spawnWorker, type Worker } from "../fixtures/processes.js";
-import { type LocalCluster, startCluster } from "../fixtures/redis-cluster.js";
-import { startUpstream, type Upstream } from "../fixtures/upstream.js";
-import { until } from "../fixtures/util.js";
-import { redisCases } from "./redis-cases.js";
+import { ioredisStore } from "../../adapters/ioredis.ts";
+import { newToken, type StoredRecord } from "../../src/store.ts";
+import { testStore } from "../conformance.ts";
+import { spawnWorker, type Worker } from "../fixtures/processes.ts";
+import { type LocalCluster, startCluster } from "../fixtures/redis-cluster.ts";
+import { startUpstream, type Upstream } from "../fixtures/upstream.ts";
+import { until } from "../fixtures/util.ts";
+import { redisCases } from "./redis-cases.ts";
 
 // The file's own cluster (started here, so `npm test` needs nothing running), removed at the end.
 let cluster: LocalCluster;

@@ -1,10 +1,10 @@
 // What a Redis Cluster failover costs ioredisStore: a graceful CLUSTER FAILOVER under load, a crash with writes not yet replicated, and WAIT.
 import { Cluster, Redis } from "ioredis";
 import { afterAll, beforeAll, expect, it } from "vitest";
-import { ioredisStore } from "../../adapters/ioredis.js";
-import { newToken, type StoredRecord } from "../../src/store.js";
-import { type LocalCluster, startCluster } from "../fixtures/redis-cluster.js";
-import { sleep, until } from "../fixtures/util.js";
+import { ioredisStore } from "../../adapters/ioredis.ts";
+import { newToken, type StoredRecord } from "../../src/store.ts";
+import { type LocalCluster, startCluster } from "../fixtures/redis-cluster.ts";
+import { sleep, until } from "../fixtures/util.ts";
 
 // Its own cluster: these tests kill and promote nodes. Each test uses another master and its replica.
 let cluster: LocalCluster;

@@ -2,15 +2,15 @@
 import { spawn } from "node:child_process";
 import { Cluster, Redis } from "ioredis";
 import { afterAll, describe, expect, it } from "vitest";
-import { type IoredisClient, ioredisStore } from "../../adapters/ioredis.js";
-import { SCRIPTS } from "../../adapters/redis-scripts.js";
-import { encodeRecord } from "../../src/record.js";
-import { type IdempotencyStore, newToken } from "../../src/store.js";
-import { testStore } from "../conformance.js";
-import { freePort, startPrivateRedis } from "../fixtures/processes.js";
-import { sampleRecord } from "../fixtures/records.js";
-import { deletePrefix, sleep, until } from "../fixtures/util.js";
-import { redisCases } from "./redis-cases.js";
+import { type IoredisClient, ioredisStore } from "../../adapters/ioredis.ts";
+import { SCRIPTS } from "../../adapters/redis-scripts.ts";
+import { encodeRecord } from "../../src/record.ts";
+import { type IdempotencyStore, newToken } from "../../src/store.ts";
+import { testStore } from "../conformance.ts";
+import { freePort, startPrivateRedis } from "../fixtures/processes.ts";
+import { sampleRecord } from "../fixtures/records.ts";
+import { deletePrefix, sleep, until } from "../fixtures/util.ts";
+import { redisCases } from "./redis-cases.ts";
 
 // Shared Redis (never flushed): every key of this run lives under one unique prefix, deleted at the end.
 const SHARED = { host: "127.0.0.1", port: 6379 };

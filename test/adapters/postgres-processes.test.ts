@@ -1,14 +1,14 @@
 // postgresStore across processes on the shared PostgreSQL, and on a private one restarted (and crashed) under load.
 import pg from "pg";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { migrate, pgListen, postgresStore } from "../../adapters/postgres.js";
-import { createIdempotentFetch } from "../../src/index.js";
-import { newToken } from "../../src/store.js";
-import { type PrivatePostgres, startPrivatePostgres } from "../fixtures/postgres.js";
-import { spawnWorker, type Worker } from "../fixtures/processes.js";
-import { startUpstream, type Upstream } from "../fixtures/upstream.js";
-import { sleep } from "../fixtures/util.js";
-import type { Outcome } from "../fixtures/worker.js";
+import { migrate, pgListen, postgresStore } from "../../adapters/postgres.ts";
+import { createIdempotentFetch } from "../../src/index.ts";
+import { newToken } from "../../src/store.ts";
+import { type PrivatePostgres, startPrivatePostgres } from "../fixtures/postgres.ts";
+import { spawnWorker, type Worker } from "../fixtures/processes.ts";
+import { startUpstream, type Upstream } from "../fixtures/upstream.ts";
+import { sleep } from "../fixtures/util.ts";
+import type { Outcome } from "../fixtures/worker.ts";
 
 const SHARED = "postgres://postgres@127.0.0.1:5432/test";
 const table = `idemfetch_proc_${newToken().slice(0, 10)}`;

@@ -2,11 +2,11 @@
 import pg from "pg";
 import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { migrate, type PostgresClient, pgListen, postgresStore, schemaSql, sweep } from "../../adapters/postgres.js";
-import { newToken } from "../../src/store.js";
-import { testStore } from "../conformance.js";
-import { sampleRecord } from "../fixtures/records.js";
-import { sleep, until } from "../fixtures/util.js";
+import { migrate, type PostgresClient, pgListen, postgresStore, schemaSql, sweep } from "../../adapters/postgres.ts";
+import { newToken } from "../../src/store.ts";
+import { testStore } from "../conformance.ts";
+import { sampleRecord } from "../fixtures/records.ts";
+import { sleep, until } from "../fixtures/util.ts";
 
 const CONFIG = { host: "127.0.0.1", port: 5432, user: "postgres", database: "test" };
 const table = `idemfetch_test_${newToken().slice(0, 10)}`;

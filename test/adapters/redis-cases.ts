@@ -1,10 +1,10 @@
 // Cases both Redis adapters share beyond the conformance suite: forget, leases without expiry, both record layouts.
 import { describe, expect, it } from "vitest";
-import { encodeBinary } from "../../adapters/redis-scripts.js";
-import { encodeRecord } from "../../src/record.js";
-import { type IdempotencyStore, newToken, type StoredRecord } from "../../src/store.js";
-import { sampleRecord } from "../fixtures/records.js";
-import { sleep, until } from "../fixtures/util.js";
+import { encodeBinary } from "../../adapters/redis-scripts.ts";
+import { encodeRecord } from "../../src/record.ts";
+import { type IdempotencyStore, newToken, type StoredRecord } from "../../src/store.ts";
+import { sampleRecord } from "../fixtures/records.ts";
+import { sleep, until } from "../fixtures/util.ts";
 
 export interface RedisCasesOptions {
   /** Puts raw bytes at the store key, with an expiry in ms or none at all. */

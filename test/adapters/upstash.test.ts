@@ -2,16 +2,16 @@
 import { Redis as UpstashRedis } from "@upstash/redis";
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ioredisStore } from "../../adapters/ioredis.js";
-import { encodeBinary, SCRIPTS } from "../../adapters/redis-scripts.js";
-import { type UpstashClient, upstashStore } from "../../adapters/upstash.js";
-import { newToken } from "../../src/store.js";
-import { testStore } from "../conformance.js";
-import { startPrivateRedis } from "../fixtures/processes.js";
-import { sampleRecord } from "../fixtures/records.js";
-import { startUpstashFixture, type UpstashFixture } from "../fixtures/upstash-server.js";
-import { deletePrefix } from "../fixtures/util.js";
-import { redisCases } from "./redis-cases.js";
+import { ioredisStore } from "../../adapters/ioredis.ts";
+import { encodeBinary, SCRIPTS } from "../../adapters/redis-scripts.ts";
+import { type UpstashClient, upstashStore } from "../../adapters/upstash.ts";
+import { newToken } from "../../src/store.ts";
+import { testStore } from "../conformance.ts";
+import { startPrivateRedis } from "../fixtures/processes.ts";
+import { sampleRecord } from "../fixtures/records.ts";
+import { startUpstashFixture, type UpstashFixture } from "../fixtures/upstash-server.ts";
+import { deletePrefix } from "../fixtures/util.ts";
+import { redisCases } from "./redis-cases.ts";
 
 // Shared Redis (never flushed): REST has no keyPrefix, so every key of this run starts with this one.
 const prefix = `idemfetch-test:upstash:${newToken().slice(0, 10)}:`;

@@ -1,6 +1,6 @@
 // Server throughput from autocannon (a second load generator beside LoadClient): distinct keys, keep-alive.
 import autocannon from "autocannon";
-import { body } from "./server-workloads.js";
+import { body } from "./server-workloads.ts";
 
 export interface Cannon {
   connections: number;

@@ -1,6 +1,6 @@
 // Focused client runs while tuning (not the full bench): replay, burst cost per extra caller, miss vs raw fetch.
-import { createIdempotentFetch } from "../../src/fetch.js";
-import { median, ms, startHost } from "./lib.js";
+import { createIdempotentFetch } from "../../src/fetch.ts";
+import { median, ms, startHost } from "./lib.ts";
 
 const n = Number(process.argv.find((a) => a.startsWith("--n="))?.slice(4) ?? 400);
 const upstream = await startHost<{ url: string }>("./upstream-host.ts");

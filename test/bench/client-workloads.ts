@@ -1,6 +1,6 @@
 // W1-W3 on the client side: each client contender against the counting upstream (test/fixtures/upstream.ts).
-import type { ClientContender, ClientOutcome } from "./client.js";
-import { type Host, interleave, median, tally } from "./lib.js";
+import type { ClientContender, ClientOutcome } from "./client.ts";
+import { type Host, interleave, median, tally } from "./lib.ts";
 
 export interface Latency {
   samples: number[];

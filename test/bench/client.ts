@@ -3,8 +3,8 @@ import axios from "axios";
 import { setupCache } from "axios-cache-interceptor";
 import { fetchDedupe } from "fetch-dedupe";
 import { Redis } from "ioredis";
-import { ioredisStore } from "../../adapters/ioredis.js";
-import { createIdempotentFetch } from "../../src/fetch.js";
+import { ioredisStore } from "../../adapters/ioredis.ts";
+import { createIdempotentFetch } from "../../src/fetch.ts";
 
 /** What one call ended with, after its body was read whole (as a caller would). */
 export interface ClientOutcome {

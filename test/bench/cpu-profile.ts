@@ -1,6 +1,6 @@
 // Summarises a V8 .cpuprofile: self time by where the code lives (idemfetch, undici, web streams, ...) and the top functions.
 import { readFileSync } from "node:fs";
-import { table } from "./lib.js";
+import { table } from "./lib.ts";
 
 interface ProfileNode {
   id: number;

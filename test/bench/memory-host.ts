@@ -1,7 +1,7 @@
 // Child process (run with --expose-gc): heap growth after many distinct keys on the memory store.
-import { createIdempotentFetch } from "../../src/fetch.js";
-import { memoryStore, type StoredRecord } from "../../src/store.js";
-import { serveHost } from "./lib.js";
+import { createIdempotentFetch } from "../../src/fetch.ts";
+import { memoryStore, type StoredRecord } from "../../src/store.ts";
+import { serveHost } from "./lib.ts";
 
 const gc = (globalThis as { gc?: () => void }).gc;
 if (!gc) throw new Error("memory-host needs node --expose-gc");

@@ -1,10 +1,10 @@
 // Focused runs while tuning (not the full bench): `tsx test/bench/micro.ts server|client [--prof=contender] [--n=400]`.
 import { mkdirSync } from "node:fs";
-import { startPrivateRedis } from "../fixtures/processes.js";
-import { cannon } from "./autocannon.js";
-import { renderSummary, summarise } from "./cpu-profile.js";
-import { median, ms, startHost } from "./lib.js";
-import { closeServers, type ServerSpec, serverLatency, startServers, throughput } from "./server-workloads.js";
+import { startPrivateRedis } from "../fixtures/processes.ts";
+import { cannon } from "./autocannon.ts";
+import { renderSummary, summarise } from "./cpu-profile.ts";
+import { median, ms, startHost } from "./lib.ts";
+import { closeServers, type ServerSpec, serverLatency, startServers, throughput } from "./server-workloads.ts";
 
 const argv = process.argv.slice(2);
 const flag = (name: string, fallback: string): string =>

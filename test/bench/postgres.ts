@@ -2,10 +2,10 @@
 // wake-up latency LISTEN vs polling, bytes per record) against the shared PostgreSQL (PG_URL overrides).
 import pg from "pg";
 import postgres from "postgres";
-import { migrate, type PostgresClient, pgListen, postgresStore } from "../../adapters/postgres.js";
-import { createIdempotentFetch } from "../../src/index.js";
-import { newToken, type StoredRecord } from "../../src/store.js";
-import { startUpstream } from "../fixtures/upstream.js";
+import { migrate, type PostgresClient, pgListen, postgresStore } from "../../adapters/postgres.ts";
+import { createIdempotentFetch } from "../../src/index.ts";
+import { newToken, type StoredRecord } from "../../src/store.ts";
+import { startUpstream } from "../fixtures/upstream.ts";
 
 const URL = process.env.PG_URL ?? "postgres://postgres@127.0.0.1:5432/test";
 const table = `idemfetch_bench_${newToken().slice(0, 8)}`;

@@ -1,10 +1,10 @@
 // `npx tsx test/bench/redis.ts`: the Redis adapters' costs — bytes and replay CPU per record layout, wake-up latency, WAIT.
 // Starts its own redis-server and a local Redis Cluster (.ci/redis-cluster.sh), and stops both. Not a test: prints numbers.
 import { Cluster, Redis } from "ioredis";
-import { type IoredisClient, ioredisStore } from "../../adapters/ioredis.js";
-import { type IdempotencyStore, newToken, type StoredRecord } from "../../src/store.js";
-import { startPrivateRedis } from "../fixtures/processes.js";
-import { startCluster } from "../fixtures/redis-cluster.js";
+import { type IoredisClient, ioredisStore } from "../../adapters/ioredis.ts";
+import { type IdempotencyStore, newToken, type StoredRecord } from "../../src/store.ts";
+import { startPrivateRedis } from "../fixtures/processes.ts";
+import { startCluster } from "../fixtures/redis-cluster.ts";
 
 const SIZES = [
   ["1 KiB", 1024, 300],

@@ -1,9 +1,9 @@
 // The bench's output: markdown tables (every figure against the raw baseline and the best peer) and an SVG chart.
-import type { Cannon } from "./autocannon.js";
-import type { BundleSize } from "./bundle.js";
-import type { Burst, Latency } from "./client-workloads.js";
-import { kb, median, ms, p99, table, times } from "./lib.js";
-import type { MemoryResult } from "./memory-host.js";
+import type { Cannon } from "./autocannon.ts";
+import type { BundleSize } from "./bundle.ts";
+import type { Burst, Latency } from "./client-workloads.ts";
+import { kb, median, ms, p99, table, times } from "./lib.ts";
+import type { MemoryResult } from "./memory-host.ts";
 import type {
   CommandCount,
   CrossProcess,
@@ -11,8 +11,8 @@ import type {
   ServerLatency,
   ServerSpec,
   Throughput,
-} from "./server-workloads.js";
-import { renderTargets, type Target, targets } from "./targets.js";
+} from "./server-workloads.ts";
+import { renderTargets, type Target, targets } from "./targets.ts";
 
 export interface Results {
   config: {

@@ -4,15 +4,15 @@ import { spawnSync } from "node:child_process";
 import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, tmpdir } from "node:os";
 import { Redis } from "ioredis";
-import { startPrivateRedis } from "../fixtures/processes.js";
-import { cannon } from "./autocannon.js";
-import { bundleSizes } from "./bundle.js";
-import { clientContenders } from "./client.js";
-import { clientBurst, clientLatency } from "./client-workloads.js";
-import { renderSummary, summarise } from "./cpu-profile.js";
-import { type Host, startHost } from "./lib.js";
-import type { MemoryResult } from "./memory-host.js";
-import { type Results, renderChart, renderReport } from "./report.js";
+import { startPrivateRedis } from "../fixtures/processes.ts";
+import { cannon } from "./autocannon.ts";
+import { bundleSizes } from "./bundle.ts";
+import { clientContenders } from "./client.ts";
+import { clientBurst, clientLatency } from "./client-workloads.ts";
+import { renderSummary, summarise } from "./cpu-profile.ts";
+import { type Host, startHost } from "./lib.ts";
+import type { MemoryResult } from "./memory-host.ts";
+import { type Results, renderChart, renderReport } from "./report.ts";
 import {
   closeServers,
   commandsPerRequest,
@@ -24,8 +24,8 @@ import {
   serverLatency,
   startServers,
   throughput,
-} from "./server-workloads.js";
-import { type Target, targets } from "./targets.js";
+} from "./server-workloads.ts";
+import { type Target, targets } from "./targets.ts";
 
 const argv = process.argv.slice(2);
 const quick = argv.includes("--quick");

@@ -4,10 +4,10 @@ import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { serve } from "@hono/node-server";
 import { Redis } from "ioredis";
-import { ioredisStore } from "../../adapters/ioredis.js";
-import { idempotency } from "../../src/server.js";
-import { memoryStore } from "../../src/store.js";
-import { serveHost, sleep } from "./lib.js";
+import { ioredisStore } from "../../adapters/ioredis.ts";
+import { idempotency } from "../../src/server.ts";
+import { memoryStore } from "../../src/store.ts";
+import { serveHost, sleep } from "./lib.ts";
 
 export type ServerContender =
   | "plain"

@@ -1,7 +1,7 @@
 // W1-W5 on the server side: every contender in its own process around the same handler, driven over HTTP.
 import type { Redis } from "ioredis";
-import { type Host, interleave, LoadClient, median, type Reply, sleep, startHost, tally } from "./lib.js";
-import type { ServerContender } from "./server-host.js";
+import { type Host, interleave, LoadClient, median, type Reply, sleep, startHost, tally } from "./lib.ts";
+import type { ServerContender } from "./server-host.ts";
 
 export interface ServerSpec {
   id: ServerContender;

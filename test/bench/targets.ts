@@ -1,9 +1,9 @@
 // Issue 10's targets ("close to the floor") computed from one run's results: measured, target, met.
-import type { BundleSize } from "./bundle.js";
-import type { Burst, Latency } from "./client-workloads.js";
-import { kb, median, ms, table, times } from "./lib.js";
-import type { Results } from "./report.js";
-import type { ServerLatency } from "./server-workloads.js";
+import type { BundleSize } from "./bundle.ts";
+import type { Burst, Latency } from "./client-workloads.ts";
+import { kb, median, ms, table, times } from "./lib.ts";
+import type { Results } from "./report.ts";
+import type { ServerLatency } from "./server-workloads.ts";
 
 export interface Target {
   figure: string;

@@ -1,6 +1,6 @@
 // Child process: the counting upstream of test/fixtures on 127.0.0.1, away from the bench's own event loop.
-import { startUpstream } from "../fixtures/upstream.js";
-import { serveHost } from "./lib.js";
+import { startUpstream } from "../fixtures/upstream.ts";
+import { serveHost } from "./lib.ts";
 
 const upstream = await startUpstream();
 serveHost(

@@ -2,8 +2,8 @@
 import { mkdirSync } from "node:fs";
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { type Demo, startDemo } from "../../demo/main.js";
-import { launchChromium } from "./harness.js";
+import { type Demo, startDemo } from "../../demo/main.ts";
+import { launchChromium } from "./harness.ts";
 
 let browser: Browser;
 let demo: Demo;

@@ -1,13 +1,13 @@
 // Debian's Chromium through playwright-core, and a 127.0.0.1 site serving the browser bundle, axios and a counting upstream.
 import { fileURLToPath } from "node:url";
 import { type Browser, chromium, type Page } from "playwright-core";
-import { bundleForBrowser } from "../../demo/web.js";
-import { listen } from "../fixtures/serve.js";
+import { bundleForBrowser } from "../../demo/web.ts";
+import { listen } from "../fixtures/serve.ts";
 
 declare global {
   interface Window {
     /** dist/browser/idemfetch.js, built from src/browser.ts. */
-    idemfetch: typeof import("../../src/browser.js");
+    idemfetch: typeof import("../../src/browser.ts");
     axios: typeof import("axios").default;
     /** fetch, answered as {status, replayed, body} (what a test compares). */
     send(url: string, init?: RequestInit): Promise<Sent>;

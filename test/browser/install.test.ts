@@ -1,9 +1,9 @@
 // install() in Chromium: fetch and XHR coalesced, uninstall, two tabs on one IndexedDB, reloads, conflicts, Web Locks leases.
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import type { Uninstall } from "../../src/install.js";
-import { until } from "../fixtures/util.js";
-import { launchChromium, openPage, type Sent, type Site, startSite } from "./harness.js";
+import type { Uninstall } from "../../src/install.ts";
+import { until } from "../fixtures/util.ts";
+import { launchChromium, openPage, type Sent, type Site, startSite } from "./harness.ts";
 
 declare global {
   interface Window {

@@ -1,8 +1,8 @@
 // The one store contract (test/conformance.ts) against indexedDBStore running in Chromium: vitest drives, the page stores.
 import type { Browser, Page } from "playwright-core";
-import type { AcquireResult, IdempotencyStore, StoredRecord } from "../../src/store.js";
-import { testStore } from "../conformance.js";
-import { launchChromium, openPage, type Site, startSite } from "./harness.js";
+import type { AcquireResult, IdempotencyStore, StoredRecord } from "../../src/store.ts";
+import { testStore } from "../conformance.ts";
+import { launchChromium, openPage, type Site, startSite } from "./harness.ts";
 
 declare global {
   interface Window {

@@ -55,7 +55,7 @@ Deno.test("install(): a store that calls fetch itself, with keys, is never inter
     const inner = memoryStore();
     const calls: string[] = [];
     const chatty = Object.fromEntries(
-      (["acquire", "commit", "release", "renew"] as const).map((op) => [
+      (["acquire", "commit", "release", "renew", "forget"] as const).map((op) => [
         op,
         async (...args: unknown[]) => {
           calls.push((await (await fetch(`${url}/`, keyed("store", op))).json()).body);

@@ -1,9 +1,9 @@
 // The app the edge tests bundle and run inside workerd and edge-runtime: each face over upstashStore, calling a counting upstream.
 import { Hono } from "hono";
-import { upstashStore } from "../../adapters/upstash.js";
-import { createIdempotentFetch } from "../../src/fetch.js";
-import { idempotency as honoIdempotency } from "../../src/hono.js";
-import { idempotency } from "../../src/server.js";
+import { upstashStore } from "../../adapters/upstash.ts";
+import { createIdempotentFetch } from "../../src/fetch.ts";
+import { idempotency as honoIdempotency } from "../../src/hono.ts";
+import { idempotency } from "../../src/server.ts";
 
 /** What the isolate is told: where the Upstash fixture and the upstream listen, and its key namespace. */
 export interface EdgeEnv {

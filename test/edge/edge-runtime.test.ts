@@ -1,7 +1,7 @@
 // The faces over upstashStore inside Vercel's Edge Runtime (the edge-runtime package): two isolates, one Upstash.
 import { AsyncLocalStorage } from "node:async_hooks";
 import { EdgeRuntime } from "edge-runtime";
-import { bundle, edgeSuite } from "./harness.js";
+import { bundle, edgeSuite } from "./harness.ts";
 
 edgeSuite(
   "edge-runtime",

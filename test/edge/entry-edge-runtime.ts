@@ -1,6 +1,6 @@
 // The script the edge-runtime test runs: a fetch event listener, as Vercel's Edge Runtime calls it.
 import type { AsyncLocalStorage } from "node:async_hooks";
-import { createApp, type EdgeEnv, VERCEL_REQUEST_CONTEXT, type WaitUntil } from "./app.js";
+import { createApp, type EdgeEnv, VERCEL_REQUEST_CONTEXT, type WaitUntil } from "./app.ts";
 
 interface FetchEventLike {
   request: Request;

@@ -1,5 +1,5 @@
 // The Workers module the workerd test runs: export default { fetch }, with the runtime's env and ctx.
-import { createApp, type EdgeEnv, type WaitUntil } from "./app.js";
+import { createApp, type EdgeEnv, type WaitUntil } from "./app.ts";
 
 const app = createApp();
 

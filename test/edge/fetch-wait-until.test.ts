@@ -1,8 +1,8 @@
 // createIdempotentFetch's per-call `idempotency.waitUntil` (for Workers), checked on Node against a real upstream.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createIdempotentFetch } from "../../src/fetch.js";
-import { memoryStore } from "../../src/store.js";
-import { startUpstream, type Upstream } from "../fixtures/upstream.js";
+import { createIdempotentFetch } from "../../src/fetch.ts";
+import { memoryStore } from "../../src/store.ts";
+import { startUpstream, type Upstream } from "../fixtures/upstream.ts";
 
 describe("createIdempotentFetch: idempotency.waitUntil", () => {
   let upstream: Upstream;

@@ -3,9 +3,9 @@
 import { createHash, randomBytes } from "node:crypto";
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startUpstashFixture, type UpstashFixture } from "../fixtures/upstash-server.js";
-import { startUpstream, type Upstream } from "../fixtures/upstream.js";
-import type { EdgeEnv } from "./app.js";
+import { startUpstashFixture, type UpstashFixture } from "../fixtures/upstash-server.ts";
+import { startUpstream, type Upstream } from "../fixtures/upstream.ts";
+import type { EdgeEnv } from "./app.ts";
 
 /**
  * Bundles an entry of test/edge for an isolate: browser/worker conditions, every dependency inlined

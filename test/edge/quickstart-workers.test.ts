@@ -4,7 +4,7 @@ import { build } from "esbuild";
 import { Redis } from "ioredis";
 import { Miniflare } from "miniflare";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startUpstashFixture, type UpstashFixture } from "../fixtures/upstash-server.js";
+import { startUpstashFixture, type UpstashFixture } from "../fixtures/upstash-server.ts";
 
 describe("README quick start: Cloudflare Workers", () => {
   let upstash: UpstashFixture;

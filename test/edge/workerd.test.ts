@@ -1,6 +1,6 @@
 // The faces over upstashStore inside workerd (Cloudflare's runtime) through Miniflare: two isolates, one Upstash.
 import { Miniflare } from "miniflare";
-import { bundle, edgeSuite, eventually } from "./harness.js";
+import { bundle, edgeSuite, eventually } from "./harness.ts";
 
 edgeSuite(
   "workerd",

@@ -1,9 +1,9 @@
 // Backpressure (SPEC "durable before delivered"): a slow reader never makes the library buffer a stream it will not store.
 import fc from "fast-check";
 import { describe, it } from "vitest";
-import { createIdempotentFetch } from "../../src/fetch.js";
-import { idempotency } from "../../src/server.js";
-import { memoryStore } from "../../src/store.js";
+import { createIdempotentFetch } from "../../src/fetch.ts";
+import { idempotency } from "../../src/server.ts";
+import { memoryStore } from "../../src/store.ts";
 
 const CHUNK = 32 * 1024;
 const MAX_BODY = 64 * 1024;

@@ -1,9 +1,9 @@
 // The stores the properties run against: a fresh memoryStore per example, or real Redis under a unique prefix.
 import { Redis } from "ioredis";
-import { ioredisStore } from "../../adapters/ioredis.js";
-import { memoryStore, newToken } from "../../src/store.js";
-import { deletePrefix } from "../fixtures/util.js";
-import type { StoreEnv } from "./harness.js";
+import { ioredisStore } from "../../adapters/ioredis.ts";
+import { memoryStore, newToken } from "../../src/store.ts";
+import { deletePrefix } from "../fixtures/util.ts";
+import type { StoreEnv } from "./harness.ts";
 
 export const memoryEnv: StoreEnv = {
   name: "memory",

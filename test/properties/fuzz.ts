@@ -3,7 +3,7 @@
 // FUZZ_AVOID=nonResponse,big,late,subscribe,setCookie,waiterFail,abortBefore leaves out behaviours whose failures are known;
 // FUZZ_SEED + FUZZ_PATH replay a failure (and shrink it further, FUZZ_SHRINK_SECONDS, default 90).
 import fc from "fast-check";
-import { memoryEnv, redisEnv } from "./envs.js";
+import { memoryEnv, redisEnv } from "./envs.ts";
 import {
   type Avoid,
   INVARIANTS,
@@ -12,7 +12,7 @@ import {
   listenForUnhandled,
   type Scenario,
   type StoreEnv,
-} from "./harness.js";
+} from "./harness.ts";
 
 const env = process.env;
 const only = (env.FUZZ_ONLY ? env.FUZZ_ONLY.split(",") : Object.keys(INVARIANTS)) as Invariant[];

@@ -1,10 +1,10 @@
 // The fault harness: random scenarios (callers, bodies, aborts, upstream behaviour, store faults) and the invariants of SPEC.md.
 import fc from "fast-check";
-import { createIdempotentFetch } from "../../src/fetch.js";
-import type { IdempotencyEvent } from "../../src/options.js";
-import { idempotency } from "../../src/server.js";
-import type { IdempotencyStore } from "../../src/store.js";
-import { type ChaosPlan, type ChaosStore, chaosStore, type Fault, type LogEntry } from "../fixtures/chaos-store.js";
+import { createIdempotentFetch } from "../../src/fetch.ts";
+import type { IdempotencyEvent } from "../../src/options.ts";
+import { idempotency } from "../../src/server.ts";
+import type { IdempotencyStore } from "../../src/store.ts";
+import { type ChaosPlan, type ChaosStore, chaosStore, type Fault, type LogEntry } from "../fixtures/chaos-store.ts";
 
 /** Timings of every scenario, in ms: short so an example runs in about a second. */
 export const T = { leaseMs: 300, storeTimeoutMs: 60, waitTimeoutMs: 1000, maxBodyBytes: 16_384, marginMs: 1500 };

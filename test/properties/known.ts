@@ -1,5 +1,5 @@
 // Minimal counterexamples found by the harness on the engine of December 2026, replayed by the suite as their own tests.
-import type { Invariant, Scenario } from "./harness.js";
+import type { Invariant, Scenario } from "./harness.ts";
 
 type Caller = Scenario["callers"][number];
 type Up = Scenario["upstream"][number];

@@ -1,5 +1,5 @@
 // The fault harness over memoryStore: each SPEC invariant as its own property (time-boxed for CI).
-import { memoryEnv } from "./envs.js";
-import { invariantSuite } from "./suite.js";
+import { memoryEnv } from "./envs.ts";
+import { invariantSuite } from "./suite.ts";
 
 invariantSuite("invariants over memoryStore", memoryEnv);

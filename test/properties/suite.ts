@@ -7,8 +7,8 @@ import {
   listenForUnhandled,
   runScenario,
   type StoreEnv,
-} from "./harness.js";
-import { KNOWN } from "./known.js";
+} from "./harness.ts";
+import { KNOWN } from "./known.ts";
 
 /** Milliseconds of random examples per invariant (after the known counterexamples). */
 const BUDGET_MS = Number(process.env.PROPERTY_MS ?? 3500);

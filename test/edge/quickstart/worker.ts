@@ -1,7 +1,7 @@
 // The README's Cloudflare Workers quick start (docs/readme-edge.md), imports pointed at the sources.
 import { env } from "cloudflare:workers";
-import { upstashStore } from "../../../adapters/upstash.js";
-import { idempotency } from "../../../src/server.js";
+import { upstashStore } from "../../../adapters/upstash.ts";
+import { idempotency } from "../../../src/server.ts";
 
 const store = upstashStore({ url: env.UPSTASH_REDIS_REST_URL, token: env.UPSTASH_REDIS_REST_TOKEN });
 
