@@ -6,7 +6,7 @@ import express, { type Express } from "express";
 import { afterEach, describe, expect, it } from "vitest";
 import { idempotency, keepRawBody } from "../src/express.ts";
 import type { ServerIdempotencyOptions } from "../src/server.ts";
-import { faceSuite, Routes, type Started } from "./fixtures/node-face-suite.ts";
+import { expectOuterHeaderPerCaller, faceSuite, Routes, type Started } from "./fixtures/node-face-suite.ts";
 
 /** Where the body parser sits relative to the middleware. */
 type Order = "parser first" | "parser first, raw bytes kept" | "idempotency first";
@@ -84,19 +84,7 @@ describe("express face specifics", () => {
     "%s: the route's req.body is the parsed JSON; an outer middleware's header is the caller's own on a replay",
     async (order) => {
       const { routes, url } = await start(order);
-      const send = (caller: string) =>
-        fetch(`${url}/orders`, {
-          method: "POST",
-          headers: { "content-type": "application/json", "Idempotency-Key": "outer", "x-caller": caller },
-          body: '{"item":"book"}',
-        });
-      const first = await send("alice");
-      expect(await first.json()).toMatchObject({ body: { item: "book" } });
-      expect(first.headers.get("x-outer")).toBe("alice");
-      const replay = await send("bob");
-      expect(replay.headers.get("idempotent-replayed")).toBe("true");
-      expect(replay.headers.get("x-outer")).toBe("bob");
-      expect(routes.orders).toBe(1);
+      await expectOuterHeaderPerCaller(url, routes);
     },
   );
 

@@ -4,7 +4,7 @@ import Fastify, { type FastifyInstance } from "fastify";
 import { afterEach, describe, expect, it } from "vitest";
 import { type IdempotencyPlugin, idempotency } from "../src/fastify.ts";
 import type { ServerIdempotencyOptions } from "../src/server.ts";
-import { faceSuite, Routes, type Started } from "./fixtures/node-face-suite.ts";
+import { expectOuterHeaderPerCaller, faceSuite, Routes, type Started } from "./fixtures/node-face-suite.ts";
 
 async function listen(app: FastifyInstance, face: IdempotencyPlugin): Promise<Started> {
   const url = await app.listen({ port: 0, host: "127.0.0.1" });
@@ -61,19 +61,7 @@ describe("fastify face specifics", () => {
     const routes = new Routes();
     const { app, face } = await build(routes);
     const { url } = await start(app, face);
-    const send = (caller: string) =>
-      fetch(`${url}/orders`, {
-        method: "POST",
-        headers: { "content-type": "application/json", "Idempotency-Key": "outer", "x-caller": caller },
-        body: '{"item":"book"}',
-      });
-    const first = await send("alice");
-    expect(await first.json()).toMatchObject({ body: { item: "book" } });
-    expect(first.headers.get("x-outer")).toBe("alice");
-    const replay = await send("bob");
-    expect(replay.headers.get("idempotent-replayed")).toBe("true");
-    expect(replay.headers.get("x-outer")).toBe("bob");
-    expect(routes.orders).toBe(1);
+    await expectOuterHeaderPerCaller(url, routes);
   });
 
   it("replays go out through reply: onSend and onResponse hooks of the app still run for them", async () => {
