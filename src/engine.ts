@@ -137,6 +137,13 @@ const now = (): number => (typeof performance !== "undefined" ? performance.now(
 const resolved = Promise.resolve();
 /** Cloudflare Workers: each request runs in its own I/O context (the runtime's documented user agent). */
 const ISOLATED_REQUESTS = typeof navigator !== "undefined" && navigator.userAgent === "Cloudflare-Workers";
+
+/**
+ * Whether a duplicate may attach to the call in flight in this process. In Workers a request waiting on a
+ * promise only another request's I/O resolves is cancelled as hung, so a duplicate that hands nothing to
+ * waitUntil goes through the store (pending, then replay) in its own request instead.
+ */
+const joinsLocally = (call: CallOptions): boolean => call.waitUntil !== undefined || !ISOLATED_REQUESTS;
 /** Numbers calls across every engine of this realm, so one event listener can tell calls apart. */
 let lastCallId = 0;
 
@@ -199,6 +206,13 @@ export function createEngine(o: NormalizedOptions, face: Face): Engine {
       (error: unknown) => emit({ type: "settled", error }),
     );
     return answer;
+  };
+
+  /** A duplicate attaches to the flight in this process: one "join", the flight's writes for waitUntil. */
+  const attachJoiner = (flight: Flight, emit: Emit, call: CallOptions): Promise<Response> => {
+    emit({ type: "join" });
+    call.waitUntil?.(flight.durable);
+    return settledEvent(emit, flight.attach(call.signal ?? undefined, false));
   };
 
   const problem = (code: IdempotencyErrorCode, status: number, message?: string): Response =>
@@ -285,17 +299,13 @@ export function createEngine(o: NormalizedOptions, face: Face): Engine {
       settledEvent(emit, answer, writes);
 
     const existing = flights.get(storeKey);
-    // In Workers a request waiting on a promise that only another request's I/O resolves is cancelled as
-    // hung; a joiner that hands nothing to waitUntil goes through the store (pending, then replay) instead.
-    if (existing?.fingerprint === fingerprint && (call.waitUntil !== undefined || !ISOLATED_REQUESTS)) {
+    if (existing?.fingerprint === fingerprint && joinsLocally(call)) {
       // waitTimeoutMs 0 (the IETF draft's immediate 409): a duplicate in this process does not wait either.
       if (o.waitTimeoutMs === 0) {
         emit({ type: "timeout" });
         return settled(Promise.resolve(inProgress()));
       }
-      emit({ type: "join" });
-      call.waitUntil?.(existing.durable);
-      return settled(existing.attach(signal, false));
+      return attachJoiner(existing, emit, call);
     }
     // Another request under this key conflicts only once it leads; until then the store decides,
     // else a doomed local request would turn away a correct one.
@@ -384,7 +394,7 @@ export function createEngine(o: NormalizedOptions, face: Face): Engine {
       const waker = new Waker(o.store);
       try {
         for (;;) {
-          let found: AcquireResult;
+          let found: AcquireResult | undefined;
           try {
             found = await withDeadline(
               "acquire",
@@ -397,24 +407,19 @@ export function createEngine(o: NormalizedOptions, face: Face): Engine {
             );
           } catch (error) {
             this.storeError("acquire", "acquire failed", error);
-            if (this.knowsOwner) {
-              // Someone else is executing: a store blip must never make this caller execute too.
-              if (now() >= deadline) return this.timedOut();
-              await waker.sleep(Math.min(delay, deadline - now()), flight.abort?.signal);
-              if (flight.abort?.signal.aborted) return { kind: "fail", error: flight.abort.signal.reason };
-              delay = Math.min(delay * 1.5, Poll.MaxMs);
-              continue;
+            // Once someone else is known to execute, a store blip only costs this caller another round of waiting.
+            if (!this.knowsOwner) {
+              if (o.onStoreError === "closed") return errorAnswer("IDEMPOTENCY_STORE_UNAVAILABLE", 503);
+              return this.lead(null);
             }
-            if (o.onStoreError === "closed") return errorAnswer("IDEMPOTENCY_STORE_UNAVAILABLE", 503);
-            return this.lead(null);
           }
 
-          if (found.state === "acquired") {
+          if (found?.state === "acquired") {
             if (found.replacedCorrupt) this.storeError("acquire", "a stored value did not parse; replaced");
             if (this.knowsOwner) emit({ type: "takeover" });
             return this.lead(found.token);
           }
-          if (found.state === "done") {
+          if (found?.state === "done") {
             const record = found.record;
             if (!isRecord(record) || !flight.prepare(record)) {
               // A foreign or damaged record is treated as absent: removed once, then the key is acquired again.
@@ -434,14 +439,17 @@ export function createEngine(o: NormalizedOptions, face: Face): Engine {
             if (record.fingerprint !== flight.fingerprint) return this.conflict();
             return { kind: "record", record };
           }
-          if (found.fingerprint !== flight.fingerprint) return this.conflict();
-
-          if (!this.knowsOwner) {
-            this.knowsOwner = true;
-            emit({ type: "wait" });
-            const failed = waker.subscribe(storeKey);
-            if (failed !== undefined) this.storeError("subscribe", "subscribe failed; polling instead", failed);
+          if (found?.state === "pending") {
+            if (found.fingerprint !== flight.fingerprint) return this.conflict();
+            if (!this.knowsOwner) {
+              this.knowsOwner = true;
+              emit({ type: "wait" });
+              const failed = waker.subscribe(storeKey);
+              if (failed !== undefined) this.storeError("subscribe", "subscribe failed; polling instead", failed);
+            }
           }
+
+          // Another owner holds a live lease (or the store blipped while we waited for it): one round of waiting.
           if (now() >= deadline) return this.timedOut();
           await waker.sleep(Math.min(delay, deadline - now()), flight.abort?.signal);
           if (flight.abort?.signal.aborted) return { kind: "fail", error: flight.abort.signal.reason };
@@ -634,20 +642,15 @@ export function createEngine(o: NormalizedOptions, face: Face): Engine {
   }
 
   function join(sameAs: string, call: CallOptions, otherwise: () => Promise<Response>): Promise<Response> {
-    const signal = call.signal ?? undefined;
     const attach = (claim: Claim): Promise<Response> => {
       const { flight, info } = claim;
       if (!flight?.joinable || !info) return otherwise();
-      if (signal?.aborted) return Promise.reject(signal.reason);
+      if (call.signal?.aborted) return Promise.reject(call.signal.reason);
       counts.requests++;
-      const emit = emitter({ ...info, callId: ++lastCallId }, now());
-      emit({ type: "join" });
-      call.waitUntil?.(flight.durable);
-      return settledEvent(emit, flight.attach(signal, false));
+      return attachJoiner(flight, emitter({ ...info, callId: ++lastCallId }, now()), call);
     };
     const claim = same.get(sameAs);
-    // Workers: a joiner with nothing for waitUntil waits through the store in its own request (see handleCall).
-    if (!claim || (ISOLATED_REQUESTS && call.waitUntil === undefined)) return otherwise();
+    if (!claim || !joinsLocally(call)) return otherwise();
     return claim.flight ? attach(claim) : claim.ready.then(() => attach(claim));
   }
 
