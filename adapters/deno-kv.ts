@@ -113,38 +113,45 @@ export function denoKvStore(options: DenoKvStoreOptions): IdempotencyStore {
   const run = async <O extends Operation>(storeKey: string, operation: O): Promise<Replies[O["op"]]> => {
     const key = entryKey(storeKey);
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-      const { value, versionstamp } = await kv.get(key);
-      const stored = parseEntry(value) as (Entry & { chunked?: Chunked }) | undefined;
-      const chunked = stored?.kind === "record" ? stored.chunked : undefined;
-      const now = Date.now();
-      let found: unknown = versionstamp === null ? undefined : value;
-      // Only a replay needs the body: the other operations decide on the entry alone.
-      if (chunked && operation.op === "acquire" && stored && stored.expiresAt > now && stored.kind === "record") {
-        const body = await readBody(storeKey, chunked);
-        // A body that vanished or does not add up makes the record corrupt, which acquire replaces.
-        found = body ? { ...stored, record: { ...stored.record, body } } : { corrupt: "body chunks" };
-      }
-      const { reply, write } = decide(found, operation, now, newToken);
-      if (write === undefined) return reply;
-      const atomic = kv.atomic().check({ key, versionstamp });
-      let written: Chunked | undefined;
-      if (write === null) atomic.delete(key);
-      else {
-        const expireIn = Math.max(1, write.expiresAt - now);
-        let value: Entry & { chunked?: Chunked } = write;
-        if (write.kind === "record" && write.record.body.length + sizeEstimate(write) > CHUNK_BYTES) {
-          written = await writeChunks(storeKey, write.record.body, expireIn + CHUNK_MARGIN_MS);
-          value = { ...write, record: { ...write.record, body: new Uint8Array(0) }, chunked: written };
+      try {
+        const { value, versionstamp } = await kv.get(key);
+        const stored = parseEntry(value) as (Entry & { chunked?: Chunked }) | undefined;
+        const chunked = stored?.kind === "record" ? stored.chunked : undefined;
+        const now = Date.now();
+        let found: unknown = versionstamp === null ? undefined : value;
+        // Only a replay needs the body: the other operations decide on the entry alone.
+        if (chunked && operation.op === "acquire" && stored && stored.expiresAt > now && stored.kind === "record") {
+          const body = await readBody(storeKey, chunked);
+          // A body that vanished or does not add up makes the record corrupt, which acquire replaces.
+          found = body ? { ...stored, record: { ...stored.record, body } } : { corrupt: "body chunks" };
         }
-        atomic.set(key, value, { expireIn });
+        const { reply, write } = decide(found, operation, now, newToken);
+        if (write === undefined) return reply;
+        const atomic = kv.atomic().check({ key, versionstamp });
+        let written: Chunked | undefined;
+        if (write === null) atomic.delete(key);
+        else {
+          const expireIn = Math.max(1, write.expiresAt - now);
+          let value: Entry & { chunked?: Chunked } = write;
+          if (write.kind === "record" && write.record.body.length + sizeEstimate(write) > CHUNK_BYTES) {
+            written = await writeChunks(storeKey, write.record.body, expireIn + CHUNK_MARGIN_MS);
+            value = { ...write, record: { ...write.record, body: new Uint8Array(0) }, chunked: written };
+          }
+          atomic.set(key, value, { expireIn });
+        }
+        if (!(await atomic.commit()).ok) {
+          await dropChunks(storeKey, written);
+          continue; // another writer got in between: read again
+        }
+        if (chunked) await dropChunks(storeKey, chunked); // the record it replaced or deleted
+        // No wake-up here: the watch sees this write too, and waking from both would wake twice.
+        return reply;
+      } catch (error) {
+        // A local SQLite file shared by processes answers "database is locked" while another one writes:
+        // a transient state, retried like a lost race (the engine's storeTimeoutMs bounds the whole call).
+        if (!isLocked(error)) throw error;
+        await new Promise((resolve) => setTimeout(resolve, Math.min(2 + attempt * 2, 50)));
       }
-      if (!(await atomic.commit()).ok) {
-        await dropChunks(storeKey, written);
-        continue; // another writer got in between: read again
-      }
-      if (chunked) await dropChunks(storeKey, chunked); // the record it replaced or deleted
-      // No wake-up here: the watch sees this write too, and waking from both would wake twice.
-      return reply;
     }
     throw new Error(`denoKvStore: ${operation.op} lost ${MAX_ATTEMPTS} races in a row for one key`);
   };
@@ -208,4 +215,9 @@ function sizeEstimate(entry: Entry): number {
   let chars = statusText.length + fingerprint.length;
   for (const [name, value] of headers) chars += name.length + value.length + 8;
   return 512 + 3 * chars;
+}
+
+/** SQLite's SQLITE_BUSY, as Deno KV reports it for a database file another process is writing. */
+function isLocked(error: unknown): boolean {
+  return /database is locked/i.test(String((error as { message?: unknown } | null)?.message ?? error));
 }

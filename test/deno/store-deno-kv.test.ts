@@ -87,3 +87,20 @@ Deno.test({
     await Deno.remove(dir, { recursive: true });
   },
 });
+
+Deno.test("a 'database is locked' answer (another process writing the SQLite file) is retried, not a store error", async () => {
+  let failures = 2;
+  const real = await Deno.openKv(await Deno.makeTempFile({ suffix: ".sqlite3" }));
+  // The real KV, with its first two reads answering as SQLite does while another process holds the write lock.
+  const flaky = {
+    get: (key: Deno.KvKey) => (failures-- > 0 ? Promise.reject(new TypeError("database is locked")) : real.get(key)),
+    list: (selector: { prefix: Deno.KvKey }) => real.list(selector),
+    atomic: () => real.atomic(),
+  };
+  const store = denoKvStore({ kv: flaky, prefix: ["locked"] });
+  const result = await store.acquire("k", "fp", 10_000);
+  assert.equal(result.state, "acquired");
+  assert.equal(failures, -1);
+  await store.close?.();
+  real.close();
+});
