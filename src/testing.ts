@@ -1,5 +1,5 @@
 // idemfetch/testing: testStore(), the conformance suite every IdempotencyStore passes, on any test runner.
-import { encodeRecord } from "./record.ts";
+import { encodeRecord, isStoredRecord } from "./record.ts";
 import { type AcquireResult, type IdempotencyStore, newToken, type StoredRecord } from "./store.ts";
 
 /** The test runner's functions the suite registers itself with (vitest, jest and node:test shapes fit). */
@@ -81,7 +81,9 @@ export function testStore(
     const done = async (storeKey: string, fingerprint = "fp-a"): Promise<StoredRecord> => {
       const result = await store.acquire(storeKey, fingerprint, LONG_MS);
       equal(result.state, "done");
-      return (result as Extract<AcquireResult, { state: "done" }>).record;
+      const found = (result as Extract<AcquireResult, { state: "done" }>).record;
+      check(isStoredRecord(found), `done holds no valid StoredRecord: ${show(found)}`);
+      return found;
     };
     const expectPending = async (storeKey: string, holderFingerprint: string): Promise<void> => {
       equal(await store.acquire(storeKey, "fp-probe", LONG_MS), { state: "pending", fingerprint: holderFingerprint });
