@@ -6,10 +6,10 @@ import {
   evalWithFallback,
   isNoScript,
   type RunScript,
+  refuseTimeoutOption,
   SCRIPTS,
   type Script,
   scriptStore,
-  timeoutOption,
 } from "./redis-scripts.ts";
 
 /** What this store needs from the subscriber connection made by `duplicate()`. */
@@ -48,14 +48,13 @@ export interface IoredisClient {
 export interface IoredisStoreOptions {
   /**
    * Your client; the store never closes it. For store calls to fail fast while Redis is down, create it
-   * with `enableOfflineQueue: false`, `maxRetriesPerRequest: 1` and `commandTimeout` (ms) below the
-   * engine's `storeTimeoutMs`: with ioredis' defaults a command waits in a queue for about a minute, and
-   * may still run after this store gave up on it (a lease taken that way just expires). Without the
-   * offline queue, commands sent before the client is ready fail: wait for its "ready" event first.
+   * with `enableOfflineQueue: false` and `maxRetriesPerRequest: 1` (with ioredis' defaults a command waits
+   * in a queue for about a minute; the engine's `storeTimeoutMs` still bounds each call). Leave
+   * `commandTimeout` unset: it gives up on a command Redis may still run, and the engine then cannot
+   * release a lease taken late. Without the offline queue, commands sent before the client is ready fail:
+   * wait for its "ready" event first.
    */
   redis: IoredisClient;
-  /** Bound on each store call in ms, whatever the client does (0: none). Default 2000. */
-  timeoutMs?: number;
   /**
    * Records as raw bytes (one value: a JSON header, then the body) instead of JSON with a base64 body:
    * a third smaller and no base64 work on replay. Default true. Both layouts are always read; set false
@@ -91,7 +90,7 @@ export function ioredisStore(options: IoredisStoreOptions): IdempotencyStore {
   if (typeof redis?.callBuffer !== "function") {
     throw new TypeError("ioredisStore: `redis` must be an ioredis client (Redis or Cluster)");
   }
-  const timeoutMs = timeoutOption("ioredisStore", options.timeoutMs, 2000);
+  refuseTimeoutOption("ioredisStore", options);
   const ack = options.replicaAck;
   if (ack !== undefined) {
     const replicas = ack.replicas ?? 1;
@@ -111,7 +110,7 @@ export function ioredisStore(options: IoredisStoreOptions): IdempotencyStore {
           (sha1) => redis.callBuffer("evalsha", [sha1, ...args(key, rest)]),
           (lua) => redis.callBuffer("eval", [lua, ...args(key, rest)]),
         );
-  const ops = scriptStore("ioredisStore", run, timeoutMs, options.binary ?? true);
+  const ops = scriptStore("ioredisStore", run, options.binary ?? true);
 
   // The scripts publish on the key's full name; SUBSCRIBE is not prefixed by ioredis, so prefix here.
   const channelOf = (storeKey: string): string => `${redis.options?.keyPrefix ?? ""}${storeKey}`;

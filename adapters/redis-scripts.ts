@@ -165,37 +165,29 @@ export function isNoScript(error: unknown): boolean {
   return String((error as { message?: unknown } | null)?.message).includes("NOSCRIPT");
 }
 
-/** Validates a `timeoutMs` option: a number of ms >= 0, 0 for none. */
-export function timeoutOption(name: string, value: number | undefined, fallback: number): number {
-  const ms = value ?? fallback;
-  if (typeof ms !== "number" || Number.isNaN(ms) || ms < 0) {
-    throw new TypeError(`${name}: timeoutMs must be a number of ms >= 0 (0: none), got ${String(value)}`);
+/**
+ * Refuses the `timeoutMs` option these stores once had. The engine's `storeTimeoutMs` is the one timeout
+ * layer: it releases an acquire that lands after it gave up, which a timer here would hide from it.
+ */
+export function refuseTimeoutOption(name: string, options: object): void {
+  if ("timeoutMs" in options && (options as { timeoutMs?: unknown }).timeoutMs !== undefined) {
+    throw new TypeError(`${name}: timeoutMs is gone; the engine's storeTimeoutMs bounds every store call`);
   }
-  return ms;
 }
 
 /**
  * The store operations over the scripts, shared by both Redis adapters. Each is one script call (one
  * round trip), except an acquire that meets an undecodable record (two, at most three).
- * `timeoutMs` bounds every call on this side: a client left with its defaults queues commands
- * for a long time while Redis is down, and a store call must never hang a request.
+ * No timer here: the engine bounds each call and releases an acquire that lands late, which it can do
+ * only if this side reports the late success instead of rejecting first.
  * `binary`: commit writes the binary layout (raw body bytes) instead of the text one; `run` must then
  * pass bytes through unchanged.
  */
 export function scriptStore(
   name: string,
-  run: RunScript,
-  timeoutMs: number,
+  call: RunScript,
   binary = false,
 ): Pick<IdempotencyStore, "acquire" | "commit" | "release" | "renew" | "forget"> {
-  const call = (script: Script, key: string, args: (string | Uint8Array)[]): Promise<unknown> => {
-    const pending = run(script, key, args);
-    if (timeoutMs === 0 || !Number.isFinite(timeoutMs)) return pending;
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`${name}: no reply within ${timeoutMs} ms`)), timeoutMs);
-      pending.then(resolve, reject).finally(() => clearTimeout(timer));
-    });
-  };
   return {
     async acquire(storeKey, fingerprint, leaseMs) {
       const token = newToken();
