@@ -15,7 +15,7 @@ const LEASE_MS = 30_000;
 const PAUSE_MS = 2_500;
 
 let redis: PrivateRedis | undefined;
-const closers: (() => Promise<unknown> | void)[] = [];
+const closers: (() => unknown)[] = [];
 afterEach(async () => {
   redis?.signal("SIGCONT");
   for (const close of closers.splice(0).reverse()) await close();
