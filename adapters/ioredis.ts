@@ -4,7 +4,6 @@ import { keyedListeners } from "../src/listeners.ts";
 import type { IdempotencyStore } from "../src/store.ts";
 import {
   evalWithFallback,
-  isNoScript,
   type RunScript,
   refuseTimeoutOption,
   SCRIPTS,
@@ -193,8 +192,10 @@ function isReplyError(error: unknown): boolean {
 
 /**
  * The commit script, then WAIT, in one pipeline: WAIT cannot run inside a script, and must reach the
- * connection that ran the write (a Cluster pipeline goes to the node of its one key). Resolves the
- * script's reply; how many replicas acknowledged is not the caller's concern (the record is stored).
+ * connection that ran the write (a Cluster pipeline goes to the node of its one key). The script goes as
+ * EVAL, its full text: an EVALSHA answered NOSCRIPT would already have run its WAIT for nothing, and the
+ * retry a second one, doubling the commit's bound. Resolves the script's reply; how many replicas
+ * acknowledged is not the caller's concern (the record is stored).
  */
 async function commitAndWait(
   redis: IoredisClient,
@@ -203,15 +204,10 @@ async function commitAndWait(
   replicas: number,
   timeoutMs: number,
 ): Promise<unknown> {
-  for (const [command, first] of [
-    ["evalsha", script.sha1],
-    ["eval", script.lua],
-  ] as const) {
-    const pipeline = (redis.pipeline as () => IoredisPipeline)();
-    pipeline.callBuffer(command, [first, ...args]);
-    pipeline.call("wait", [replicas, timeoutMs]);
-    const [[error, reply] = [null, undefined]] = (await pipeline.exec()) ?? [];
-    if (!error) return reply;
-    if (command === "eval" || !isNoScript(error)) throw error;
-  }
+  const pipeline = (redis.pipeline as () => IoredisPipeline)();
+  pipeline.callBuffer("eval", [script.lua, ...args]);
+  pipeline.call("wait", [replicas, timeoutMs]);
+  const [[error, reply] = [null, undefined]] = (await pipeline.exec()) ?? [];
+  if (error) throw error;
+  return reply;
 }

@@ -236,15 +236,22 @@ describe("ioredisStore on real Redis", () => {
     const server = await startPrivateRedis();
     const redis = new Redis({ port: server.port });
     try {
-      const store = ioredisStore({ redis, replicaAck: { timeoutMs: 50 } });
+      const bound = 400;
+      const store = ioredisStore({ redis, replicaAck: { timeoutMs: bound } });
       await redis.script("FLUSH"); // the pipeline's EVALSHA answers NOSCRIPT first
       const k = `ack:${newToken()}`;
       const lease = await store.acquire(k, "fp-a", 30_000);
       if (lease.state !== "acquired") throw new Error("expected a lease");
       await redis.config("RESETSTAT");
+      const started = performance.now();
       expect(await store.commit(k, lease.token, record, 30_000)).toBe(true); // no replica: WAIT times out, 0
-      // NOSCRIPT in the first pipeline, then EVAL: each pipeline carried its WAIT.
-      expect(await commandStats(redis)).toMatchObject({ evalsha: 1, eval: 1, wait: 2, spublish: 1 });
+      const ms = performance.now() - started;
+      // One WAIT for the one commit (never a NOSCRIPT retry with a second), so it settles within one bound.
+      const stats = await commandStats(redis);
+      expect(stats).toMatchObject({ eval: 1, wait: 1, spublish: 1 });
+      expect(stats.evalsha).toBeUndefined();
+      expect(ms).toBeGreaterThanOrEqual(bound - 5);
+      expect(ms).toBeLessThan(bound + 250);
       expect((await store.acquire(k, "fp-a", 30_000)).state).toBe("done");
     } finally {
       redis.disconnect();
