@@ -114,14 +114,31 @@ export function ioredisStore(options: IoredisStoreOptions): IdempotencyStore {
   // The scripts publish on the key's full name; SUBSCRIBE is not prefixed by ioredis, so prefix here.
   const channelOf = (storeKey: string): string => `${redis.options?.keyPrefix ?? ""}${storeKey}`;
   const duplicate = redis.duplicate?.bind(redis) as ((...args: unknown[]) => IoredisSubscriber) | undefined;
+  // Per channel, the last subscribe or unsubscribe queued: each runs after the one before, so an unsubscribe
+  // made while the connection is still connecting goes after its subscribe, with the same mode (classic or
+  // sharded), which only that subscribe's answer tells. Resolves the mode subscribed, or undefined.
+  const queued = new Map<string, Promise<Mode | undefined>>();
+  const enqueue = (channel: string, step: (mode: Mode | undefined) => Promise<Mode | undefined>) => {
+    const next = (queued.get(channel) ?? Promise.resolve(undefined)).then(step).catch(() => undefined);
+    queued.set(channel, next);
+    return next;
+  };
   const listeners = keyedListeners({
     onFirst(channel) {
       if (!duplicate) return;
       const sub = subscriberConnection(duplicate);
-      subscriberReady.then(() => listen(sub, channel)).catch(() => {});
+      enqueue(channel, () => subscriberReady.then(() => listen(sub, channel)));
     },
     onLast(channel) {
-      if (subscriber) unlisten(subscriber, channel).catch(() => {});
+      const sub = subscriber;
+      const done = enqueue(channel, async (mode) => {
+        if (mode && sub) await unlisten(sub, channel, mode);
+        return undefined;
+      });
+      // Nothing left to order after it: forget the channel (a new onFirst starts a new queue).
+      done.then(() => {
+        if (queued.get(channel) === done) queued.delete(channel);
+      });
     },
   });
   let subscriber: IoredisSubscriber | undefined;
@@ -152,26 +169,28 @@ export function ioredisStore(options: IoredisStoreOptions): IdempotencyStore {
   // ioredis prefixes SSUBSCRIBE's shard channels with keyPrefix (they are keys to it), not SUBSCRIBE's.
   let sharded: boolean | undefined;
   const unprefixed = (channel: string) => channel.slice(channelOf("").length);
-  const listen = async (sub: IoredisSubscriber, channel: string): Promise<void> => {
+  const listen = async (sub: IoredisSubscriber, channel: string): Promise<Mode> => {
     if (sharded !== false && sub.ssubscribe) {
       try {
         await sub.ssubscribe(unprefixed(channel));
         sharded = true;
-        return;
+        return "sharded";
       } catch (error) {
         if (sharded === true || !isReplyError(error)) throw error;
         sharded = false;
       }
     }
     await sub.subscribe(channel);
+    return "classic";
   };
-  const unlisten = (sub: IoredisSubscriber, channel: string): Promise<unknown> =>
-    sharded && sub.sunsubscribe ? sub.sunsubscribe(unprefixed(channel)) : sub.unsubscribe(channel);
+  const unlisten = (sub: IoredisSubscriber, channel: string, mode: Mode): Promise<unknown> =>
+    mode === "sharded" && sub.sunsubscribe ? sub.sunsubscribe(unprefixed(channel)) : sub.unsubscribe(channel);
 
   const store: IdempotencyStore = {
     ...ops,
     async close() {
       listeners.clear();
+      queued.clear();
       subscriber?.disconnect();
       subscriber = undefined;
     },
@@ -179,6 +198,9 @@ export function ioredisStore(options: IoredisStoreOptions): IdempotencyStore {
   if (duplicate) store.subscribe = (storeKey, onChange) => listeners.add(channelOf(storeKey), onChange);
   return store;
 }
+
+/** How a channel was subscribed: SSUBSCRIBE (Redis >= 7) or SUBSCRIBE; undone by the matching unsubscribe. */
+type Mode = "sharded" | "classic";
 
 /** Bytes go to ioredis as Buffers (a view, no copy). */
 function asArg(arg: string | Uint8Array): string | Buffer {

@@ -184,6 +184,34 @@ describe("ioredisStore on real Redis", () => {
     expect(await redis.ping()).toBe("PONG");
   });
 
+  it("a subscription made and dropped while the subscriber connection is still connecting leaves no channel subscribed", async () => {
+    const server = await startPrivateRedis();
+    const redis = new Redis({ port: server.port, enableOfflineQueue: false, maxRetriesPerRequest: 1 });
+    redis.on("error", () => {});
+    const probe = new Redis({ port: server.port });
+    try {
+      await new Promise((resolve) => redis.once("ready", resolve));
+      const store = ioredisStore({ redis });
+      // Cold start: waiters subscribe before the subscriber connection is ready, and finish by polling.
+      const keys = Array.from({ length: 8 }, (_, i) => `cold:${i}:${newToken()}`);
+      for (const k of keys) store.subscribe?.(k, () => {})();
+      // One that stays: its SSUBSCRIBE having landed orders every earlier (un)subscribe before it.
+      const kept = `cold:kept:${newToken()}`;
+      const off = store.subscribe?.(kept, () => {});
+      await until(async () => ((await probe.call("PUBSUB", "SHARDCHANNELS")) as string[]).includes(kept), 3000);
+      await sleep(100);
+      expect(await probe.call("PUBSUB", "SHARDCHANNELS")).toEqual([kept]);
+      expect(await probe.call("PUBSUB", "CHANNELS")).toEqual([]);
+      off?.();
+      await until(async () => ((await probe.call("PUBSUB", "SHARDCHANNELS")) as string[]).length === 0, 3000);
+      await store.close?.();
+    } finally {
+      probe.disconnect();
+      redis.disconnect();
+      await server.stop();
+    }
+  });
+
   it("falls back from EVALSHA to EVAL after SCRIPT FLUSH", async () => {
     const server = await startPrivateRedis();
     const redis = new Redis({ port: server.port });
