@@ -188,13 +188,24 @@ export function scriptStore(
   call: RunScript,
   binary = false,
 ): Pick<IdempotencyStore, "acquire" | "commit" | "release" | "renew" | "forget"> {
+  const acquireOnce = async (storeKey: string, args: string[]): Promise<unknown> => {
+    try {
+      return await call(SCRIPTS.acquire, storeKey, args);
+    } catch (error) {
+      // The answer may be lost after the script ran (a connection dropped mid-reply): release the lease
+      // it may have taken, or it would block the key for leaseMs with nobody to commit it. Harmless when
+      // it took nothing: RELEASE changes only a lease with this token.
+      call(SCRIPTS.release, storeKey, [args[0] as string]).catch(() => {});
+      throw error;
+    }
+  };
   return {
     async acquire(storeKey, fingerprint, leaseMs) {
       const token = newToken();
       const lease = pxMs(leaseMs);
       let unreadable = "";
       for (let attempt = 0; attempt < 3; attempt++) {
-        const reply = parseAcquireReply(await call(SCRIPTS.acquire, storeKey, [token, fingerprint, lease, unreadable]));
+        const reply = parseAcquireReply(await acquireOnce(storeKey, [token, fingerprint, lease, unreadable]));
         if (reply.state === "acquired") {
           return reply.replacedCorrupt
             ? { state: "acquired", token, replacedCorrupt: true }
