@@ -28,7 +28,8 @@ end`;
 /**
  * Takes a lease unless a live record or lease holds the key. Returns a plain string, so RESP2, RESP3
  * and Upstash's optional JSON deserialization all hand it back unchanged:
- *   "A0" acquired; "A1" acquired over a corrupt value; "L<fingerprint>" pending (the token stays in Redis);
+ *   "A0" acquired (also when the lease found is ARGV[1]'s own: the same call resent); "A1" acquired over a
+ *   corrupt value; "L<fingerprint>" pending (the token stays in Redis);
  *   "R..." or "B..." done: the record value itself; "H<sha1 hex>" + value: done, when ARGV[4] named another value.
  * A record is checked only for its first bytes (and last, for JSON) here: decoding 5 MiB on every replay
  * belongs in the caller, not in the single-threaded server.
@@ -52,7 +53,11 @@ if v then
   elseif kind == "L" then
     local sep = string.find(v, ":", 2, true)
     -- PTTL -1: no expiry, so no owner will ever be waited for
-    if sep and redis.call("PTTL", KEYS[1]) ~= -1 then return "L" .. string.sub(v, sep + 1) end
+    if sep and redis.call("PTTL", KEYS[1]) ~= -1 then
+      -- This same acquire, sent again (a client resending after a reconnect): the caller's own lease.
+      if string.sub(v, 2, sep - 1) == ARGV[1] then return "A0" end
+      return "L" .. string.sub(v, sep + 1)
+    end
   end
   corrupt = "1"
 end
@@ -116,7 +121,7 @@ return 1
 
 /** SHA1 (hex) of each script, as EVALSHA wants it; a test checks each against SCRIPT LOAD. */
 export const SHA1 = {
-  ACQUIRE: "cc017e7302ebf411f5b7e74725e849a5efcf87f4",
+  ACQUIRE: "47d2832516d9953ecb39a906e2dee700715e6308",
   COMMIT: "38f0b146ac00a0ad4efbb39a622744e5e97ccecf",
   RELEASE: "d60ce671d7c7c9a5242884771fa8d84408cb76a3",
   RENEW: "a6f3d16635bd8a94a6751e8d6bd56ef28d85f5ed",
