@@ -1,9 +1,68 @@
 // The shipped conformance suite checks itself: a store without subscribe fails the wake-up tests unless it
-// declares { subscribe: false }, and then those are reported as skipped, never passed.
-import { describe, expect, it } from "vitest";
+// declares { subscribe: false }, and then those are reported as skipped, never passed. And the store kit
+// (idemfetch/store) is enough to write a store that passes it.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { memoryStore } from "../src/memory-store.ts";
 import type { IdempotencyStore } from "../src/store.ts";
+import {
+  decide,
+  decodeRecord,
+  type Entry,
+  encodeRecord,
+  keyedListeners,
+  newToken,
+  type Operation,
+  type Replies,
+} from "../src/store-kit.ts";
 import { StoreContractError, type TestApi, type TestStoreOptions, testStore } from "../src/testing.ts";
+
+/**
+ * A store written only from idemfetch/store, over a backend that holds text (a Map of strings standing in
+ * for a key-value service): entries as JSON, records through the record codec.
+ */
+function kitStore(backend: Map<string, string>): IdempotencyStore {
+  const listeners = keyedListeners();
+  const read = (text: string | undefined): unknown => {
+    if (text === undefined) return undefined;
+    try {
+      const value = JSON.parse(text) as { kind?: unknown; record?: unknown };
+      // An undecodable record stays undecoded: decide() finds it corrupt.
+      return value.kind === "record" && typeof value.record === "string"
+        ? { ...value, record: decodeRecord(value.record) }
+        : value;
+    } catch {
+      return text;
+    }
+  };
+  const write = (entry: Entry): string =>
+    JSON.stringify(entry.kind === "record" ? { ...entry, record: encodeRecord(entry.record) } : entry);
+  const run = async <O extends Operation>(key: string, operation: O): Promise<Replies[O["op"]]> => {
+    const step = decide(read(backend.get(key)), operation, Date.now(), newToken);
+    if (step.write === null) backend.delete(key);
+    else if (step.write !== undefined) backend.set(key, write(step.write));
+    if (step.changed) listeners.notify(key);
+    return step.reply;
+  };
+  return {
+    acquire: (key, fingerprint, leaseMs) => run(key, { op: "acquire", fingerprint, leaseMs }),
+    commit: (key, token, record, ttlMs) => run(key, { op: "commit", token, record, ttlMs }),
+    release: (key, token) => run(key, { op: "release", token }),
+    renew: (key, token, leaseMs) => run(key, { op: "renew", token, leaseMs }),
+    forget: (key, force) => run(key, { op: "forget", force }),
+    subscribe: (key, onChange) => listeners.add(key, onChange),
+  };
+}
+
+const backend = new Map<string, string>();
+testStore("a store built from idemfetch/store alone", () => kitStore(backend), {
+  describe,
+  it,
+  beforeAll,
+  afterAll,
+  writeRaw: async (key, value) => {
+    backend.set(key, value);
+  },
+});
 
 /** Registers the suite into plain arrays instead of a runner, so a test can run any of its tests by name. */
 function registered(makeStore: () => IdempotencyStore, options: TestStoreOptions = {}) {
