@@ -8,7 +8,7 @@ import { Flight, type Outcome } from "./flight.ts";
 import { KEY_HEADER, keyFromHeader, keyFromJson, validateKey } from "./key.ts";
 import { Lease } from "./lease.ts";
 import { callTtlMs, type NormalizedOptions } from "./options.ts";
-import { isRecord, NULL_BODY, storableHeaders } from "./record.ts";
+import { isStoredRecord, NULL_BODY, storableHeaders } from "./record.ts";
 import type { AcquireResult, ForgetResult, IdempotencyStore, StoredRecord } from "./store.ts";
 import { unavailableMessage } from "./store-guard.ts";
 
@@ -415,7 +415,7 @@ export function createEngine(o: NormalizedOptions, face: Face): Engine {
           }
           if (found?.state === "done") {
             const record = found.record;
-            if (!isRecord(record) || !flight.prepare(record)) {
+            if (!isStoredRecord(record) || !flight.prepare(record)) {
               // A foreign or damaged record is treated as absent: removed once, then the key is acquired again.
               this.storeError("acquire", "stored record did not parse");
               if (!forgotCorrupt) {

@@ -2,7 +2,8 @@
 
 import type { ErrorFormat } from "./errors.ts";
 import type { IdempotencyEvent } from "./events.ts";
-import { type IdempotencyStore, memoryStore } from "./store.ts";
+import { memoryStore } from "./memory-store.ts";
+import type { IdempotencyStore } from "./store.ts";
 import { BREAKER_DEFAULTS, type CircuitBreakerOptions, guardStore, type Logger } from "./store-guard.ts";
 
 export type { IdempotencyEvent } from "./events.ts";

@@ -27,30 +27,11 @@ export function decodeRecord(text: string): StoredRecord | undefined {
   }
   if (typeof v !== "object" || v === null) return undefined;
   const o = v as Record<string, unknown>;
-  if (
-    o.v !== FORMAT ||
-    !Number.isInteger(o.s) ||
-    (o.s as number) < 200 ||
-    (o.s as number) > 599 ||
-    typeof o.t !== "string" ||
-    typeof o.b !== "string" ||
-    typeof o.c !== "number" ||
-    typeof o.f !== "string" ||
-    !Array.isArray(o.h) ||
-    !o.h.every((p) => Array.isArray(p) && p.length === 2 && typeof p[0] === "string" && typeof p[1] === "string")
-  ) {
-    return undefined;
-  }
+  if (o.v !== FORMAT || typeof o.b !== "string") return undefined;
   const body = base64ToBytes(o.b);
   if (body === undefined) return undefined;
-  return {
-    status: o.s as number,
-    statusText: o.t,
-    headers: o.h as [string, string][],
-    body,
-    createdAt: o.c,
-    fingerprint: o.f,
-  };
+  const record = { status: o.s, statusText: o.t, headers: o.h, body, createdAt: o.c, fingerprint: o.f };
+  return isStoredRecord(record) ? record : undefined;
 }
 
 export function bytesToBase64(bytes: Uint8Array): string {
@@ -117,18 +98,23 @@ export function replayResponse(
   });
 }
 
-/** Whether a value from a store has a record's shape (a store bug or a foreign value must never crash a call). */
-export function isRecord(r: unknown): r is StoredRecord {
-  if (typeof r !== "object" || r === null) return false;
-  const o = r as StoredRecord;
+/**
+ * Whether `value` has every field of a StoredRecord with its type (status 200-599, header pairs of two
+ * strings, bytes as Uint8Array). The one record validator: a stored value is untrusted (another version,
+ * another library, a store bug), and a record that fails this is absent, never replayed.
+ */
+export function isStoredRecord(value: unknown): value is StoredRecord {
+  if (typeof value !== "object" || value === null) return false;
+  const r = value as Record<string, unknown>;
   return (
-    Number.isInteger(o.status) &&
-    o.status >= 200 &&
-    o.status <= 599 &&
-    typeof o.statusText === "string" &&
-    Array.isArray(o.headers) &&
-    o.headers.every((p) => Array.isArray(p) && typeof p[0] === "string" && typeof p[1] === "string") &&
-    o.body instanceof Uint8Array &&
-    typeof o.fingerprint === "string"
+    Number.isInteger(r.status) &&
+    (r.status as number) >= 200 &&
+    (r.status as number) <= 599 &&
+    typeof r.statusText === "string" &&
+    r.body instanceof Uint8Array &&
+    typeof r.createdAt === "number" &&
+    typeof r.fingerprint === "string" &&
+    Array.isArray(r.headers) &&
+    r.headers.every((p) => Array.isArray(p) && p.length === 2 && typeof p[0] === "string" && typeof p[1] === "string")
   );
 }

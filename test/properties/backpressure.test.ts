@@ -2,8 +2,8 @@
 import fc from "fast-check";
 import { describe, it } from "vitest";
 import { createIdempotentFetch } from "../../src/fetch.ts";
+import { memoryStore } from "../../src/memory-store.ts";
 import { idempotency } from "../../src/server.ts";
-import { memoryStore } from "../../src/store.ts";
 
 const CHUNK = 32 * 1024;
 const MAX_BODY = 64 * 1024;
