@@ -29,8 +29,9 @@ afterAll(async () => {
 });
 
 const call = async (name: string, path: string, init?: RequestInit): Promise<Response> => {
-  const worker = await mf.getWorker(name);
-  return (await worker.fetch(`http://worker${path}`, init as never)) as unknown as Response;
+  // Miniflare types its Fetcher with workers-types this project does not load.
+  const worker = (await mf.getWorker(name)) as unknown as { fetch(url: string, init?: RequestInit): Promise<Response> };
+  return worker.fetch(`http://worker${path}`, init);
 };
 
 describe("d1Store across isolates in workerd", () => {
