@@ -115,7 +115,7 @@ describe("a file another process holds locked (BEGIN EXCLUSIVE)", () => {
     return child;
   };
 
-  it("writes fail as store errors after busyTimeoutMs (fail-open runs, fail-closed 503), replays still read; kill -9 of the holder frees the file", async () => {
+  it("writes fail as store errors after busyTimeoutMs (fail-open runs, fail-closed 503), replays still read; kill -9 of the holder frees the file and leaves none of its writes", async () => {
     const { db, close } = openSqlite(file);
     const store = sqliteStore({ db, busyTimeoutMs: 300 });
     const events: IdempotencyEvent[] = [];
@@ -145,6 +145,8 @@ describe("a file another process holds locked (BEGIN EXCLUSIVE)", () => {
     const gone = new Promise((r) => holder.once("exit", r));
     holder.kill("SIGKILL");
     await gone;
+    // The holder's uncommitted lease is gone with it: the key is free.
+    expect(await store.acquire("locker-uncommitted", "fp", 10_000)).toMatchObject({ state: "acquired" });
     const after = `after-${newToken()}`;
     expect((await call(closed, after)).status).toBe(200);
     expect((await call(closed, after)).headers.get("idempotent-replayed")).toBe("true");
