@@ -1,8 +1,8 @@
 // An IdempotencyStore on Cloudflare D1 through the Worker's binding: the SQL of sqliteStore, one round trip per operation.
 //
 // The statements and the clock rule are in sqlite-sql.ts: expiry is measured by the D1 database's clock, one for
-// every isolate. A D1 batch is one transaction, so acquire (read + claim) and forget (delete + check) are each one
-// round trip and atomic. Waiters in this isolate are woken by its own commits and releases; others poll.
+// every isolate. A D1 batch is one transaction, so acquire (read + claim: 2 queries) and forget (delete + check)
+// are each one round trip and atomic. Waiters in this isolate are woken by its own commits and releases; others poll.
 
 import { keyedListeners } from "../src/listeners.ts";
 import { type IdempotencyStore, newToken } from "../src/store.ts";
@@ -125,14 +125,20 @@ export function d1Store(options: D1StoreOptions): IdempotencyStore {
       // One transaction: the claim sees exactly the row the read returned.
       for (let attempt = 0; attempt < 3; attempt++) {
         const token = newToken();
-        const [read, claim, , body] = await db.batch([
+        const [read, claim] = await db.batch([
           db.prepare(sql.read).bind(storeKey),
           db.prepare(sql.claim).bind(storeKey, token, fingerprint, ms),
-          db.prepare(parts.drop).bind(storeKey, storeKey), // a replaced record's parts go with it
-          db.prepare(parts.read).bind(storeKey, storeKey),
         ]);
+        const row = read?.results[0] as ReadRow | undefined;
         const claimed = (claim?.results.length ?? 0) > 0;
-        const result = acquireResult(read?.results[0] as ReadRow | undefined, claimed, token, body?.results);
+        let body: unknown[] = [];
+        const count = Number(row?.body_parts ?? 0);
+        if (!claimed && count > 0 && Number(row?.live) === 1) {
+          // A body over one part: a second round trip, for large replays only.
+          body = (await db.prepare(parts.read).bind(storeKey, row?.body_id).all()).results;
+          if (body.length !== count) continue; // replaced since the read: read again
+        }
+        const result = acquireResult(row, claimed, token, body);
         if (result) return result;
       }
       throw new Error("d1Store: acquire found the key neither free nor held three times in a row");
@@ -143,13 +149,18 @@ export function d1Store(options: D1StoreOptions): IdempotencyStore {
         return took(await rows(sql.commit, ...commitParams(record, ttlMs, "d1Store"), storeKey, token), storeKey);
       }
       await prepared();
-      // One transaction: the parts are written only while the lease is ours, and the record with them.
+      // One transaction: the key's parts of records that are gone go, the new ones are written only while the
+      // lease is ours, and the record with them.
       const part = (n: number) => record.body.subarray(n * PART_BYTES, (n + 1) * PART_BYTES);
       const writes = Array.from({ length: count }, (_, i) =>
         db.prepare(parts.write).bind(storeKey, token, i + 1, part(i + 1), storeKey, token),
       );
       const params = commitParams(record, ttlMs, "d1Store", count, PART_BYTES);
-      const results = await db.batch([...writes, db.prepare(sql.commit).bind(...params, storeKey, token)]);
+      const results = await db.batch([
+        db.prepare(parts.drop).bind(storeKey, storeKey),
+        ...writes,
+        db.prepare(sql.commit).bind(...params, storeKey, token),
+      ]);
       return took(results.at(-1)?.results ?? [], storeKey);
     },
     async release(storeKey, token) {

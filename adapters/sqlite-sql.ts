@@ -98,7 +98,7 @@ export function sweepLimit(options: SqliteSweepOptions): number {
 export function statements(t: string) {
   return {
     /** key. The row as it is, with whether it is live and whether it decodes: acquire decides on it. */
-    read: `SELECT token, fingerprint, status, status_text, headers, body, created_at, body_parts,
+    read: `SELECT token, fingerprint, status, status_text, headers, body, created_at, body_id, body_parts,
   expires_at > ${NOW} AS live, ${valid(t)} AS ok
 FROM ${t} WHERE key = ?`,
     /**
@@ -140,15 +140,16 @@ RETURNING 1 AS gone`,
 
 /**
  * D1's statements for bodies larger than one row may hold: the record row keeps the first part, <table>_parts the
- * rest, filed under the committing token. Each runs in a batch (one transaction) with the statements above.
+ * rest, filed under the committing token. Parts of a record that is gone are deleted by the next large commit of
+ * the key, by forget and by sweep; until then nothing reads them (reads go by the record's body_id).
  */
 export function partStatements(t: string) {
   return {
     /** key, token, n, data, key, token. Writes part n of the body, only while `token` holds a live lease on key. */
     write: `INSERT OR REPLACE INTO ${t}_parts (key, body_id, n, data)
 SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM ${t} WHERE key = ? AND token = ? AND expires_at > ${NOW})`,
-    /** key, key. The parts of the key's current record, in order. */
-    read: `SELECT data FROM ${t}_parts WHERE key = ? AND body_id = (SELECT body_id FROM ${t} WHERE key = ?) ORDER BY n`,
+    /** key, body id. The parts of the record `read` returned, in order. */
+    read: `SELECT data FROM ${t}_parts WHERE key = ? AND body_id = ? ORDER BY n`,
     /** key, key. Drops the key's parts that belong to no current record (replaced, forgotten, expired, a lease). */
     drop: `DELETE FROM ${t}_parts WHERE key = ? AND body_id IS NOT (SELECT body_id FROM ${t} WHERE key = ? AND token IS NULL)`,
     /** limit. Deletes at most `limit` parts whose record is gone (swept, say). */
@@ -173,6 +174,7 @@ export interface ReadRow {
   headers: string | null;
   body: unknown;
   created_at: number | null;
+  body_id: string | null;
   body_parts: number | null;
   live: number;
   ok: number;

@@ -62,6 +62,46 @@ describe("d1Store on Miniflare's D1", () => {
     expect(calls).toBe(2);
   });
 
+  it("a body over 1 MB goes in parts: its replay is 2 round trips, and parts of records that are gone are dropped", async () => {
+    let calls = 0;
+    // Counts round trips: each batch, and each statement run on its own.
+    type Counted = ReturnType<D1Like["prepare"]> & { real: ReturnType<D1Like["prepare"]> };
+    const wrap = (real: ReturnType<D1Like["prepare"]>): Counted => ({
+      real,
+      bind: (...values) => wrap(real.bind(...values)),
+      all: () => {
+        calls++;
+        return real.all();
+      },
+    });
+    const counted: D1Like = {
+      prepare: (sql) => wrap(db.prepare(sql)),
+      batch: (statements) => {
+        calls++;
+        return db.batch(statements.map((st) => (st as Counted).real));
+      },
+    };
+    const store = d1Store({ db: counted, migrate: false });
+    const partsOf = async (k: string) =>
+      (await exec("SELECT count(*) AS n FROM idemfetch_parts WHERE key = ?", k))[0] as { n: number };
+    const k = `parts:${newToken()}`;
+    const body = new Uint8Array(2_500_000);
+    for (let i = 0; i < body.length; i++) body[i] = (i * 31) % 251;
+    const big = sampleRecord({ body });
+    const first = (await store.acquire(k, "fp-a", 30_000)) as { token: string };
+    expect(await store.commit(k, first.token, big, 200)).toBe(true);
+    expect(await partsOf(k)).toEqual({ n: 2 });
+    calls = 0;
+    expect(await store.acquire(k, "fp-a", 30_000)).toEqual({ state: "done", record: big });
+    expect(calls).toBe(2);
+    await new Promise((r) => setTimeout(r, 300)); // the record expires
+    const second = (await store.acquire(k, "fp-a", 30_000)) as { token: string };
+    expect(await store.commit(k, second.token, sampleRecord({ body: body.subarray(0, 1_500_000) }), 30_000)).toBe(true);
+    expect(await partsOf(k)).toEqual({ n: 1 }); // the expired record's two parts went, the new one's one came
+    expect(await store.forget(k, false)).toBe("forgotten");
+    expect(await partsOf(k)).toEqual({ n: 0 });
+  });
+
   it("expiry follows the database's clock: moving expires_at into its past frees the key", async () => {
     const store = d1Store({ db });
     const k = `clock:${newToken()}`;
@@ -81,9 +121,10 @@ describe("d1Store on Miniflare's D1", () => {
     expect(schemaSql({ table: t })).toContain(`CREATE TABLE IF NOT EXISTS ${t} (`);
   });
 
-  it("sweep deletes only expired rows, at most `limit` per call", async () => {
+  it("sweep deletes only expired rows, at most `limit` per call, and body parts whose record is gone", async () => {
     const t = `d1_sweep_${newToken().slice(0, 8)}`;
     await migrate(db, { table: t });
+    await exec(`INSERT INTO ${t}_parts (key, body_id, n, data) VALUES ('gone', 'x', 1, X'00')`);
     const insert = `INSERT INTO ${t} (key, token, fingerprint, expires_at) VALUES (?, 't', 'fp', ?)`;
     await db.batch([
       ...Array.from({ length: 120 }, (_, i) => db.prepare(insert).bind(`exp:${i}`, Date.now() - 1000)),
@@ -93,6 +134,7 @@ describe("d1Store on Miniflare's D1", () => {
     expect(await sweep(db, { table: t })).toBe(20);
     expect(await sweep(db, { table: t })).toBe(0);
     expect(await exec(`SELECT count(*) AS n FROM ${t}`)).toEqual([{ n: 10 }]);
+    expect(await exec(`SELECT count(*) AS n FROM ${t}_parts`)).toEqual([{ n: 0 }]);
   });
 
   it("invalid options throw TypeError at construction", async () => {
