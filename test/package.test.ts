@@ -37,6 +37,7 @@ const EXPORTS: Record<string, string[]> = {
   "./express": ["idempotency", "keepRawBody"],
   "./fastify": ["idempotency"],
   "./adapters/deno-kv": ["denoKvStore"],
+  "./adapters/durable-object": ["IdempotencyObject", "durableObjectStore"],
   "./adapters/postgres": ["migrate", "pgListen", "postgresStore", "schemaSql", "sweep"],
   "./testing": ["StoreContractError", "denoTestApi", "nodeTestApi", "testStore"],
   "./otel": ["openTelemetry"],
@@ -110,7 +111,7 @@ describe("peer ranges", () => {
 });
 
 describe("edge runtimes", () => {
-  it.each(["src/index.ts", "src/server.ts", "adapters/upstash.ts", "adapters/deno-kv.ts", "src/testing.ts"])(
+  it.each(["src/index.ts", "src/server.ts", "adapters/upstash.ts", "adapters/deno-kv.ts", "adapters/durable-object.ts", "src/testing.ts"])(
     "%s bundles for a neutral platform without any Node built-in",
     async (entry) => {
       const { build } = await import("esbuild");
