@@ -1,8 +1,12 @@
 // durableObjectStore against IdempotencyObject in workerd (Miniflare), driven from Node through Miniflare's namespace: the shared contract on both storage backends, plus what only this store does.
 import { Miniflare } from "miniflare";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type DurableObjectNamespaceLike, durableObjectStore } from "../../adapters/durable-object.ts";
+import { newToken } from "../../src/store.ts";
 import { testStore } from "../conformance.ts";
 import { bundle } from "../edge/harness.ts";
+import { sampleRecord } from "../fixtures/records.ts";
+import { sleep, until } from "../fixtures/util.ts";
 
 /** The class as wrangler.toml binds it: `new_sqlite_classes` (the default for new classes) or the older key-value backend. */
 async function start(useSQLite: boolean): Promise<{ mf: Miniflare; namespace: DurableObjectNamespaceLike }> {
@@ -37,3 +41,61 @@ for (const useSQLite of [true, false]) {
     },
   );
 }
+
+describe("IdempotencyObject expiry: the object's alarm deletes what expired", () => {
+  let mf: Miniflare;
+  let namespace: DurableObjectNamespaceLike;
+  beforeAll(async () => {
+    mf = new Miniflare({
+      modules: true,
+      script: await bundle("./durable-object/worker.ts", "esm"),
+      compatibilityDate: "2025-09-01",
+      bindings: { UPSTREAM: "http://127.0.0.1:9" },
+      // The same class with GET /keys, which lists the object's storage keys and its alarm.
+      durableObjects: { IDEMPOTENCY: { className: "InspectableObject", useSQLite: true } },
+    });
+    namespace = (await mf.getDurableObjectNamespace("IDEMPOTENCY")) as unknown as DurableObjectNamespaceLike;
+  });
+  afterAll(async () => {
+    await mf?.dispose();
+  });
+  const inspect = async (storeKey: string): Promise<{ keys: string[]; alarm: number | null }> =>
+    (await namespace.get(namespace.idFromName(storeKey)).fetch("https://idemfetch.object/keys")).json() as never;
+
+  it("an expired lease and an expired chunked record leave no key and no alarm behind", async () => {
+    const store = durableObjectStore(namespace);
+    const leaseKey = `alarm-lease-${newToken()}`;
+    const before = Date.now();
+    const lease = await store.acquire(leaseKey, "fp-a", 300);
+    expect(lease.state).toBe("acquired");
+    const leased = await inspect(leaseKey);
+    expect(leased.keys).toEqual(["entry"]);
+    expect(leased.alarm).toBeGreaterThanOrEqual(before + 300);
+    expect(leased.alarm).toBeLessThanOrEqual(Date.now() + 300);
+
+    const recordKey = `alarm-record-${newToken()}`;
+    const { token } = (await store.acquire(recordKey, "fp-a", 30_000)) as { token: string };
+    const body = new Uint8Array(300_000).map((_, i) => i % 251);
+    expect(await store.commit(recordKey, token, sampleRecord({ body }), 400)).toBe(true);
+    expect((await inspect(recordKey)).keys.sort()).toEqual(["body:0", "body:1", "body:2", "entry"]);
+
+    await until(async () => (await inspect(leaseKey)).keys.length === 0, 3_000);
+    await until(async () => (await inspect(recordKey)).keys.length === 0, 3_000);
+    expect(await inspect(leaseKey)).toEqual({ keys: [], alarm: null });
+    expect(await inspect(recordKey)).toEqual({ keys: [], alarm: null });
+    expect((await store.acquire(recordKey, "fp-b", 30_000)).state).toBe("acquired");
+    await store.close?.();
+  });
+
+  it("renew moves the alarm; a lease renewed past its first expiry is kept", async () => {
+    const store = durableObjectStore(namespace);
+    const key = `alarm-renew-${newToken()}`;
+    const { token } = (await store.acquire(key, "fp-a", 300)) as { token: string };
+    expect(await store.renew(key, token, 30_000)).toBe(true);
+    expect((await inspect(key)).alarm).toBeGreaterThan(Date.now() + 20_000);
+    await sleep(600);
+    expect((await inspect(key)).keys).toEqual(["entry"]);
+    expect(await store.acquire(key, "fp-b", 30_000)).toEqual({ state: "pending", fingerprint: "fp-a" });
+    await store.close?.();
+  });
+});

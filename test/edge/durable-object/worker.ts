@@ -8,6 +8,27 @@ import { idempotency } from "../../../src/server.ts";
 
 export { IdempotencyObject };
 
+/** The storage calls the inspection uses beyond the object's own. */
+interface Inspectable {
+  list(): Promise<Map<string, unknown>>;
+  getAlarm(): Promise<number | null>;
+}
+
+/** IdempotencyObject plus GET /keys: what its storage holds and when its alarm is due, for the expiry tests. */
+export class InspectableObject extends IdempotencyObject {
+  readonly #storage: Inspectable;
+
+  constructor(state: ConstructorParameters<typeof IdempotencyObject>[0], env?: unknown) {
+    super(state, env);
+    this.#storage = state.storage as unknown as Inspectable;
+  }
+
+  override async fetch(request: Request): Promise<Response> {
+    if (new URL(request.url).pathname !== "/keys") return super.fetch(request);
+    return Response.json({ keys: [...(await this.#storage.list()).keys()], alarm: await this.#storage.getAlarm() });
+  }
+}
+
 /** The bindings: the object's namespace (wrangler.toml's `[[durable_objects.bindings]]`), the upstream, a lease length. */
 interface Env {
   IDEMPOTENCY: DurableObjectNamespaceLike;
