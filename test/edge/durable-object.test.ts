@@ -78,18 +78,19 @@ describe("durableObjectStore in workerd: idempotency() in two isolates over one 
   });
 
   it("wakes a waiter in the other isolate at the commit, not at its next poll", async () => {
-    // After 2.5 s of waiting the engine polls every 500 ms: a waiter that only polled would finish a uniformly
-    // random 0-500 ms after the leader, so all three within 100 ms of theirs would be chance (under 1%).
+    // After about 1.7 s of waiting the engine polls every 500 ms, so a waiter that only polled finishes at a
+    // phase of that period set by its own start; waiters started 150 ms apart do not all land within 100 ms of
+    // their leader by polling (with the object's wake-ups switched off: 209-364 ms; with them: 3-16 ms).
     const [a, b] = [isolate(mf, "a"), isolate(mf, "b")];
     const gaps = await Promise.all(
-      [1, 2, 3].map(async () => {
+      [0, 1, 2].map(async (i) => {
         const key = `do-wake-${randomBytes(4).toString("hex")}`;
         const timed = async (response: Promise<Response>) => {
           await bytes(await response);
           return performance.now();
         };
         const leader = timed(a("/echo?ms=2500", post(key, {})));
-        await sleep(50);
+        await sleep(50 + 150 * i);
         const waiter = timed(b("/echo?ms=2500", post(key, {})));
         return (await waiter) - (await leader);
       }),
