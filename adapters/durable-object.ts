@@ -1,7 +1,7 @@
 // An IdempotencyStore on Cloudflare Durable Objects: IdempotencyObject holds one store key, durableObjectStore routes to it.
 import { keyedListeners } from "../src/listeners.ts";
 import { type IdempotencyStore, newToken, type StoredRecord } from "../src/store.ts";
-import { compactBytes, decide, type Entry, type Operation, parseEntry, type Replies } from "../src/store-state.ts";
+import { decide, type Entry, type Operation, parseEntry, type Replies } from "../src/store-state.ts";
 
 /** The part of DurableObjectStorage the object uses (both the SQLite and the key-value backend have it). */
 export interface DurableObjectStorageLike {
@@ -86,10 +86,11 @@ export class IdempotencyObject {
 
   async fetch(request: Request): Promise<Response> {
     const op = new URL(request.url).pathname.slice(1);
+    if (op !== "wait" && !OPERATIONS.has(op))
+      return new Response(`idemfetch: unknown operation ${op}`, { status: 400 });
     const { meta, bytes } = unpack(new Uint8Array(await request.arrayBuffer()));
     if (op === "wait") return pack(await this.#wait(meta as { seen?: string; waitMs?: number }));
     const operation = toOperation(op, meta, bytes);
-    if (!operation) return new Response(`idemfetch: unknown operation ${op}`, { status: 400 });
     const reply = await this.#run(operation);
     if (typeof reply === "object" && reply.state === "done") {
       const { body, ...rest } = reply.record;
@@ -202,20 +203,13 @@ export class IdempotencyObject {
   }
 }
 
-/** Turns a request to the object back into the state machine's operation; undefined when it is not one. */
-function toOperation(op: string, meta: unknown, bytes: Uint8Array): Operation | undefined {
+const OPERATIONS = new Set<string>(["acquire", "commit", "release", "renew", "forget"]);
+
+/** Turns a request to the object back into the state machine's operation (`op` is one of OPERATIONS). */
+function toOperation(op: string, meta: unknown, bytes: Uint8Array): Operation {
   const m = meta as Record<string, unknown>;
-  switch (op) {
-    case "acquire":
-    case "release":
-    case "renew":
-    case "forget":
-      return { ...m, op } as Operation;
-    case "commit":
-      return { ...m, op, record: { ...(m.record as object), body: bytes } } as Operation;
-    default:
-      return undefined;
-  }
+  // Only commit carries bytes: the record's body, sent after the JSON rather than inside it.
+  return (op === "commit" ? { ...m, op, record: { ...(m.record as object), body: bytes } } : { ...m, op }) as Operation;
 }
 
 /**
@@ -287,7 +281,8 @@ export function durableObjectStore(
     },
     async commit(storeKey, token, record, ttlMs) {
       const { body, ...rest } = record;
-      return (await call(storeKey, "commit", { token, record: rest, ttlMs }, compactBytes(body))).meta as boolean;
+      // packBytes copies the view's bytes alone, so a pooled or shared buffer never travels whole.
+      return (await call(storeKey, "commit", { token, record: rest, ttlMs }, body)).meta as boolean;
     },
     release: (storeKey, token) => run(storeKey, { op: "release", token }),
     renew: (storeKey, token, leaseMs) => run(storeKey, { op: "renew", token, leaseMs }),
