@@ -8,14 +8,18 @@ import { bundle } from "../edge/harness.ts";
 import { sampleRecord } from "../fixtures/records.ts";
 import { sleep, until } from "../fixtures/util.ts";
 
-/** The class as wrangler.toml binds it: `new_sqlite_classes` (the default for new classes) or the older key-value backend. */
+/**
+ * The class on either storage backend wrangler.toml offers: `new_sqlite_classes` (the default for new classes)
+ * or the older key-value one. InspectableObject is IdempotencyObject plus two test routes (GET /keys, POST /raw)
+ * that the store never calls; the middleware tests in test/edge run IdempotencyObject itself.
+ */
 async function start(useSQLite: boolean): Promise<{ mf: Miniflare; namespace: DurableObjectNamespaceLike }> {
   const mf = new Miniflare({
     modules: true,
     script: await bundle("./durable-object/worker.ts", "esm"),
     compatibilityDate: "2025-09-01",
     bindings: { UPSTREAM: "http://127.0.0.1:9" },
-    durableObjects: { IDEMPOTENCY: { className: "IdempotencyObject", useSQLite } },
+    durableObjects: { IDEMPOTENCY: { className: "InspectableObject", useSQLite } },
   });
   // Miniflare's Node-side namespace has the binding's idFromName/get; its stubs' fetch reach the object.
   return {
@@ -27,14 +31,19 @@ async function start(useSQLite: boolean): Promise<{ mf: Miniflare; namespace: Du
 for (const useSQLite of [true, false]) {
   const backend = useSQLite ? "SQLite backend" : "key-value backend";
   let mf: Miniflare | undefined;
+  let namespace: DurableObjectNamespaceLike | undefined;
   testStore(
     `durableObjectStore (${backend})`,
     async () => {
-      const started = await start(useSQLite);
-      mf = started.mf;
-      return durableObjectStore(started.namespace, { waitMs: 2_000 });
+      ({ mf, namespace } = await start(useSQLite));
+      return durableObjectStore(namespace, { waitMs: 2_000 });
     },
     {
+      // Puts the text as the object's stored entry and resets the object, whose next instance loads it.
+      writeRaw: async (storeKey, value) => {
+        const stub = (namespace as DurableObjectNamespaceLike).get(namespace?.idFromName(storeKey));
+        await stub.fetch("https://idemfetch.object/raw", { method: "POST", body: value }).catch(() => {});
+      },
       cleanup: async () => {
         await mf?.dispose();
       },

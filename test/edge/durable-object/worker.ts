@@ -12,19 +12,33 @@ export { IdempotencyObject };
 interface Inspectable {
   list(): Promise<Map<string, unknown>>;
   getAlarm(): Promise<number | null>;
+  put(key: string, value: unknown): Promise<void>;
+  sync(): Promise<void>;
 }
 
-/** IdempotencyObject plus GET /keys: what its storage holds and when its alarm is due, for the expiry tests. */
+/**
+ * IdempotencyObject plus GET /keys (what its storage holds and when its alarm is due, for the expiry tests)
+ * and POST /raw (puts the body text as the stored entry, then resets the object so it loads it: the
+ * conformance suite's corruption tests).
+ */
 export class InspectableObject extends IdempotencyObject {
   readonly #storage: Inspectable;
+  readonly #abort: (reason: string) => void;
 
   constructor(state: ConstructorParameters<typeof IdempotencyObject>[0], env?: unknown) {
     super(state, env);
     this.#storage = state.storage as unknown as Inspectable;
+    this.#abort = (reason) => (state as unknown as { abort(reason: string): void }).abort(reason);
   }
 
   override async fetch(request: Request): Promise<Response> {
-    if (new URL(request.url).pathname !== "/keys") return super.fetch(request);
+    const path = new URL(request.url).pathname;
+    if (path === "/raw") {
+      await this.#storage.put("entry", await request.text());
+      await this.#storage.sync(); // on disk before the reset, which drops what is not
+      this.#abort("reload the raw entry"); // the next request meets a fresh instance, which loads it
+    }
+    if (path !== "/keys") return super.fetch(request);
     return Response.json({ keys: [...(await this.#storage.list()).keys()], alarm: await this.#storage.getAlarm() });
   }
 }
