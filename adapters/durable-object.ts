@@ -38,7 +38,7 @@ export interface DurableObjectStoreOptions {
   waitMs?: number;
 }
 
-/** Storage values are limited to 128 KiB: bodies above this go in chunks of this size beside the entry. */
+/** Storage values are limited to 128 KiB: a record that would pass this keeps its body in chunks of this size. */
 const CHUNK_BYTES = 128 * 1024 - 1024;
 /** DurableObjectStorage takes at most 128 keys per put() and delete(). */
 const KEYS_PER_CALL = 128;
@@ -109,12 +109,13 @@ export class IdempotencyObject {
   }
 
   async #load(): Promise<void> {
-    const stored = (await this.#storage.get([ENTRY])).get(ENTRY) as StoredEntry | undefined;
-    if (stored === undefined) return;
-    const chunks = stored.kind === "record" && Number.isInteger(stored.chunks) ? (stored.chunks as number) : 0;
+    const value: unknown = (await this.#storage.get([ENTRY])).get(ENTRY);
+    this.#found = value;
+    // Anything else (another version's value, null, a number) is left for decide() to treat as corrupt.
+    const stored = parseEntry(value) as StoredEntry | undefined;
+    const chunks = stored?.kind === "record" && Number.isInteger(stored.chunks) ? (stored.chunks as number) : 0;
     this.#chunks = chunks;
-    this.#found = stored;
-    if (chunks === 0) return;
+    if (!stored || chunks === 0) return;
     const parts: Uint8Array[] = [];
     for (let first = 0; first < chunks; first += KEYS_PER_CALL) {
       const keys = range(first, Math.min(first + KEYS_PER_CALL, chunks)).map(chunkKey);
@@ -152,7 +153,7 @@ export class IdempotencyObject {
     let stored: StoredEntry | undefined = entry ?? undefined;
     const puts: Record<string, unknown> = {};
     let chunks = 0;
-    if (entry?.kind === "record" && entry.record.body.length > CHUNK_BYTES) {
+    if (entry?.kind === "record" && entry.record.body.length + fieldBytes(entry.record) > CHUNK_BYTES) {
       const body = entry.record.body;
       chunks = Math.ceil(body.length / CHUNK_BYTES);
       for (let i = 0; i < chunks; i++) puts[chunkKey(i)] = body.slice(i * CHUNK_BYTES, (i + 1) * CHUNK_BYTES);
@@ -314,6 +315,13 @@ function unpack(message: Uint8Array): { meta: unknown; bytes: Uint8Array } {
   const length = new DataView(message.buffer, message.byteOffset, message.byteLength).getUint32(0);
   const meta: unknown = JSON.parse(new TextDecoder().decode(message.subarray(4, 4 + length)));
   return { meta, bytes: message.slice(4 + length) };
+}
+
+/** An upper bound on a record's stored size without its body: V8 serialises a string in at most 2 bytes per unit. */
+function fieldBytes(record: StoredRecord): number {
+  let units = record.statusText.length + record.fingerprint.length;
+  for (const [name, value] of record.headers) units += name.length + value.length + 8;
+  return 256 + 2 * units;
 }
 
 function range(from: number, to: number): number[] {

@@ -96,6 +96,40 @@ describe("IdempotencyObject expiry: the object's alarm deletes what expired", ()
     await store.close?.();
   });
 
+  // Cloudflare's limit; local workerd does not enforce it, so the layout is checked instead.
+  it("no stored value passes 128 KiB: a body that fits only without its headers goes in chunks", async () => {
+    const store = durableObjectStore(namespace);
+    const headers: [string, string][] = Array.from({ length: 8 }, (_, i) => [`x-h${i}`, "v".repeat(1024)]);
+    for (const [size, keys] of [
+      [100 * 1024, ["entry"]],
+      [125 * 1024, ["body:0", "entry"]],
+      [300_000, ["body:0", "body:1", "body:2", "entry"]],
+    ] as const) {
+      const key = `limits-${size}-${newToken()}`;
+      const body = new Uint8Array(size).map((_, i) => (i * 7) % 256);
+      const { token } = (await store.acquire(key, "fp-a", 30_000)) as { token: string };
+      expect(await store.commit(key, token, sampleRecord({ body, headers }), 30_000)).toBe(true);
+      expect((await inspect(key)).keys.sort()).toEqual(keys);
+      const done = (await store.acquire(key, "fp-a", 30_000)) as { record: { body: Uint8Array } };
+      expect(Buffer.from(done.record.body).equals(Buffer.from(body))).toBe(true);
+    }
+    await store.close?.();
+  });
+
+  it("a stored value of another type or shape is corrupt: absent, and replaced by acquire", async () => {
+    const store = durableObjectStore(namespace);
+    for (const value of ["null", "42", "[]", '{"kind":"record","expiresAt":1e300,"chunks":3,"record":{}}']) {
+      const key = `foreign-${newToken()}`;
+      await namespace
+        .get(namespace.idFromName(key))
+        .fetch("https://idemfetch.object/raw", { method: "POST", headers: { "x-json": "1" }, body: value })
+        .catch(() => {});
+      const result = await store.acquire(key, "fp-a", 30_000);
+      expect({ value, result }).toMatchObject({ value, result: { state: "acquired", replacedCorrupt: true } });
+    }
+    await store.close?.();
+  });
+
   it("renew moves the alarm; a lease renewed past its first expiry is kept", async () => {
     const store = durableObjectStore(namespace);
     const key = `alarm-renew-${newToken()}`;

@@ -34,7 +34,9 @@ export class InspectableObject extends IdempotencyObject {
   override async fetch(request: Request): Promise<Response> {
     const path = new URL(request.url).pathname;
     if (path === "/raw") {
-      await this.#storage.put("entry", await request.text());
+      const text = await request.text();
+      // x-json: the parsed value (null, a number, an object) rather than the text.
+      await this.#storage.put("entry", request.headers.has("x-json") ? JSON.parse(text) : text);
       await this.#storage.sync(); // on disk before the reset, which drops what is not
       this.#abort("reload the raw entry"); // the next request meets a fresh instance, which loads it
     }
