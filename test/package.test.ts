@@ -111,7 +111,7 @@ describe("peer ranges", () => {
 });
 
 describe("edge runtimes", () => {
-  it.each(["src/index.ts", "src/server.ts", "adapters/upstash.ts", "adapters/deno-kv.ts", "adapters/durable-object.ts", "src/testing.ts"])(
+  it.each(["src/index.ts", "src/server.ts", "adapters/upstash.ts", "adapters/deno-kv.ts", "src/testing.ts"])(
     "%s bundles for a neutral platform without any Node built-in",
     async (entry) => {
       const { build } = await import("esbuild");
