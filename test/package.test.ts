@@ -51,6 +51,7 @@ const EXPORTS: Record<string, string[]> = {
     "parseEntry",
   ],
   "./adapters/deno-kv": ["denoKvStore"],
+  "./adapters/durable-object": ["IdempotencyObject", "durableObjectStore"],
   "./adapters/postgres": ["migrate", "pgListen", "postgresStore", "schemaSql", "sweep"],
   "./adapters/sqlite": ["schemaSql", "sqliteStore", "sweep"],
   "./adapters/d1": ["d1Store", "migrate", "schemaSql", "sweep"],
