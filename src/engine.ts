@@ -5,7 +5,7 @@ import { errorResponse, type IdempotencyErrorCode } from "./errors.ts";
 import type { IdempotencyEvent, IdempotencyEventType, StoreOp } from "./events.ts";
 import { fingerprintOf, parseJsonBody, sha256 } from "./fingerprint.ts";
 import { Flight, type Outcome } from "./flight.ts";
-import { KEY_HEADER, keyFromHeader, keyFromJson, validateKey } from "./key.ts";
+import { explicitKey, KEY_HEADER, keyFromJson, keyHeaderValue, validateKey } from "./key.ts";
 import { Lease, withDeadline } from "./lease.ts";
 import { callTtlMs, type NormalizedOptions } from "./options.ts";
 import { isRecord, NULL_BODY, storableHeaders } from "./record.ts";
@@ -260,8 +260,7 @@ export function createEngine(o: NormalizedOptions, face: Face): Engine {
     const ttlMs = callTtlMs(call.ttlSeconds);
     const method = request.method.toUpperCase();
     const headerValue = request.headers.get(KEY_HEADER);
-    const explicit =
-      call.key !== undefined ? validateKey(call.key) : headerValue !== null ? keyFromHeader(headerValue) : undefined;
+    const explicit = explicitKey(call.key, headerValue);
     const autoEligible = face.autoKey !== false && face.autoKey.methods.has(method) && !call.streamedBody;
 
     // A body the engine read goes on as `init`, never as a copy of `request`: copying a Request reads its
@@ -337,7 +336,7 @@ export function createEngine(o: NormalizedOptions, face: Face): Engine {
       if (bytes !== null) init.body = bytes as BodyInit;
       if (sendKey) {
         const headers = new Headers(request.headers);
-        headers.set(KEY_HEADER, keyed.key as string);
+        headers.set(KEY_HEADER, keyHeaderValue(keyed.key as string));
         init.headers = headers;
       }
       return init;
@@ -624,7 +623,7 @@ export function createEngine(o: NormalizedOptions, face: Face): Engine {
   }
 
   async function forget(key: string, options: ForgetOptions = {}): Promise<ForgetResult> {
-    validateKey(key);
+    validateKey(key, "forget(key)");
     let scope: string;
     if (options.scope !== undefined) {
       if (typeof options.scope !== "string") throw new TypeError("idemfetch: forget() scope must be a string");
