@@ -9,6 +9,7 @@ import { explicitKey, KEY_HEADER, keyFromJson, keyHeaderValue, validateKey } fro
 import { Lease, withDeadline } from "./lease.ts";
 import { callTtlMs, type NormalizedOptions } from "./options.ts";
 import { isRecord, NULL_BODY, storableHeaders } from "./record.ts";
+import { type ForgetOptions, forgetScope, scopeOf } from "./scope.ts";
 import type { AcquireResult, ForgetResult, IdempotencyStore, StoredRecord } from "./store.ts";
 
 /**
@@ -81,15 +82,7 @@ export interface Stats {
   saved: number;
 }
 
-/** Which stored key `forget` removes: the key's scope is derived as for a call. */
-export interface ForgetOptions {
-  /** The credentials of the client that used the key (its `Authorization` or `Cookie`), for the default scope. */
-  headers?: Headers | Record<string, string> | [string, string][];
-  /** The value the custom `scope` option returned for that client. */
-  scope?: string;
-  /** Also remove a live lease (its holder's commit then changes nothing). Default false. */
-  force?: boolean;
-}
+export type { ForgetOptions } from "./scope.ts";
 
 export interface Engine {
   /** Runs one call through the protocol. Rejects only with the upstream's own error, an abort, or a bad key. */
@@ -289,7 +282,7 @@ export function createEngine(o: NormalizedOptions, face: Face): Engine {
         ? o.fingerprint(withBody())
         : fingerprintOf(method, target, bytes, json, request.headers.get("content-type")),
       keyed.auto ? undefined : sha256(keyed.key as string),
-      scopeOf(request.headers, () => withBody()),
+      scopeOf(o, request.headers, () => withBody()),
     ]);
     const hash = keyHash ?? fingerprint;
     const storeKey = `${o.namespace}:${scope.hash}:${hash}`;
@@ -610,28 +603,9 @@ export function createEngine(o: NormalizedOptions, face: Face): Engine {
       `Request body exceeds maxBodyBytes (${o.maxBodyBytes}); it cannot be fingerprinted for an idempotency key`,
     );
 
-  /** Who owns a key: the hash of the caller's credentials, so no client ever reads another's response. */
-  async function scopeOf(
-    headers: Headers,
-    request: () => Request,
-  ): Promise<{ kind: "credential" | "custom" | "anonymous"; hash: string }> {
-    if (o.scope) return { kind: "custom", hash: await sha256(`scope\n${await o.scope(request())}`) };
-    const credential = headers.get("authorization") ?? headers.get("cookie");
-    return credential === null
-      ? { kind: "anonymous", hash: "anonymous" }
-      : { kind: "credential", hash: await sha256(`credential\n${credential}`) };
-  }
-
   async function forget(key: string, options: ForgetOptions = {}): Promise<ForgetResult> {
     validateKey(key, "forget(key)");
-    let scope: string;
-    if (options.scope !== undefined) {
-      if (typeof options.scope !== "string") throw new TypeError("idemfetch: forget() scope must be a string");
-      scope = await sha256(`scope\n${options.scope}`);
-    } else {
-      if (o.scope) throw new TypeError("idemfetch: forget() needs `scope`: this instance uses a custom scope option");
-      scope = (await scopeOf(new Headers(options.headers), () => new Request("http://forget.invalid"))).hash;
-    }
+    const scope = await forgetScope(o, options);
     const storeKey = `${o.namespace}:${scope}:${await sha256(key)}`;
     return withDeadline("forget", o.storeTimeoutMs, () => o.store.forget(storeKey, options.force === true));
   }
