@@ -2,6 +2,7 @@
 import { Buffer } from "node:buffer";
 import { keyedListeners } from "../src/listeners.ts";
 import type { IdempotencyStore } from "../src/store.ts";
+import { type OptionNames, strictOptions } from "../src/strict.ts";
 import {
   evalWithFallback,
   isNoScript,
@@ -87,6 +88,11 @@ export interface IoredisPipeline {
 
 /** An IdempotencyStore on Redis: one key per store key, one script call per operation. */
 export function ioredisStore(options: IoredisStoreOptions): IdempotencyStore {
+  strictOptions(
+    options,
+    { redis: true, timeoutMs: true, binary: true, replicaAck: true } satisfies OptionNames<IoredisStoreOptions>,
+    "ioredisStore()",
+  );
   const { redis } = options;
   if (typeof redis?.callBuffer !== "function") {
     throw new TypeError("ioredisStore: `redis` must be an ioredis client (Redis or Cluster)");

@@ -1,6 +1,7 @@
 // An IdempotencyStore on Upstash Redis over its REST API (@upstash/redis): edge and serverless runtimes.
 import { Redis } from "@upstash/redis";
 import type { IdempotencyStore } from "../src/store.ts";
+import { type OptionNames, strictOptions } from "../src/strict.ts";
 import { evalWithFallback, scriptStore, timeoutOption } from "./redis-scripts.ts";
 
 /**
@@ -25,6 +26,13 @@ export type UpstashStoreOptions =
  * share one database. No `subscribe`: REST has no cheap pub/sub, and the engine polls instead.
  */
 export function upstashStore(options: UpstashStoreOptions): IdempotencyStore {
+  strictOptions(
+    options,
+    { redis: true, url: true, token: true, timeoutMs: true } satisfies OptionNames<
+      Common & { redis: UpstashClient; url: string; token: string }
+    >,
+    "upstashStore()",
+  );
   const timeoutMs = timeoutOption("upstashStore", options.timeoutMs, 2000);
   let redis: UpstashClient;
   if ("redis" in options) {

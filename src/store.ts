@@ -1,6 +1,7 @@
 // The store contract every adapter keeps (docs/protocol.md "The store contract"), and memoryStore, the reference store.
 import { keyedListeners } from "./listeners.ts";
 import { decide, type Entry, type Operation, type Replies } from "./store-state.ts";
+import { type OptionNames, strictOptions } from "./strict.ts";
 
 /** A stored response. Bodies are already decoded (no content-encoding applies to them). */
 export interface StoredRecord {
@@ -90,6 +91,7 @@ export interface MemoryStoreOptions {
  * expiring, and bounded by `maxEntries` with least-recently-used eviction.
  */
 export function memoryStore(options: MemoryStoreOptions = {}): IdempotencyStore {
+  strictOptions(options, { maxEntries: true, now: true } satisfies OptionNames<MemoryStoreOptions>, "memoryStore()");
   const maxEntries = options.maxEntries ?? 10_000;
   if (!Number.isInteger(maxEntries) || maxEntries < 1) {
     throw new TypeError(`memoryStore: maxEntries must be a positive integer, got ${String(maxEntries)}`);
