@@ -12,6 +12,8 @@ export {
 export type { IdempotencyCallOptions, IdempotentFetch, IdempotentRequestInit } from "./fetch.ts";
 export { createIdempotentFetch } from "./fetch.ts";
 export { canonicalJson, sha256 } from "./fingerprint.ts";
+export type { StableKeyPart } from "./keygen.ts";
+export { newKey, stableKey } from "./keygen.ts";
 export type { AutoKeyOptions, IdempotencyEvent, IdempotencyOptions } from "./options.ts";
 export { defaultShouldStore } from "./options.ts";
 export { decodeRecord, encodeRecord } from "./record.ts";

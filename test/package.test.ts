@@ -26,8 +26,10 @@ const CORE = [
   "isIdempotencyError",
   "isIdempotencyKeyError",
   "memoryStore",
+  "newKey",
   "newToken",
   "sha256",
+  "stableKey",
   "withWebLocks",
 ];
 const EXPORTS: Record<string, string[]> = {
