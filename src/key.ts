@@ -155,7 +155,7 @@ export function keyFromJson(json: unknown): string | undefined {
 }
 
 /** What a value is, for an error message: its type and, when short, its JSON. */
-export function describe(value: unknown): string {
+function describe(value: unknown): string {
   if (value === null) return "null";
   if (typeof value === "function") return "a function";
   let json: string | undefined;
