@@ -3,6 +3,7 @@
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createIdempotentFetch, IdempotencyKeyError, memoryStore } from "../src/index.ts";
+import { install } from "../src/install-node.ts";
 import { validateKey } from "../src/key.ts";
 import { idempotency } from "../src/server.ts";
 import { listen, type Served } from "./fixtures/serve.ts";
@@ -90,6 +91,26 @@ describe("issue 16.5: keys that need quoting", () => {
       fc.asyncProperty(accepted, fc.constantFrom("body" as const, "call" as const), (key, via) => roundTrip(key, via)),
       { numRuns: 60 },
     );
+  });
+});
+
+describe("install(): the same header writing below fetch", () => {
+  it("a body key beyond ASCII and one that needs quoting reach the server as themselves", async () => {
+    const uninstall = install({ sendKeyHeader: "always" });
+    try {
+      for (const key of ["заказ-42", 'order "42"']) {
+        const r = await fetch(`${served.url}/orders`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ idempotency_key: key }),
+        });
+        expect(r.status).toBe(201);
+        await r.arrayBuffer();
+        expect(await server.forget(key)).toBe("forgotten");
+      }
+    } finally {
+      uninstall();
+    }
   });
 });
 
