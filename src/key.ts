@@ -56,76 +56,41 @@ export function keyHeaderValue(key: string): string {
   return `${out}"`;
 }
 
+/** Exactly one RFC 8941 sf-string: printable ASCII in quotes, only `\"` and `\\` escaped, no parameters. */
+const SF_STRING = /^"((?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\["\\])*)"$/;
+/** Exactly one RFC 9651 Display String: `%"`, printable ASCII with `%`+two lowercase hex digits for `%`, `"` and other bytes, `"`. */
+const DISPLAY_STRING = /^%"((?:[\x20\x21\x23\x24\x26-\x7e]|%[0-9a-f]{2})*)"$/;
+
+const malformed = (what: string): IdempotencyKeyError => new IdempotencyKeyError(`Idempotency-Key is not ${what}`);
+
 /**
  * The key carried by an `Idempotency-Key` header value; throws `IdempotencyKeyError` when it is not valid.
- * - `"..."` must be exactly one RFC 8941 sf-string (printable ASCII, only `\"` and `\\` escaped, nothing
- *   after the closing quote: no parameters); the quotes are not part of the key.
- * - `%"..."` must be exactly one RFC 9651 Display String (percent-encoded UTF-8, lowercase hex).
- * - Any other value is a bare token, which cannot contain `"` (only the two forms above may).
+ * A value starting with `"` must be one sf-string (the quotes are not part of the key), one starting with
+ * `%"` one Display String (percent-encoded UTF-8); any other value is a bare key, which cannot hold `"`.
  */
 export function keyFromHeader(value: string): string {
   const key = value.trim();
-  if (key.startsWith('%"')) return validateKey(displayString(key));
-  if (!key.startsWith('"')) {
-    if (key.includes('"')) throw new IdempotencyKeyError("Idempotency-Key has a '\"' outside an sf-string");
-    return validateKey(key);
-  }
-  let out = "";
-  let i = 1;
-  for (;;) {
-    const c = key.charCodeAt(i);
-    if (Number.isNaN(c)) throw new IdempotencyKeyError("Idempotency-Key has no closing '\"'");
-    if (c === 0x22) break;
-    if (c === 0x5c) {
-      const next = key[i + 1];
-      if (next !== '"' && next !== "\\") {
-        throw new IdempotencyKeyError("Idempotency-Key escapes something other than '\"' or '\\' (RFC 8941)");
-      }
-      out += next;
-      i += 2;
-    } else if (c < 0x20 || c > 0x7e) {
-      throw new IdempotencyKeyError("Idempotency-Key has a character other than printable ASCII inside its quotes");
-    } else {
-      out += key[i];
-      i++;
+  if (key.startsWith('%"')) {
+    const match = DISPLAY_STRING.exec(key);
+    if (!match) throw malformed('an RFC 9651 Display String: %"..." with %xx (lowercase hex) escapes, no parameters');
+    const bytes = (match[1] as string).replace(/%([0-9a-f]{2})/g, (_, hex: string) =>
+      String.fromCharCode(Number.parseInt(hex, 16)),
+    );
+    try {
+      return validateKey(utf8.decode(Uint8Array.from(bytes, (c) => c.charCodeAt(0))));
+    } catch (error) {
+      if (error instanceof IdempotencyKeyError) throw error;
+      throw malformed("a Display String of valid UTF-8");
     }
   }
-  if (i !== key.length - 1) {
-    throw new IdempotencyKeyError("Idempotency-Key has characters after its closing '\"' (no parameters allowed)");
+  if (key.startsWith('"')) {
+    const match = SF_STRING.exec(key);
+    if (!match)
+      throw malformed('an RFC 8941 sf-string: printable ASCII in quotes, only \\" and \\\\ escaped, no parameters');
+    return validateKey((match[1] as string).replace(/\\(.)/g, "$1"));
   }
-  return validateKey(out);
-}
-
-/** The text of an RFC 9651 Display String (`%"` ... `"`, trimmed); throws `IdempotencyKeyError` when malformed. */
-function displayString(value: string): string {
-  const bytes: number[] = [];
-  let i = 2;
-  for (;;) {
-    const c = value.charCodeAt(i);
-    if (Number.isNaN(c)) throw new IdempotencyKeyError("Idempotency-Key has no closing '\"'");
-    if (c === 0x22) break;
-    if (c === 0x25) {
-      const hex = value.slice(i + 1, i + 3);
-      if (!/^[0-9a-f]{2}$/.test(hex)) {
-        throw new IdempotencyKeyError("Idempotency-Key has a '%' not followed by two lowercase hex digits (RFC 9651)");
-      }
-      bytes.push(Number.parseInt(hex, 16));
-      i += 3;
-    } else if (c < 0x20 || c > 0x7e) {
-      throw new IdempotencyKeyError("Idempotency-Key has a character other than printable ASCII inside its quotes");
-    } else {
-      bytes.push(c);
-      i++;
-    }
-  }
-  if (i !== value.length - 1) {
-    throw new IdempotencyKeyError("Idempotency-Key has characters after its closing '\"' (no parameters allowed)");
-  }
-  try {
-    return utf8.decode(new Uint8Array(bytes));
-  } catch {
-    throw new IdempotencyKeyError("Idempotency-Key's Display String is not valid UTF-8");
-  }
+  if (key.includes('"')) throw malformed("a bare key, which holds no '\"' (only an sf-string may)");
+  return validateKey(key);
 }
 
 /**
