@@ -1,6 +1,6 @@
 // createIdempotentFetch: the fetch-shaped face over the engine.
 import { type CallOptions, createEngine, type Face, type ForgetOptions, type Send, type Stats } from "./engine.ts";
-import { KEY_HEADER } from "./key.ts";
+import { KEY_HEADER, validateKey } from "./key.ts";
 import { callTtlMs, type IdempotencyOptions, KNOWN, type NormalizedOptions, normalizeOptions } from "./options.ts";
 import { DECODED_BODY_HEADERS } from "./record.ts";
 import type { ForgetResult } from "./store.ts";
@@ -67,6 +67,7 @@ export function createIdempotentFetch(options: IdempotencyOptions = {}): Idempot
     try {
       // Nonsense is refused even on a call that turns out unkeyed, so it cannot hide until one is.
       strictOptions(perCall, KNOWN.call, "init.idempotency");
+      if (perCall?.key !== undefined) validateKey(perCall.key, "idempotency.key");
       callTtlMs(perCall?.ttlSeconds, "idempotency.ttlSeconds");
       if (perCall?.waitUntil !== undefined && typeof perCall.waitUntil !== "function") {
         throw new TypeError(`idemfetch: "idempotency.waitUntil" must be a function, got ${typeof perCall.waitUntil}`);

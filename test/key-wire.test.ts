@@ -120,6 +120,7 @@ describe("issue 16.8: keys that are not strings", () => {
     ["an object", {}, /must be a string, got object \{\}/],
     ["null", null, /must be a string, got null/],
     ["an array", ["k"], /must be a string, got array \["k"\]/],
+    ["a bigint", 1n, /must be a string, got bigint/],
   ])("per call, %s is an IdempotencyKeyError naming the key, and nothing is sent", async (_name, key, message) => {
     const { f, sent } = client();
     const before = runs;
