@@ -49,7 +49,8 @@ export function createLlmProxy(options: LlmProxyOptions) {
   const layer = idempotencyLayer({
     store: options.store,
     onEvent: (e: IdempotencyEvent) => {
-      if (e.type !== "execute" && e.type !== "wait")
+      if (!("keyHash" in e)) log(`${e.type} store=${e.store}`);
+      else if (e.type !== "execute" && e.type !== "wait")
         log(`${e.type} key=${e.keyHash.slice(0, 8)} ${Math.round(e.durationMs)} ms`);
     },
   });

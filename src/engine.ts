@@ -2,15 +2,16 @@
 import { declaredLength, isJsonType, readLimited, readReady } from "./body.ts";
 import { Broadcast } from "./broadcast.ts";
 import { errorResponse, type IdempotencyErrorCode } from "./errors.ts";
-import type { IdempotencyEvent, IdempotencyEventType, StoreOp } from "./events.ts";
+import type { CallEvent, IdempotencyEventType, StoreOp } from "./events.ts";
 import { fingerprintOf, parseJsonBody, sha256 } from "./fingerprint.ts";
 import { Flight, type Outcome } from "./flight.ts";
 import { explicitKey, KEY_HEADER, keyFromJson, keyHeaderValue, validateKey } from "./key.ts";
-import { Lease, withDeadline } from "./lease.ts";
+import { Lease } from "./lease.ts";
 import { callTtlMs, type NormalizedOptions } from "./options.ts";
 import { isRecord, NULL_BODY, storableHeaders } from "./record.ts";
 import { type ForgetOptions, forgetScope, scopeOf } from "./scope.ts";
 import type { AcquireResult, ForgetResult, IdempotencyStore, StoredRecord } from "./store.ts";
+import { unavailableMessage } from "./store-guard.ts";
 
 /**
  * Sends a request upstream: the real fetch on the client, the wrapped handler on the server. `init`, when
@@ -102,7 +103,7 @@ export interface Engine {
 /** Omit over each member of a union (the built-in Omit would merge them). */
 type OmitEach<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 
-type Emit = (event: OmitEach<IdempotencyEvent, keyof CallInfo | "durationMs">) => void;
+type Emit = (event: OmitEach<CallEvent, keyof CallInfo | "durationMs">) => void;
 
 /** What every event of one call names. */
 interface CallInfo {
@@ -182,7 +183,7 @@ export function createEngine(o: NormalizedOptions, face: Face): Engine {
       if (counter) counts[counter]++;
       if (!o.onEvent) return;
       try {
-        o.onEvent({ ...info, durationMs: now() - started, ...event } as IdempotencyEvent);
+        o.onEvent({ ...info, durationMs: now() - started, ...event } as CallEvent);
       } catch {
         // A listener's failure must never fail a request.
       }
@@ -217,9 +218,9 @@ export function createEngine(o: NormalizedOptions, face: Face): Engine {
       o.errorFormat,
     );
   const inProgress = (): Response => problem("IDEMPOTENCY_IN_PROGRESS", 409);
-  const errorAnswer = (code: IdempotencyErrorCode, status: number): Outcome => ({
+  const errorAnswer = (code: IdempotencyErrorCode, status: number, message?: string): Outcome => ({
     kind: "answer",
-    make: () => problem(code, status),
+    make: () => problem(code, status, message),
   });
 
   function handle(request: Request, send: Send, call: CallOptions = {}): Promise<Response> {
@@ -354,8 +355,8 @@ export function createEngine(o: NormalizedOptions, face: Face): Engine {
   class Run {
     /** Set once this flight saw a live lease of its own fingerprint: from then on it never runs unprotected. */
     private knowsOwner = false;
-    /** Set once a store call of this flight failed: a wait that then times out answers 503 when closed. */
-    private sawStoreError = false;
+    /** The last store failure of this flight: a wait that then times out answers 503 naming it when closed. */
+    private storeFailure: { error: unknown } | undefined;
     private lease: Lease | undefined;
 
     constructor(
@@ -388,20 +389,13 @@ export function createEngine(o: NormalizedOptions, face: Face): Engine {
         for (;;) {
           let found: AcquireResult | undefined;
           try {
-            found = await withDeadline(
-              "acquire",
-              o.storeTimeoutMs,
-              () => o.store.acquire(storeKey, flight.fingerprint, o.leaseMs),
-              // Landed after we gave up: nobody will use that lease, so let it go at once.
-              (late) => {
-                if (late.state === "acquired") o.store.release(storeKey, late.token).catch(() => {});
-              },
-            );
+            // The store is guarded (options.ts): its deadline releases an acquire that lands after it.
+            found = await o.store.acquire(storeKey, flight.fingerprint, o.leaseMs);
           } catch (error) {
             this.storeError("acquire", "acquire failed", error);
             // Once someone else is known to execute, a store blip only costs this caller another round of waiting.
             if (!this.knowsOwner) {
-              if (o.onStoreError === "closed") return errorAnswer("IDEMPOTENCY_STORE_UNAVAILABLE", 503);
+              if (o.onStoreError === "closed") return this.unavailable();
               return this.lead(null);
             }
           }
@@ -419,13 +413,13 @@ export function createEngine(o: NormalizedOptions, face: Face): Engine {
               if (!forgotCorrupt) {
                 forgotCorrupt = true;
                 try {
-                  await withDeadline("forget", o.storeTimeoutMs, () => o.store.forget(storeKey, false));
+                  await o.store.forget(storeKey, false);
                   continue;
                 } catch (error) {
                   this.storeError("forget", "could not remove a record that did not parse", error);
                 }
               }
-              if (o.onStoreError === "closed") return errorAnswer("IDEMPOTENCY_STORE_UNAVAILABLE", 503);
+              if (o.onStoreError === "closed") return this.unavailable();
               return this.lead(null);
             }
             if (record.fingerprint !== flight.fingerprint) return this.conflict();
@@ -454,13 +448,18 @@ export function createEngine(o: NormalizedOptions, face: Face): Engine {
 
     private timedOut(): Outcome {
       this.emit({ type: "timeout" });
-      return o.onStoreError === "closed" && this.sawStoreError
-        ? errorAnswer("IDEMPOTENCY_STORE_UNAVAILABLE", 503)
+      return o.onStoreError === "closed" && this.storeFailure
+        ? this.unavailable()
         : errorAnswer("IDEMPOTENCY_IN_PROGRESS", 409);
     }
 
+    /** 503, naming what made the store unavailable (timeout, refused, circuit open). */
+    private unavailable(): Outcome {
+      return errorAnswer("IDEMPOTENCY_STORE_UNAVAILABLE", 503, unavailableMessage(this.storeFailure?.error));
+    }
+
     private storeError(op: StoreOp, reason: string, error?: unknown): void {
-      this.sawStoreError = true;
+      this.storeFailure = { error };
       this.emit(error === undefined ? { type: "store-error", op, reason } : { type: "store-error", op, reason, error });
     }
 
@@ -473,7 +472,7 @@ export function createEngine(o: NormalizedOptions, face: Face): Engine {
     private async lead(token: string | null): Promise<Outcome> {
       const { flight, emit, storeKey } = this;
       flight.leading = true;
-      const lease = new Lease(o.store, storeKey, token, o.leaseMs, o.storeTimeoutMs, (type, op, error) => {
+      const lease = new Lease(o.store, storeKey, token, o.leaseMs, (type, op, error) => {
         if (type === "stale-token") {
           emit({
             type,
@@ -607,7 +606,7 @@ export function createEngine(o: NormalizedOptions, face: Face): Engine {
     validateKey(key, "forget(key)");
     const scope = await forgetScope(o, options);
     const storeKey = `${o.namespace}:${scope}:${await sha256(key)}`;
-    return withDeadline("forget", o.storeTimeoutMs, () => o.store.forget(storeKey, options.force === true));
+    return o.store.forget(storeKey, options.force === true);
   }
 
   async function close(): Promise<void> {

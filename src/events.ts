@@ -19,7 +19,23 @@ export interface EventBase {
 /** A store operation, as named in events. */
 export type StoreOp = "acquire" | "commit" | "release" | "renew" | "forget" | "subscribe";
 
-export type IdempotencyEvent =
+/** Why a store call failed: it timed out, nobody listened (refused, connection gone), it answered an error, or it was skipped. */
+export type StoreFailure = "timeout" | "refused" | "error" | "circuit-open";
+
+/**
+ * The store's circuit opened (after `failures` failed calls in a row: store calls are skipped for
+ * `cooldownMs` at a time and `onStoreError` applies at once) or closed again (a probe call succeeded).
+ * These name no call: they carry no `callId`, `keyHash` or timing.
+ */
+export type CircuitChange =
+  | { type: "circuit-open"; store: string; reason: StoreFailure; failures: number; cooldownMs: number }
+  | { type: "circuit-close"; store: string; openMs: number };
+
+/** Every event `onEvent` receives: one call's events, and the store's circuit changes. */
+export type IdempotencyEvent = CallEvent | CircuitChange;
+
+/** The events of one call. */
+export type CallEvent =
   /** This call is sent upstream (it leads, or runs unprotected). */
   | (EventBase & { type: "execute" })
   /** This call joined one in flight in this process. */

@@ -9,6 +9,7 @@ export {
   isIdempotencyError,
   isIdempotencyKeyError,
 } from "./errors.ts";
+export type { CallEvent, CircuitChange, StoreFailure } from "./events.ts";
 export type { IdempotencyCallOptions, IdempotentFetch, IdempotentRequestInit } from "./fetch.ts";
 export { createIdempotentFetch } from "./fetch.ts";
 export { canonicalJson, sha256 } from "./fingerprint.ts";
@@ -19,5 +20,7 @@ export { defaultShouldStore } from "./options.ts";
 export { decodeRecord, encodeRecord } from "./record.ts";
 export type { AcquireResult, IdempotencyStore, MemoryStoreOptions, StoredRecord } from "./store.ts";
 export { memoryStore, newToken } from "./store.ts";
+export type { CircuitBreakerOptions, Logger } from "./store-guard.ts";
+export { isStoreUnavailableError, StoreUnavailableError } from "./store-guard.ts";
 export type { WebLocksOptions } from "./web-locks.ts";
 export { withWebLocks } from "./web-locks.ts";

@@ -4,39 +4,6 @@ import type { IdempotencyStore, StoredRecord } from "./store.ts";
 /** Reports a store problem or a lost lease; never throws. */
 export type LeaseReport = (type: "store-error" | "stale-token", op: string, error?: unknown) => void;
 
-/** Runs one store call with a deadline: a dead or slow store never hangs a request. */
-export function withDeadline<T>(
-  op: string,
-  ms: number,
-  run: () => Promise<T>,
-  onLate?: (value: T) => void,
-): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    let late = false;
-    const timer = setTimeout(() => {
-      late = true;
-      reject(new Error(`idemfetch: store ${op} timed out after ${ms} ms`));
-    }, ms);
-    let pending: Promise<T>;
-    try {
-      pending = run();
-    } catch (error) {
-      pending = Promise.reject(error);
-    }
-    pending.then(
-      (value) => {
-        clearTimeout(timer);
-        if (late) onLate?.(value);
-        else resolve(value);
-      },
-      (error: unknown) => {
-        clearTimeout(timer);
-        reject(error);
-      },
-    );
-  });
-}
-
 /**
  * The leader's hold on a store key. `commit` and `release` are the only ways out; whichever runs first
  * wins, the other returns the same settlement. `ended` resolves once the store has answered (or the
@@ -57,7 +24,6 @@ export class Lease {
     /** The owner token; null when the call runs unprotected (store down, fail-open). */
     readonly token: string | null,
     private readonly leaseMs: number,
-    private readonly timeoutMs: number,
     private readonly report: LeaseReport,
   ) {
     if (token === null) return;
@@ -82,7 +48,7 @@ export class Lease {
     this.outcome =
       token === null
         ? Promise.resolve()
-        : withDeadline(op, this.timeoutMs, () => run(token)).then(
+        : run(token).then(
             (ok) => {
               if (!ok) this.report("stale-token", op);
             },
@@ -93,7 +59,7 @@ export class Lease {
   }
 
   private renew(token: string): void {
-    withDeadline("renew", this.timeoutMs, () => this.store.renew(this.storeKey, token, this.leaseMs)).then(
+    this.store.renew(this.storeKey, token, this.leaseMs).then(
       (ok) => {
         if (ok || this.outcome) return;
         // Someone else owns the key now; renewing again would only repeat the report.

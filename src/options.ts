@@ -5,6 +5,7 @@ import type { IdempotencyEvent } from "./events.ts";
 import type { IdempotencyCallOptions } from "./fetch.ts";
 import type { ServerCallOptions, ServerIdempotencyOptions } from "./server.ts";
 import { type IdempotencyStore, memoryStore } from "./store.ts";
+import { BREAKER_DEFAULTS, type CircuitBreakerOptions, guardStore, type Logger } from "./store-guard.ts";
 import { type OptionNames, strictOptions } from "./strict.ts";
 
 export type { IdempotencyEvent } from "./events.ts";
@@ -41,6 +42,14 @@ export interface IdempotencyOptions {
   onStoreError?: "open" | "closed";
   /** Longest a single store call may take, in ms. Default 2000. */
   storeTimeoutMs?: number;
+  /**
+   * After `failures` store calls fail in a row (default 5), skip the store for `cooldownMs` (default 5000)
+   * at a time, applying `onStoreError` at once instead of waiting on a dead store; one probe call then
+   * closes the circuit again. `false` turns it off. Default on.
+   */
+  circuitBreaker?: boolean | CircuitBreakerOptions;
+  /** Where the store's state changes are told (failing, circuit open, answering again), once each. Default `console`; `false` is silent. */
+  logger?: Logger | false;
   /** Receives every event; a throwing listener is ignored. */
   onEvent?: (event: IdempotencyEvent) => void;
   /** Replaces the default request fingerprint. */
@@ -72,6 +81,8 @@ export interface NormalizedOptions {
   namespace: string;
   onStoreError: "open" | "closed";
   storeTimeoutMs: number;
+  circuitBreaker: Required<CircuitBreakerOptions> | false;
+  logger: Logger | undefined;
   onEvent: ((event: IdempotencyEvent) => void) | undefined;
   fingerprint: ((request: Request) => string | Promise<string>) | undefined;
   scope: ((request: Request) => string | Promise<string>) | undefined;
@@ -118,6 +129,8 @@ export const OPTIONS = {
   namespace: "both",
   onStoreError: "both",
   storeTimeoutMs: "both",
+  circuitBreaker: "both",
+  logger: "both",
   onEvent: "both",
   fingerprint: "both",
   scope: "both",
@@ -148,6 +161,7 @@ export const KNOWN = {
     >),
   },
   autoKey: { methods: true, windowMs: true } satisfies OptionNames<AutoKeyOptions>,
+  circuitBreaker: { failures: true, cooldownMs: true } satisfies OptionNames<CircuitBreakerOptions>,
   call: { key: true, ttlSeconds: true, waitUntil: true } satisfies OptionNames<IdempotencyCallOptions>,
   serverCall: { ttlSeconds: true, waitUntil: true } satisfies OptionNames<ServerCallOptions>,
 };
@@ -230,15 +244,39 @@ function credentialHeadersOf(value: unknown, custom: boolean): readonly string[]
   return value.map((h: string) => h.toLowerCase());
 }
 
+function breakerOf(value: unknown): Required<CircuitBreakerOptions> | false {
+  if (value === undefined || value === true) return BREAKER_DEFAULTS;
+  if (value === false) return false;
+  if (typeof value !== "object" || value === null) return fail("circuitBreaker", "a boolean or an object", value);
+  strictOptions(value, KNOWN.circuitBreaker, "circuitBreaker");
+  const { failures, cooldownMs } = value as CircuitBreakerOptions;
+  return {
+    failures: positive("circuitBreaker.failures", failures, BREAKER_DEFAULTS.failures, 1_000_000, "calls", {
+      integer: true,
+    }),
+    cooldownMs: timer("circuitBreaker.cooldownMs", cooldownMs, BREAKER_DEFAULTS.cooldownMs),
+  };
+}
+
+function loggerOf(value: unknown): Logger | undefined {
+  if (value === false) return undefined;
+  if (value === undefined) return typeof console === "undefined" ? undefined : console;
+  if (typeof value !== "object" || value === null || typeof (value as Logger).warn !== "function") {
+    return fail("logger", "an object with a warn() method, or false", value);
+  }
+  return value as Logger;
+}
+
 /** Validates options once and fills in every default; throws `TypeError` on nonsense. */
 export function normalizeOptions(
   options: IdempotencyOptions = {},
   side: "client" | "server" = "client",
 ): NormalizedOptions {
   if (typeof options !== "object" || options === null) fail("options", "an object", options);
-  const store = options.store ?? memoryStore();
+  const given = options.store;
   for (const method of ["acquire", "commit", "release", "renew", "forget"] as const) {
-    if (typeof store[method] !== "function") fail("store", `a store with ${method}()`, typeof store);
+    if (given !== undefined && typeof given?.[method] !== "function")
+      fail("store", `a store with ${method}()`, typeof given);
   }
 
   let autoKey: NormalizedOptions["autoKey"] = false;
@@ -267,9 +305,24 @@ export function normalizeOptions(
     fail("namespace", "1-64 visible ASCII characters other than ':'", namespace);
   }
   const userFetch = fn<typeof fetch>("fetch", options.fetch);
+  const onStoreError = oneOf("onStoreError", options.onStoreError, ["open", "closed"], DEFAULTS.onStoreError);
+  const storeTimeoutMs = timer("storeTimeoutMs", options.storeTimeoutMs, DEFAULTS.storeTimeoutMs);
+  const onEvent = fn<(event: IdempotencyEvent) => void>("onEvent", options.onEvent);
+  const circuitBreaker = breakerOf(options.circuitBreaker);
+  const logger = loggerOf(options.logger);
 
   return {
-    store,
+    // The default memory store cannot fail: nothing to guard. Any other store gets the one deadline layer.
+    store:
+      given === undefined
+        ? memoryStore()
+        : guardStore(given, {
+            timeoutMs: storeTimeoutMs,
+            breaker: circuitBreaker,
+            logger,
+            onStoreError,
+            onChange: onEvent,
+          }),
     // Looked up at call time by default, so a later patch of globalThis.fetch is respected.
     getFetch: userFetch ? () => userFetch : () => globalThis.fetch,
     ttlMs: callTtlMs(options.ttlSeconds) ?? DEFAULTS.ttlSeconds * 1000,
@@ -282,9 +335,11 @@ export function normalizeOptions(
     }),
     conflictStatus,
     namespace,
-    onStoreError: oneOf("onStoreError", options.onStoreError, ["open", "closed"], DEFAULTS.onStoreError),
-    storeTimeoutMs: timer("storeTimeoutMs", options.storeTimeoutMs, DEFAULTS.storeTimeoutMs),
-    onEvent: fn("onEvent", options.onEvent),
+    onStoreError,
+    storeTimeoutMs,
+    circuitBreaker,
+    logger,
+    onEvent,
     fingerprint: fn("fingerprint", options.fingerprint),
     scope: fn("scope", options.scope),
     credentialHeaders: credentialHeadersOf(options.credentialHeaders, options.scope !== undefined),

@@ -10,7 +10,7 @@ import {
   type Tracer,
   trace,
 } from "@opentelemetry/api";
-import type { IdempotencyEvent } from "./events.ts";
+import type { CallEvent, IdempotencyEvent } from "./events.ts";
 import { type OptionNames, strictOptions } from "./strict.ts";
 
 export interface OpenTelemetryOptions {
@@ -75,6 +75,11 @@ export function openTelemetry(options: OpenTelemetryOptions = {}): (event: Idemp
   const then = options.onEvent;
 
   return function onEvent(event: IdempotencyEvent): void {
+    // The store's circuit changes belong to no call: no span, only the user's own listener.
+    if (!("callId" in event)) {
+      then?.(event);
+      return;
+    }
     let entry = spans.get(event.callId);
     if (!entry) {
       const attributes: Attributes = {
@@ -114,7 +119,7 @@ export function openTelemetry(options: OpenTelemetryOptions = {}): (event: Idemp
 }
 
 /** The event's own fields as span-event attributes (reason, op, status, bytes), never the error object. */
-function eventAttributes(event: IdempotencyEvent): Attributes {
+function eventAttributes(event: CallEvent): Attributes {
   const out: Attributes = {};
   if ("reason" in event) out["idemfetch.reason"] = event.reason;
   if ("op" in event) out["idemfetch.store_op"] = event.op;

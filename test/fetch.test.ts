@@ -1,6 +1,7 @@
 // createIdempotentFetch against a real counting HTTP server on 127.0.0.1.
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import {
+  type CallEvent,
   createIdempotentFetch,
   type IdempotencyEvent,
   IdempotencyKeyError,
@@ -606,7 +607,7 @@ describe("options and events", () => {
     const f = createIdempotentFetch({ onEvent: (e) => events.push(e) });
     await f(`${up.url}/echo`, json({}, "secret-user-data"));
     expect(events[0]?.type).toBe("execute");
-    expect(events[0]?.keyHash).toMatch(/^[0-9a-f]{64}$/);
+    expect((events[0] as CallEvent | undefined)?.keyHash).toMatch(/^[0-9a-f]{64}$/);
     expect(JSON.stringify(events)).not.toContain("secret-user-data");
   });
 

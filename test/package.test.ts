@@ -17,6 +17,7 @@ const subpaths = (exports: Record<string, unknown>) => Object.keys(exports).filt
 const CORE = [
   "IdempotencyError",
   "IdempotencyKeyError",
+  "StoreUnavailableError",
   "canonicalJson",
   "createIdempotentFetch",
   "decodeRecord",
@@ -25,6 +26,7 @@ const CORE = [
   "errorResponse",
   "isIdempotencyError",
   "isIdempotencyKeyError",
+  "isStoreUnavailableError",
   "memoryStore",
   "newKey",
   "newToken",

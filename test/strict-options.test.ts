@@ -32,6 +32,8 @@ const factories: [string, () => unknown, string][] = [
   ["idempotency()", () => expressIdempotency({ maxBodyByte: 5 } as never), "maxBodyBytes"],
   ["idempotency()", () => fastifyIdempotency({ ieft: true } as never), "ietf"],
   ["autoKey", () => createIdempotentFetch({ autoKey: { window: 5 } } as never), "windowMs"],
+  ["circuitBreaker", () => createIdempotentFetch({ circuitBreaker: { failure: 3 } } as never), "failures"],
+  ["createIdempotentFetch()", () => createIdempotentFetch({ loger: false } as never), "logger"],
   ["memoryStore()", () => memoryStore({ maxEntry: 5 } as never), "maxEntries"],
   ["indexedDBStore()", () => indexedDBStore({ dbname: "x" } as never), "dbName"],
   ["ioredisStore()", () => ioredisStore({ redis: {}, timeout: 5 } as never), "timeoutMs"],
