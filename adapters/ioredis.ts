@@ -2,6 +2,7 @@
 import { Buffer } from "node:buffer";
 import { keyedListeners } from "../src/listeners.ts";
 import type { IdempotencyStore } from "../src/store.ts";
+import { type OptionNames, strictOptions } from "../src/strict.ts";
 import {
   evalWithFallback,
   type RunScript,
@@ -85,11 +86,16 @@ export interface IoredisPipeline {
 
 /** An IdempotencyStore on Redis: one key per store key, one script call per operation. */
 export function ioredisStore(options: IoredisStoreOptions): IdempotencyStore {
+  refuseTimeoutOption("ioredisStore", options);
+  strictOptions(
+    options,
+    { redis: true, binary: true, replicaAck: true } satisfies OptionNames<IoredisStoreOptions>,
+    "ioredisStore()",
+  );
   const { redis } = options;
   if (typeof redis?.callBuffer !== "function") {
     throw new TypeError("ioredisStore: `redis` must be an ioredis client (Redis or Cluster)");
   }
-  refuseTimeoutOption("ioredisStore", options);
   const ack = options.replicaAck;
   if (ack !== undefined) {
     const replicas = ack.replicas ?? 1;

@@ -1,6 +1,7 @@
 // An IdempotencyStore on Upstash Redis over its REST API (@upstash/redis): edge and serverless runtimes.
 import { Redis } from "@upstash/redis";
 import type { IdempotencyStore } from "../src/store.ts";
+import { type OptionNames, strictOptions } from "../src/strict.ts";
 import { evalWithFallback, refuseTimeoutOption, scriptStore } from "./redis-scripts.ts";
 
 /**
@@ -24,6 +25,11 @@ export type UpstashStoreOptions =
  */
 export function upstashStore(options: UpstashStoreOptions): IdempotencyStore {
   refuseTimeoutOption("upstashStore", options);
+  strictOptions(
+    options,
+    { redis: true, url: true, token: true } satisfies OptionNames<{ redis: UpstashClient; url: string; token: string }>,
+    "upstashStore()",
+  );
   let redis: UpstashClient;
   if ("redis" in options) {
     redis = options.redis;

@@ -5,10 +5,11 @@ import { errorResponse, type IdempotencyErrorCode } from "./errors.ts";
 import type { CallEvent, IdempotencyEventType, StoreOp } from "./events.ts";
 import { fingerprintOf, parseJsonBody, sha256 } from "./fingerprint.ts";
 import { Flight, type Outcome } from "./flight.ts";
-import { KEY_HEADER, keyFromHeader, keyFromJson, validateKey } from "./key.ts";
+import { explicitKey, KEY_HEADER, keyFromJson, keyHeaderValue, validateKey } from "./key.ts";
 import { Lease } from "./lease.ts";
 import { callTtlMs, type NormalizedOptions } from "./options.ts";
 import { isStoredRecord, NULL_BODY, storableHeaders } from "./record.ts";
+import { type ForgetOptions, forgetScope, scopeOf } from "./scope.ts";
 import type { AcquireResult, ForgetResult, IdempotencyStore, StoredRecord } from "./store.ts";
 import { unavailableMessage } from "./store-guard.ts";
 
@@ -82,15 +83,7 @@ export interface Stats {
   saved: number;
 }
 
-/** Which stored key `forget` removes: the key's scope is derived as for a call. */
-export interface ForgetOptions {
-  /** The credentials of the client that used the key (its `Authorization` or `Cookie`), for the default scope. */
-  headers?: Headers | Record<string, string> | [string, string][];
-  /** The value the custom `scope` option returned for that client. */
-  scope?: string;
-  /** Also remove a live lease (its holder's commit then changes nothing). Default false. */
-  force?: boolean;
-}
+export type { ForgetOptions } from "./scope.ts";
 
 export interface Engine {
   /** Runs one call through the protocol. Rejects only with the upstream's own error, an abort, or a bad key. */
@@ -261,8 +254,7 @@ export function createEngine(o: NormalizedOptions, face: Face): Engine {
     const ttlMs = callTtlMs(call.ttlSeconds);
     const method = request.method.toUpperCase();
     const headerValue = request.headers.get(KEY_HEADER);
-    const explicit =
-      call.key !== undefined ? validateKey(call.key) : headerValue !== null ? keyFromHeader(headerValue) : undefined;
+    const explicit = explicitKey(call.key, headerValue);
     const autoEligible = face.autoKey !== false && face.autoKey.methods.has(method) && !call.streamedBody;
 
     // A body the engine read goes on as `init`, never as a copy of `request`: copying a Request reads its
@@ -291,7 +283,7 @@ export function createEngine(o: NormalizedOptions, face: Face): Engine {
         ? o.fingerprint(withBody())
         : fingerprintOf(method, target, bytes, json, request.headers.get("content-type")),
       keyed.auto ? undefined : sha256(keyed.key as string),
-      scopeOf(request.headers, () => withBody()),
+      scopeOf(o, request.headers, () => withBody()),
     ]);
     const hash = keyHash ?? fingerprint;
     const storeKey = `${o.namespace}:${scope.hash}:${hash}`;
@@ -338,7 +330,7 @@ export function createEngine(o: NormalizedOptions, face: Face): Engine {
       if (bytes !== null) init.body = bytes as BodyInit;
       if (sendKey) {
         const headers = new Headers(request.headers);
-        headers.set(KEY_HEADER, keyed.key as string);
+        headers.set(KEY_HEADER, keyHeaderValue(keyed.key as string));
         init.headers = headers;
       }
       return init;
@@ -610,28 +602,9 @@ export function createEngine(o: NormalizedOptions, face: Face): Engine {
       `Request body exceeds maxBodyBytes (${o.maxBodyBytes}); it cannot be fingerprinted for an idempotency key`,
     );
 
-  /** Who owns a key: the hash of the caller's credentials, so no client ever reads another's response. */
-  async function scopeOf(
-    headers: Headers,
-    request: () => Request,
-  ): Promise<{ kind: "credential" | "custom" | "anonymous"; hash: string }> {
-    if (o.scope) return { kind: "custom", hash: await sha256(`scope\n${await o.scope(request())}`) };
-    const credential = headers.get("authorization") ?? headers.get("cookie");
-    return credential === null
-      ? { kind: "anonymous", hash: "anonymous" }
-      : { kind: "credential", hash: await sha256(`credential\n${credential}`) };
-  }
-
   async function forget(key: string, options: ForgetOptions = {}): Promise<ForgetResult> {
-    validateKey(key);
-    let scope: string;
-    if (options.scope !== undefined) {
-      if (typeof options.scope !== "string") throw new TypeError("idemfetch: forget() scope must be a string");
-      scope = await sha256(`scope\n${options.scope}`);
-    } else {
-      if (o.scope) throw new TypeError("idemfetch: forget() needs `scope`: this instance uses a custom scope option");
-      scope = (await scopeOf(new Headers(options.headers), () => new Request("http://forget.invalid"))).hash;
-    }
+    validateKey(key, "forget(key)");
+    const scope = await forgetScope(o, options);
     const storeKey = `${o.namespace}:${scope}:${await sha256(key)}`;
     return o.store.forget(storeKey, options.force === true);
   }

@@ -1,9 +1,10 @@
 // createIdempotentFetch: the fetch-shaped face over the engine.
 import { type CallOptions, createEngine, type Face, type ForgetOptions, type Send, type Stats } from "./engine.ts";
-import { KEY_HEADER } from "./key.ts";
-import { callTtlMs, type IdempotencyOptions, type NormalizedOptions, normalizeOptions } from "./options.ts";
+import { KEY_HEADER, validateKey } from "./key.ts";
+import { callTtlMs, type IdempotencyOptions, KNOWN, type NormalizedOptions, normalizeOptions } from "./options.ts";
 import { DECODED_BODY_HEADERS } from "./record.ts";
 import type { ForgetResult } from "./store.ts";
+import { strictOptions } from "./strict.ts";
 
 /** Per-call settings, passed as `init.idempotency`; `false` sends the call untouched. */
 export interface IdempotencyCallOptions {
@@ -50,6 +51,7 @@ export function clientFace(o: NormalizedOptions): Face {
 
 /** Returns fetch made idempotent: keyed duplicates coalesce, replay, or answer 409 on conflict. */
 export function createIdempotentFetch(options: IdempotencyOptions = {}): IdempotentFetch {
+  strictOptions(options, KNOWN.client, "createIdempotentFetch()");
   const o = normalizeOptions(options, "client");
   const engine = createEngine(o, clientFace(o));
   // The runtime's fetch takes (request, init) as they are; a fetch of the user's gets one fresh Request it
@@ -64,6 +66,8 @@ export function createIdempotentFetch(options: IdempotencyOptions = {}): Idempot
     if (perCall === false) return o.getFetch()(input, stripOwn(init));
     try {
       // Nonsense is refused even on a call that turns out unkeyed, so it cannot hide until one is.
+      strictOptions(perCall, KNOWN.call, "init.idempotency");
+      if (perCall?.key !== undefined) validateKey(perCall.key, "idempotency.key");
       callTtlMs(perCall?.ttlSeconds, "idempotency.ttlSeconds");
       if (perCall?.waitUntil !== undefined && typeof perCall.waitUntil !== "function") {
         throw new TypeError(`idemfetch: "idempotency.waitUntil" must be a function, got ${typeof perCall.waitUntil}`);

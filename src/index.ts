@@ -15,6 +15,8 @@ export { createIdempotentFetch } from "./fetch.ts";
 export { canonicalJson, sha256 } from "./fingerprint.ts";
 export type { MemoryStoreOptions } from "./memory-store.ts";
 export { memoryStore } from "./memory-store.ts";
+export type { StableKeyPart } from "./keygen.ts";
+export { newKey, stableKey } from "./keygen.ts";
 export type { AutoKeyOptions, IdempotencyEvent, IdempotencyOptions } from "./options.ts";
 export { defaultShouldStore } from "./options.ts";
 export { decodeRecord, encodeRecord } from "./record.ts";

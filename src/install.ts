@@ -2,8 +2,9 @@
 import { createEngine, type ForgetOptions, type Stats } from "./engine.ts";
 import { clientFace, headerIn, isStream, mayCarryKey } from "./fetch.ts";
 import { BODY_KEY_FIELD, KEY_HEADER } from "./key.ts";
-import { type IdempotencyOptions, normalizeOptions } from "./options.ts";
+import { type IdempotencyOptions, KNOWN, normalizeOptions } from "./options.ts";
 import { type ForgetResult, type IdempotencyStore, newToken } from "./store.ts";
+import { strictOptions } from "./strict.ts";
 
 /** The options of `createIdempotentFetch` except `fetch`: an install sends upstream with the runtime's own fetch. */
 export type InstallOptions = Omit<IdempotencyOptions, "fetch">;
@@ -82,6 +83,7 @@ const HOP_BY_HOP = ["connection", "keep-alive", "proxy-connection", "transfer-en
 /** Returns `install` for a runtime. */
 export function createInstall(runtime: Runtime): (options?: InstallOptions) => Uninstall {
   return function install(options: InstallOptions = {}): Uninstall {
+    strictOptions(options, KNOWN.client, "install()");
     if (typeof options === "object" && options !== null && (options as IdempotencyOptions).fetch !== undefined) {
       throw new TypeError(
         "idemfetch: install() sends upstream with the runtime's own fetch; the fetch option is not used",

@@ -3,6 +3,7 @@ import { keyedListeners } from "./listeners.ts";
 import type { IdempotencyStore, StoredRecord } from "./store.ts";
 import { newToken } from "./store.ts";
 import { decide, type Entry, type Operation, type Replies } from "./store-state.ts";
+import { type OptionNames, strictOptions } from "./strict.ts";
 
 export interface MemoryStoreOptions {
   /** Entries (leases + records) kept at most; the least recently used is evicted first. Default 10 000. */
@@ -16,6 +17,7 @@ export interface MemoryStoreOptions {
  * expiring, and bounded by `maxEntries` with least-recently-used eviction.
  */
 export function memoryStore(options: MemoryStoreOptions = {}): IdempotencyStore {
+  strictOptions(options, { maxEntries: true, now: true } satisfies OptionNames<MemoryStoreOptions>, "memoryStore()");
   const maxEntries = options.maxEntries ?? 10_000;
   if (!Number.isInteger(maxEntries) || maxEntries < 1) {
     throw new TypeError(`memoryStore: maxEntries must be a positive integer, got ${String(maxEntries)}`);

@@ -11,6 +11,7 @@ import {
   trace,
 } from "@opentelemetry/api";
 import type { CallEvent, IdempotencyEvent } from "./events.ts";
+import { type OptionNames, strictOptions } from "./strict.ts";
 
 export interface OpenTelemetryOptions {
   /** Where spans go. Default: `trace.getTracer("idemfetch")` from the registered global provider. */
@@ -59,6 +60,11 @@ const SPAN_EVENTS = new Set<IdempotencyEvent["type"]>([
  * ```
  */
 export function openTelemetry(options: OpenTelemetryOptions = {}): (event: IdempotencyEvent) => void {
+  strictOptions(
+    options,
+    { tracer: true, meter: true, onEvent: true } satisfies OptionNames<OpenTelemetryOptions>,
+    "openTelemetry()",
+  );
   const tracer = options.tracer ?? trace.getTracer("idemfetch");
   const meter = options.meter ?? metrics.getMeter("idemfetch");
   const counters = {} as Record<keyof typeof COUNTERS, Counter>;

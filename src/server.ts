@@ -1,12 +1,13 @@
 // idempotency(): the Request -> Response face of the engine, for any Web-standard handler (Deno.serve, Bun, Hono, workers).
 import { type CallOptions, createEngine, type Face, type ForgetOptions, type Stats } from "./engine.ts";
 import { errorResponse, isIdempotencyKeyError } from "./errors.ts";
-import { callTtlMs, type IdempotencyOptions, normalizeOptions } from "./options.ts";
+import { type ClientOnlyOption, callTtlMs, type IdempotencyOptions, KNOWN, normalizeOptions } from "./options.ts";
 import { FRAMING_HEADERS } from "./record.ts";
 import type { ForgetResult } from "./store.ts";
+import { strictOptions } from "./strict.ts";
 
 /** Options of the server middleware: the shared ones (no client-only settings) plus the server's own. */
-export interface ServerIdempotencyOptions extends Omit<IdempotencyOptions, "fetch" | "autoKey" | "sendKeyHeader"> {
+export interface ServerIdempotencyOptions extends Omit<IdempotencyOptions, ClientOnlyOption> {
   /**
    * Answer 400 IDEMPOTENCY_KEY_MISSING when a request carries no key: `true` for POST and PATCH (the
    * IETF draft's non-idempotent methods), or a list of methods. Default false: keyless requests pass through.
@@ -92,9 +93,7 @@ const methodSet = (name: string, value: unknown, fallback: readonly string[]): R
 
 /** Validates `options` once and returns the per-request form of the middleware. */
 export function idempotencyLayer(options: ServerIdempotencyOptions = {}): IdempotencyLayer {
-  if (typeof options !== "object" || options === null) {
-    throw new TypeError(`idemfetch: options must be an object, got ${String(options)}`);
-  }
+  strictOptions(options, KNOWN.server, "idempotency()");
   const { requireKey = false, methods, ietf = false, waitUntil, ...shared } = options;
   if (waitUntil !== undefined && typeof waitUntil !== "function") {
     throw new TypeError(`idemfetch: option "waitUntil" must be a function, got ${typeof waitUntil}`);
@@ -116,6 +115,7 @@ export function idempotencyLayer(options: ServerIdempotencyOptions = {}): Idempo
   return {
     async handle(request, handler, call = {}) {
       // A per-call TTL comes from code: nonsense is a programming error, thrown before anything runs.
+      strictOptions(call, KNOWN.serverCall, "the per-request options");
       callTtlMs(call.ttlSeconds, "call.ttlSeconds");
       const method = request.method.toUpperCase();
       if (!handled.has(method)) return handler(request);

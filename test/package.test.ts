@@ -28,8 +28,10 @@ const CORE = [
   "isIdempotencyKeyError",
   "isStoreUnavailableError",
   "memoryStore",
+  "newKey",
   "newToken",
   "sha256",
+  "stableKey",
   "withWebLocks",
 ];
 const EXPORTS: Record<string, string[]> = {
