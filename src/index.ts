@@ -12,7 +12,7 @@ export {
 export type { IdempotencyCallOptions, IdempotentFetch, IdempotentRequestInit } from "./fetch.ts";
 export { createIdempotentFetch } from "./fetch.ts";
 export { canonicalJson, sha256 } from "./fingerprint.ts";
-export type { AutoKeyOptions, IdempotencyEvent, IdempotencyOptions } from "./options.ts";
+export type { AutoKeyOptions, IdempotencyEvent, IdempotencyOptions, RetryOptions } from "./options.ts";
 export { defaultShouldStore } from "./options.ts";
 export { decodeRecord, encodeRecord } from "./record.ts";
 export type { AcquireResult, IdempotencyStore, MemoryStoreOptions, StoredRecord } from "./store.ts";

@@ -2,9 +2,11 @@
 
 import type { ErrorFormat } from "./errors.ts";
 import type { IdempotencyEvent } from "./events.ts";
+import { normalizeRetry, type RetryOptions, type RetryPolicy } from "./retry.ts";
 import { type IdempotencyStore, memoryStore } from "./store.ts";
 
 export type { IdempotencyEvent } from "./events.ts";
+export type { RetryOptions } from "./retry.ts";
 
 export interface AutoKeyOptions {
   /** Methods that get an auto key. Default POST, PUT, PATCH, DELETE. */
@@ -48,6 +50,8 @@ export interface IdempotencyOptions {
   errorFormat?: ErrorFormat;
   /** When the client adds `Idempotency-Key` upstream for a key from the body or an auto key. Default "same-origin". */
   sendKeyHeader?: "same-origin" | "always" | "never";
+  /** Client: re-send a keyed call with the same key on a network error, 408, 429, 5xx or 409 IN_PROGRESS. Default off. */
+  retry?: number | RetryOptions | false;
 }
 
 export interface NormalizedOptions {
@@ -69,6 +73,8 @@ export interface NormalizedOptions {
   scope: ((request: Request) => string | Promise<string>) | undefined;
   sendKeyHeader: "same-origin" | "always" | "never";
   errorFormat: ErrorFormat;
+  /** Undefined when off. */
+  retry: RetryPolicy | undefined;
 }
 
 export const defaultShouldStore = (response: Response): boolean =>
@@ -218,5 +224,6 @@ export function normalizeOptions(
       DEFAULTS.sendKeyHeader,
     ),
     errorFormat: oneOf("errorFormat", options.errorFormat, ["reliapi", "problem"], DEFAULTS.errorFormat),
+    retry: normalizeRetry(options.retry),
   };
 }

@@ -6,7 +6,8 @@ import { FRAMING_HEADERS } from "./record.ts";
 import type { ForgetResult } from "./store.ts";
 
 /** Options of the server middleware: the shared ones (no client-only settings) plus the server's own. */
-export interface ServerIdempotencyOptions extends Omit<IdempotencyOptions, "fetch" | "autoKey" | "sendKeyHeader"> {
+export interface ServerIdempotencyOptions
+  extends Omit<IdempotencyOptions, "fetch" | "autoKey" | "sendKeyHeader" | "retry"> {
   /**
    * Answer 400 IDEMPOTENCY_KEY_MISSING when a request carries no key: `true` for POST and PATCH (the
    * IETF draft's non-idempotent methods), or a list of methods. Default false: keyless requests pass through.
