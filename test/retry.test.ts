@@ -6,7 +6,9 @@ import { createIdempotentFetch, errorResponse, type IdempotencyEvent, memoryStor
 import { install, type Uninstall } from "../src/install-node.ts";
 import { openTelemetry } from "../src/otel.ts";
 import { normalizeRetry, retryAfterMs } from "../src/retry.ts";
-import { until } from "./fixtures/util.ts";
+import { idempotency } from "../src/server.ts";
+import { listen as serveWeb } from "./fixtures/serve.ts";
+import { sleep, until } from "./fixtures/util.ts";
 
 /** One answer of the scripted server: a status with headers and body, or a dropped connection. */
 type Step = { status: number; headers?: Record<string, string>; body?: string } | "drop";
@@ -170,6 +172,58 @@ describe("re-sends with the same key", () => {
     await until(() => sent.length === 1);
     const late = f(`${base}/x`, keyed("k-late"));
     expect(await (await first).text()).toBe(await (await late).text());
+    expect(sent).toHaveLength(2);
+  });
+});
+
+describe("with the library on both ends, and across processes", () => {
+  it("the idemfetch server answers 409 IN_PROGRESS with Retry-After: 1; the client waits, re-sends, and gets the replay", async () => {
+    let runs = 0;
+    const handler = idempotency(
+      async () => {
+        runs++;
+        await sleep(600);
+        return Response.json({ charged: runs });
+      },
+      { waitTimeoutMs: 0 },
+    );
+    const api = await serveWeb(handler);
+    try {
+      const plain = createIdempotentFetch();
+      const events: IdempotencyEvent[] = [];
+      const retried = createIdempotentFetch({ retry: 2, onEvent: (e) => events.push(e) });
+      const first = plain(`${api.url}/charge`, keyed("e2e-1"));
+      await sleep(100);
+      const started = Date.now();
+      const second = await retried(`${api.url}/charge`, keyed("e2e-1"));
+      expect(Date.now() - started).toBeGreaterThanOrEqual(950);
+      expect(retries(events)).toEqual([[2, "409 IDEMPOTENCY_IN_PROGRESS"]]);
+      expect(second.status).toBe(200);
+      expect(second.headers.get("idempotent-replayed")).toBe("true");
+      expect(await second.text()).toBe(await (await first).text());
+      expect(runs).toBe(1);
+    } finally {
+      await api.close();
+    }
+  });
+
+  it("the heartbeat holds the lease through a pause longer than leaseMs: a duplicate in another process waits and replays", async () => {
+    const store = memoryStore();
+    const events: IdempotencyEvent[] = [];
+    const leader = createIdempotentFetch({
+      store,
+      leaseMs: 150,
+      retry: { limit: 1, backoff: () => 500 },
+      onEvent: (e) => events.push(e),
+    });
+    const other = createIdempotentFetch({ store, leaseMs: 150 });
+    script = failing(503, 1);
+    const first = leader(`${base}/x`, keyed("k-lease"));
+    await until(() => events.some((e) => e.type === "retry"));
+    await sleep(300); // two lease lengths into the pause
+    const duplicate = await other(`${base}/x`, keyed("k-lease"));
+    expect(duplicate.headers.get("idempotent-replayed")).toBe("true");
+    expect(await duplicate.text()).toBe(await (await first).text());
     expect(sent).toHaveLength(2);
   });
 });
