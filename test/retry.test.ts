@@ -7,7 +7,6 @@ import { install, type Uninstall } from "../src/install-node.ts";
 import { openTelemetry } from "../src/otel.ts";
 import { normalizeRetry, retryAfterMs } from "../src/retry.ts";
 import { idempotency } from "../src/server.ts";
-import { listen as serveWeb } from "./fixtures/serve.ts";
 import { sleep, until } from "./fixtures/util.ts";
 
 /** One answer of the scripted server: a status with headers and body, or a dropped connection. */
@@ -29,24 +28,45 @@ let hold: Promise<void> | undefined;
 
 /** A server on its own port: install() sees only connections opened after it (install-node.ts). */
 async function listen(): Promise<string> {
+  return serve(async (req, res, body) => {
+    const key = req.headers["idempotency-key"];
+    sent.push({ method: req.method ?? "", key: typeof key === "string" ? key : undefined, body, at: Date.now() });
+    if (hold) await hold;
+    const step = script.shift() ?? { status: 200, body: `{"ok":true,"n":${sent.length}}` };
+    if (step === "drop") {
+      req.socket.destroy();
+      return;
+    }
+    res.writeHead(step.status, { "content-type": "application/json", ...step.headers });
+    res.end(step.body ?? `{"n":${sent.length}}`);
+  });
+}
+
+/**
+ * A Web handler (the server face) over node:http. Not @hono/node-server: it replaces the global Response,
+ * after which install()'s engine no longer knows fetch's responses as Responses.
+ */
+function serveWeb(handler: (request: Request) => Promise<Response>): Promise<string> {
+  return serve(async (req, res, body) => {
+    const headers = Object.entries(req.headers).filter((e): e is [string, string] => typeof e[1] === "string");
+    const init: RequestInit = { method: req.method ?? "GET", headers };
+    if (body !== "") init.body = body;
+    const response = await handler(new Request(`http://127.0.0.1${req.url}`, init));
+    res.writeHead(response.status, Object.fromEntries(response.headers));
+    res.end(Buffer.from(await response.arrayBuffer()));
+  });
+}
+
+async function serve(
+  answer: (req: http.IncomingMessage, res: http.ServerResponse, body: string) => Promise<void>,
+): Promise<string> {
   const server = http.createServer((req, res) => {
     let body = "";
     req.setEncoding("utf8");
     req.on("data", (chunk: string) => {
       body += chunk;
     });
-    req.on("end", async () => {
-      const key = req.headers["idempotency-key"];
-      sent.push({ method: req.method ?? "", key: typeof key === "string" ? key : undefined, body, at: Date.now() });
-      if (hold) await hold;
-      const step = script.shift() ?? { status: 200, body: `{"ok":true,"n":${sent.length}}` };
-      if (step === "drop") {
-        req.socket.destroy();
-        return;
-      }
-      res.writeHead(step.status, { "content-type": "application/json", ...step.headers });
-      res.end(step.body ?? `{"n":${sent.length}}`);
-    });
+    req.on("end", () => void answer(req, res, body));
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   servers.push(server);
@@ -188,23 +208,19 @@ describe("with the library on both ends, and across processes", () => {
       { waitTimeoutMs: 0 },
     );
     const api = await serveWeb(handler);
-    try {
-      const plain = createIdempotentFetch();
-      const events: IdempotencyEvent[] = [];
-      const retried = createIdempotentFetch({ retry: 2, onEvent: (e) => events.push(e) });
-      const first = plain(`${api.url}/charge`, keyed("e2e-1"));
-      await sleep(100);
-      const started = Date.now();
-      const second = await retried(`${api.url}/charge`, keyed("e2e-1"));
-      expect(Date.now() - started).toBeGreaterThanOrEqual(950);
-      expect(retries(events)).toEqual([[2, "409 IDEMPOTENCY_IN_PROGRESS"]]);
-      expect(second.status).toBe(200);
-      expect(second.headers.get("idempotent-replayed")).toBe("true");
-      expect(await second.text()).toBe(await (await first).text());
-      expect(runs).toBe(1);
-    } finally {
-      await api.close();
-    }
+    const plain = createIdempotentFetch();
+    const events: IdempotencyEvent[] = [];
+    const retried = createIdempotentFetch({ retry: 2, onEvent: (e) => events.push(e) });
+    const first = plain(`${api}/charge`, keyed("e2e-1"));
+    await until(() => runs === 1);
+    const started = Date.now();
+    const second = await retried(`${api}/charge`, keyed("e2e-1"));
+    expect(Date.now() - started).toBeGreaterThanOrEqual(950);
+    expect(retries(events)).toEqual([[2, "409 IDEMPOTENCY_IN_PROGRESS"]]);
+    expect(second.status).toBe(200);
+    expect(second.headers.get("idempotent-replayed")).toBe("true");
+    expect(await second.text()).toBe(await (await first).text());
+    expect(runs).toBe(1);
   });
 
   it("the heartbeat holds the lease through a pause longer than leaseMs: a duplicate in another process waits and replays", async () => {
