@@ -28,7 +28,7 @@ export interface IdempotencyOptions {
   leaseMs?: number;
   /** Auto keys for double-clicks: on by default where a `document` exists, off in servers and scripts. */
   autoKey?: boolean | AutoKeyOptions;
-  /** Which responses are stored. Default: status < 500 except 408 and 429. */
+  /** Which responses are stored. Default: status < 500 except 408, 429 and a 409 with Retry-After. */
   shouldStore?: (response: Response) => boolean;
   /** Largest request body fingerprinted and response body stored, in bytes. Default 5 MiB. */
   maxBodyBytes?: number;
@@ -77,8 +77,12 @@ export interface NormalizedOptions {
   retry: RetryPolicy | undefined;
 }
 
+/** A 409 with `Retry-After` (IDEMPOTENCY_IN_PROGRESS) says "come back later": transient, like 408 and 429. */
 export const defaultShouldStore = (response: Response): boolean =>
-  response.status < 500 && response.status !== 408 && response.status !== 429;
+  response.status < 500 &&
+  response.status !== 408 &&
+  response.status !== 429 &&
+  !(response.status === 409 && response.headers.has("retry-after"));
 
 export const DEFAULTS = {
   ttlSeconds: 3600,

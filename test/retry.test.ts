@@ -174,6 +174,17 @@ describe("re-sends with the same key", () => {
     expect(sent).toHaveLength(4);
   });
 
+  it("a 409 IN_PROGRESS left after the last try is not stored: the key's real answer is fetched next time", async () => {
+    const f = createIdempotentFetch({ retry: { limit: 1, maxDelayMs: 0 } });
+    const busy = await wire(errorResponse("IDEMPOTENCY_IN_PROGRESS", 409, undefined, { "retry-after": "1" }));
+    script = [busy, busy];
+    expect((await f(`${base}/x`, keyed("k-busy-twice"))).status).toBe(409);
+    const next = await f(`${base}/x`, keyed("k-busy-twice"));
+    expect(next.status).toBe(200);
+    expect(next.headers.get("idempotent-replayed")).toBeNull();
+    expect(sent).toHaveLength(3);
+  });
+
   it("N local duplicates share one retry loop: 3 sends for 5 callers, one answer for all", async () => {
     const events: IdempotencyEvent[] = [];
     const f = createIdempotentFetch({ retry: fast, onEvent: (e) => events.push(e) });
