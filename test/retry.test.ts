@@ -196,6 +196,24 @@ describe("re-sends with the same key", () => {
     expect(retries(events)).toHaveLength(2);
   });
 
+  it("a custom fetch gets a fresh Request on every try, with the key and the same body", async () => {
+    const seen: { key: string | null; body: string }[] = [];
+    const f = createIdempotentFetch({
+      retry: fast,
+      fetch: async (input, init) => {
+        const request = new Request(input, init);
+        seen.push({ key: request.headers.get("idempotency-key"), body: await request.clone().text() });
+        return fetch(request);
+      },
+    });
+    script = failing(500, 1);
+    expect((await f(`${base}/x`, keyed(undefined, { idempotency_key: "custom", n: 1 }))).status).toBe(200);
+    expect(seen).toEqual([
+      { key: "custom", body: '{"idempotency_key":"custom","n":1}' },
+      { key: "custom", body: '{"idempotency_key":"custom","n":1}' },
+    ]);
+  });
+
   it("a duplicate arriving during the backoff joins the loop instead of sending", async () => {
     const f = createIdempotentFetch({ retry: { limit: 1, backoff: () => 300 } });
     script = failing(503, 1);
