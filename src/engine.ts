@@ -10,15 +10,17 @@ import { Lease } from "./lease.ts";
 import { callTtlMs, type NormalizedOptions } from "./options.ts";
 import { isStoredRecord, NULL_BODY, storableHeaders } from "./record.ts";
 import { type ForgetOptions, forgetScope, scopeOf } from "./scope.ts";
+import type { RetryEvent } from "./retry.ts";
 import type { AcquireResult, ForgetResult, IdempotencyStore, StoredRecord } from "./store.ts";
 import { unavailableMessage } from "./store-guard.ts";
 
 /**
  * Sends a request upstream: the real fetch on the client, the wrapped handler on the server. `init`, when
  * given, overrides parts of `request` as `fetch(request, init)` does (the body the engine read, its abort
- * signal, the key header), so a face builds at most one new Request.
+ * signal, the key header), so a face builds at most one new Request. `emit` is given only when the engine
+ * leads the call (never to a pass-through): a face that re-sends reports each try through it.
  */
-export type Send = (request: Request, init?: RequestInit) => Promise<Response>;
+export type Send = (request: Request, init?: RequestInit, emit?: (event: RetryEvent) => void) => Promise<Response>;
 
 /** What a face knows about one call beyond the Request itself. */
 export interface CallOptions {
@@ -341,7 +343,8 @@ export function createEngine(o: NormalizedOptions, face: Face): Engine {
     }
     const response = flight.attach(signal, true);
     const ttl = keyed.auto && face.autoKey ? face.autoKey.windowMs : (ttlMs ?? o.ttlMs);
-    const run = new Run(flight, storeKey, emit, () => send(request, upstream()), ttl);
+    // Only a led call gets `emit`: its retries (src/retry.ts) happen inside the lease, shared by every joiner.
+    const run = new Run(flight, storeKey, emit, () => send(request, upstream(), emit), ttl);
     const done = run.start();
     flight.durable = done;
     call.waitUntil?.(done);

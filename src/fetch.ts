@@ -3,6 +3,7 @@ import { type CallOptions, createEngine, type Face, type ForgetOptions, type Sen
 import { KEY_HEADER, validateKey } from "./key.ts";
 import { callTtlMs, type IdempotencyOptions, KNOWN, type NormalizedOptions, normalizeOptions } from "./options.ts";
 import { DECODED_BODY_HEADERS } from "./record.ts";
+import { normalizeRetry, type RetryOptions, retrying } from "./retry.ts";
 import type { ForgetResult } from "./store.ts";
 import { strictOptions } from "./strict.ts";
 
@@ -17,6 +18,8 @@ export interface IdempotencyCallOptions {
    * request's work when its client hangs up, and a duplicate joined in another request of the isolate as hung.
    */
   waitUntil?: (promise: Promise<unknown>) => void;
+  /** This call's retries, over the constructor's `retry` (a number sets the limit; `false` turns them off). */
+  retry?: number | RetryOptions | false;
 }
 
 export type IdempotentRequestInit = RequestInit & { idempotency?: IdempotencyCallOptions | false };
@@ -56,10 +59,11 @@ export function createIdempotentFetch(options: IdempotencyOptions = {}): Idempot
   const engine = createEngine(o, clientFace(o));
   // The runtime's fetch takes (request, init) as they are; a fetch of the user's gets one fresh Request it
   // can clone and read (a signing fetch does), not one whose body the engine already read.
-  const send: Send =
+  const direct: Send =
     options.fetch === undefined
       ? (request, init) => o.getFetch()(request, init)
       : (request, init) => o.getFetch()(init ? new Request(request, init) : request);
+  const send = retrying(direct, o.retry);
 
   const idempotentFetch = (input: Request | string | URL, init?: IdempotentRequestInit): Promise<Response> => {
     const perCall = init?.idempotency;
@@ -72,6 +76,10 @@ export function createIdempotentFetch(options: IdempotencyOptions = {}): Idempot
       if (perCall?.waitUntil !== undefined && typeof perCall.waitUntil !== "function") {
         throw new TypeError(`idemfetch: "idempotency.waitUntil" must be a function, got ${typeof perCall.waitUntil}`);
       }
+      const sendThis =
+        perCall?.retry === undefined
+          ? send
+          : retrying(direct, normalizeRetry(perCall.retry, "idempotency.retry", o.retry));
       // The cheap exit: a call that cannot carry a key skips the engine and the Request copy.
       if (perCall?.key === undefined && !mayCarryKey(input, init, o.autoKey === false ? null : o.autoKey.methods)) {
         return o.getFetch()(input, stripOwn(init));
@@ -87,7 +95,7 @@ export function createIdempotentFetch(options: IdempotencyOptions = {}): Idempot
       if (perCall?.key !== undefined) call.key = perCall.key;
       if (perCall?.ttlSeconds !== undefined) call.ttlSeconds = perCall.ttlSeconds;
       if (perCall?.waitUntil !== undefined) call.waitUntil = perCall.waitUntil;
-      if (!same) return engine.handle(new Request(input, own), send, call);
+      if (!same) return engine.handle(new Request(input, own), sendThis, call);
       call.sameAs = same.id;
       // Taken now: `handle` may run after the caller changed its init or URL object, and must see what `id` saw.
       const snapshot: RequestInit = { ...own, headers: same.headers };
@@ -95,7 +103,7 @@ export function createIdempotentFetch(options: IdempotencyOptions = {}): Idempot
       // An identical call in flight is joined before building a Request, reading a body or hashing.
       return engine.join(same.id, call, () => {
         try {
-          return engine.handle(new Request(same.url, snapshot), send, call);
+          return engine.handle(new Request(same.url, snapshot), sendThis, call);
         } catch (error) {
           return Promise.reject(error);
         }

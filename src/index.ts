@@ -17,7 +17,7 @@ export type { MemoryStoreOptions } from "./memory-store.ts";
 export { memoryStore } from "./memory-store.ts";
 export type { StableKeyPart } from "./keygen.ts";
 export { newKey, stableKey } from "./keygen.ts";
-export type { AutoKeyOptions, IdempotencyEvent, IdempotencyOptions } from "./options.ts";
+export type { AutoKeyOptions, IdempotencyEvent, IdempotencyOptions, RetryOptions } from "./options.ts";
 export { defaultShouldStore } from "./options.ts";
 export { decodeRecord, encodeRecord } from "./record.ts";
 export type { AcquireResult, IdempotencyStore, StoredRecord } from "./store.ts";

@@ -3,6 +3,7 @@ import { createEngine, type ForgetOptions, type Stats } from "./engine.ts";
 import { clientFace, headerIn, isStream, mayCarryKey } from "./fetch.ts";
 import { BODY_KEY_FIELD, KEY_HEADER } from "./key.ts";
 import { type IdempotencyOptions, KNOWN, normalizeOptions } from "./options.ts";
+import { retrying } from "./retry.ts";
 import { type ForgetResult, type IdempotencyStore, newToken } from "./store.ts";
 import { strictOptions } from "./strict.ts";
 
@@ -95,6 +96,7 @@ export function createInstall(runtime: Runtime): (options?: InstallOptions) => U
     const engine = createEngine(o, clientFace(o));
     const autoMethods = o.autoKey === false ? null : o.autoKey.methods;
     const registry = registryFor(runtime);
+    const send = retrying(registry.send, o.retry);
 
     const installation: Installation = {
       wants(input, init) {
@@ -119,7 +121,7 @@ export function createInstall(runtime: Runtime): (options?: InstallOptions) => U
         }
         let response: Response;
         try {
-          response = await engine.handle(upstream, registry.send, { signal: upstream.signal });
+          response = await engine.handle(upstream, send, { signal: upstream.signal });
         } catch (error) {
           answer(controller, () => controller.errorWith(error instanceof Error ? error : new Error(String(error))));
           return;

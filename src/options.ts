@@ -8,8 +8,10 @@ import type { IdempotencyCallOptions } from "./fetch.ts";
 import type { ServerCallOptions, ServerIdempotencyOptions } from "./server.ts";
 import { BREAKER_DEFAULTS, type CircuitBreakerOptions, guardStore, type Logger } from "./store-guard.ts";
 import { type OptionNames, strictOptions } from "./strict.ts";
+import { normalizeRetry, type RetryOptions, type RetryPolicy } from "./retry.ts";
 
 export type { IdempotencyEvent } from "./events.ts";
+export type { RetryOptions } from "./retry.ts";
 
 export interface AutoKeyOptions {
   /** Methods that get an auto key. Default POST, PUT, PATCH, DELETE. */
@@ -31,7 +33,7 @@ export interface IdempotencyOptions {
   leaseMs?: number;
   /** Auto keys for double-clicks: on by default where a `document` exists, off in servers and scripts. */
   autoKey?: boolean | AutoKeyOptions;
-  /** Which responses are stored. Default: status < 500 except 408 and 429. */
+  /** Which responses are stored. Default: status < 500 except 408, 429 and a 409 with Retry-After. */
   shouldStore?: (response: Response) => boolean;
   /** Largest request body fingerprinted and response body stored, in bytes. Default 5 MiB. */
   maxBodyBytes?: number;
@@ -66,6 +68,8 @@ export interface IdempotencyOptions {
   errorFormat?: ErrorFormat;
   /** When the client adds `Idempotency-Key` upstream for a key from the body or an auto key. Default "same-origin". */
   sendKeyHeader?: "same-origin" | "always" | "never";
+  /** Client: re-send a keyed call with the same key on a network error, 408, 429, 5xx or 409 IN_PROGRESS. Default off. */
+  retry?: number | RetryOptions | false;
 }
 
 export interface NormalizedOptions {
@@ -91,10 +95,16 @@ export interface NormalizedOptions {
   credentialHeaders: readonly string[];
   sendKeyHeader: "same-origin" | "always" | "never";
   errorFormat: ErrorFormat;
+  /** Undefined when off. */
+  retry: RetryPolicy | undefined;
 }
 
+/** A 409 with `Retry-After` (IDEMPOTENCY_IN_PROGRESS) says "come back later": transient, like 408 and 429. */
 export const defaultShouldStore = (response: Response): boolean =>
-  response.status < 500 && response.status !== 408 && response.status !== 429;
+  response.status < 500 &&
+  response.status !== 408 &&
+  response.status !== 429 &&
+  !(response.status === 409 && response.headers.has("retry-after"));
 
 export const DEFAULTS = {
   ttlSeconds: 3600,
@@ -138,6 +148,7 @@ export const OPTIONS = {
   credentialHeaders: "both",
   errorFormat: "both",
   sendKeyHeader: "client",
+  retry: "client",
 } as const satisfies { readonly [K in keyof IdempotencyOptions]-?: "both" | "client" };
 
 /** The options only the client faces take: the server's options type leaves them out. */
@@ -163,7 +174,7 @@ export const KNOWN = {
   },
   autoKey: { methods: true, windowMs: true } satisfies OptionNames<AutoKeyOptions>,
   circuitBreaker: { failures: true, cooldownMs: true } satisfies OptionNames<CircuitBreakerOptions>,
-  call: { key: true, ttlSeconds: true, waitUntil: true } satisfies OptionNames<IdempotencyCallOptions>,
+  call: { key: true, ttlSeconds: true, waitUntil: true, retry: true } satisfies OptionNames<IdempotencyCallOptions>,
   serverCall: { ttlSeconds: true, waitUntil: true } satisfies OptionNames<ServerCallOptions>,
 };
 
@@ -351,5 +362,6 @@ export function normalizeOptions(
       DEFAULTS.sendKeyHeader,
     ),
     errorFormat: oneOf("errorFormat", options.errorFormat, ["reliapi", "problem"], DEFAULTS.errorFormat),
+    retry: normalizeRetry(options.retry),
   };
 }
