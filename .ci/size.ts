@@ -1,5 +1,6 @@
 // Bundle budgets: what a page pays, min+gzip, for each import set, with what each part weighs (esbuild's metafile).
-// `npm run size` fails when a set grows past its budget; `-- --markdown` prints the tables for the README.
+// `npm run size` fails when a set grows past its budget; `npm run size -- --write` refreshes the tables in the docs.
+import { readFileSync, writeFileSync } from "node:fs";
 import { relative } from "node:path";
 import { gzipSync } from "node:zlib";
 import { build } from "esbuild";
@@ -67,24 +68,40 @@ async function measure(budget: Budget): Promise<{ min: number; gzip: number; par
   return { min: output.length, gzip: gzipSync(output, { level: 9 }).length, parts: sorted };
 }
 
-const markdown = process.argv.includes("--markdown");
+/** The tables between `<!-- size:NAME -->` and `<!-- /size:NAME -->` in the docs. */
+const TABLES = { summary: "README.md", parts: "docs/package.md" } as const;
+
 let over = 0;
 const rows: string[] = [];
+const partTables: string[] = [];
 for (const budget of BUDGETS) {
   const { min, gzip, parts } = await measure(budget);
   const ok = gzip <= budget.limit;
   if (!ok) over++;
   rows.push(`| ${budget.name} | ${kb(min)} | **${kb(gzip)}** | ${kb(budget.limit)} | ${kb(budget.target)} |`);
-  if (markdown) {
-    console.log(`\n${budget.name}: ${kb(min)} minified, ${kb(gzip)} min+gzip\n\n| part | minified | share |\n|---|---|---|`);
-    for (const [part, bytes] of parts) console.log(`| \`${part}\` | ${kb(bytes)} | ${Math.round((bytes / min) * 100)}% |`);
-  } else {
-    console.log(`size: ${ok ? "ok  " : "OVER"} ${kb(gzip)} min+gzip (budget ${kb(budget.limit)}) ${budget.name}`);
-    for (const [part, bytes] of parts.slice(0, 6)) console.log(`        ${kb(bytes).padStart(8)} min  ${part}`);
-  }
+  partTables.push(
+    `${budget.name}: ${kb(min)} minified, ${kb(gzip)} min+gzip\n\n| part | minified | share |\n|---|---|---|\n${parts
+      .map(([part, bytes]) => `| \`${part}\` | ${kb(bytes)} | ${Math.round((bytes / min) * 100)}% |`)
+      .join("\n")}`,
+  );
+  console.log(`size: ${ok ? "ok  " : "OVER"} ${kb(gzip)} min+gzip (budget ${kb(budget.limit)}) ${budget.name}`);
+  for (const [part, bytes] of parts.slice(0, 6)) console.log(`        ${kb(bytes).padStart(8)} min  ${part}`);
 }
-if (markdown) {
-  console.log(`\n| page imports | minified | min+gzip | CI budget | target |\n|---|---|---|---|---|\n${rows.join("\n")}`);
+const tables: Record<keyof typeof TABLES, string> = {
+  summary: `| page imports | minified | min+gzip | CI budget | target |\n|---|---|---|---|---|\n${rows.join("\n")}`,
+  parts: partTables.join("\n\n"),
+};
+// A stale table is reported, not failed: every engine change moves the numbers, and `--write` refreshes them.
+for (const [name, file] of Object.entries(TABLES) as [keyof typeof TABLES, string][]) {
+  const text = readFileSync(file, "utf8");
+  const marked = new RegExp(`(<!-- size:${name} -->\n)[\\s\\S]*?(\n<!-- /size:${name} -->)`);
+  if (!marked.test(text)) throw new Error(`${file}: no <!-- size:${name} --> ... <!-- /size:${name} --> block`);
+  const fresh = text.replace(marked, (_, open: string, close: string) => `${open}\n${tables[name]}\n${close}`);
+  if (fresh === text) continue;
+  if (process.argv.includes("--write")) {
+    writeFileSync(file, fresh);
+    console.log(`size: wrote the ${name} table in ${file}`);
+  } else console.log(`size: the ${name} table in ${file} is stale: npm run size -- --write`);
 }
 if (over > 0) {
   console.error(`size: ${over} import set(s) over budget; shrink them or raise the budget in .ci/size.ts on purpose`);
