@@ -85,7 +85,8 @@ interface ProxyStats {
 }
 
 $("llm-ask").addEventListener("click", () => {
-  const key = `llm-${crypto.randomUUID()}`;
+  // A new key per click; not crypto.randomUUID(), which a page opened by LAN address (not a secure context) lacks.
+  const key = `llm-${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
   const body = JSON.stringify({
     target: "mock",
     stream: true,
