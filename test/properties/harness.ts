@@ -436,8 +436,13 @@ export async function runScenario(s: Scenario, env: StoreEnv): Promise<Violation
         // A route that never ends: its client reads every byte the route wrote, then goes away.
         const noEnd = res.headers.get("x-kind") === "noEnd" ? execs[Number(res.headers.get("x-exec"))] : undefined;
         let got = 0;
+        // Node 20's fetch can leave a read pending for good once its signal aborts mid-body (undici, no idemfetch
+        // involved): a client that aborts over HTTP drops the body itself, and its call ends as aborted.
+        const http = FACES[s.face].http;
+        if (http) ctrl.signal.addEventListener("abort", () => void reader.cancel(reason).catch(() => {}));
         for (;;) {
           const { done, value } = await reader.read();
+          if (done && http && o.aborted) throw reason;
           if (done) break;
           chunks.push(new Uint8Array(value));
           got += value.length;

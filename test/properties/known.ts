@@ -148,6 +148,22 @@ export const KNOWN_DEFECTS: KnownDefect[] = [
     breaks: ["lifecycle", "e"],
     scenario: expressRoute("noEnd"),
   },
+  {
+    // Found by this harness (December 2026), not yet in an issue: the plugin's 'close' listener fails the flight
+    // only if the reply was already sent, and a client gone before the route hijacked its reply closed first.
+    defect: "new (fastify hijack)",
+    title:
+      "Fastify: a route that hijacks its reply (reply.hijack(), writes, destroys) after its client left keeps its lease forever",
+    face: "fastify",
+    kind: "destroy",
+    breaks: ["lifecycle", "e"],
+    scenario: scenario({
+      face: "fastify",
+      scopeMode: "custom",
+      callers: [caller({ cred: "alice", startMs: 13, abort: { kind: "after", ms: 60 } })],
+      upstream: [up({ kind: "destroy", delayMs: 60, chunks: 2, chunkDelayMs: 32, sse: true })],
+    }),
+  },
 ];
 
 /** A scenario with the routes of every known defect made to answer normally (for the random properties). */
