@@ -400,12 +400,15 @@ export async function runScenario(s: Scenario, env: StoreEnv): Promise<Violation
 
   const outcomes: Outcome[] = [];
   let firstDurable: Promise<void> | undefined;
-  // Only checked where every store call answers in time (a failed commit cannot be durable).
-  const chaosFree = s.plans.every((p) =>
-    Object.values(p).every((list) =>
-      list.every((f) => f.kind === "pass" || (f.kind === "delay" && f.ms < T.storeTimeoutMs - 15)),
-    ),
-  );
+  // Only checked where every store call answers in time (a failed commit cannot be durable) and nothing is
+  // forgotten (a forget removes the record on purpose).
+  const chaosFree =
+    (s.forgets ?? []).length === 0 &&
+    s.plans.every((p) =>
+      Object.values(p).every((list) =>
+        list.every((f) => f.kind === "pass" || (f.kind === "delay" && f.ms < T.storeTimeoutMs - 15)),
+      ),
+    );
   const t0 = performance.now();
 
   const runCaller = async (c: CallerPlan, id: number): Promise<void> => {
