@@ -1,6 +1,7 @@
 // The faces the fault harness drives, one entry each: in-process (fetch wrapper, Web handler) or a framework over real HTTP.
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
+import { buffer } from "node:stream/consumers";
 import { serve } from "@hono/node-server";
 import express from "express";
 import Fastify from "fastify";
@@ -212,14 +213,13 @@ function webRequest(url: string, headers: NodeHeaders, body: Uint8Array | null):
   return new Request(`http://route.test${url}`, init as RequestInit);
 }
 
-/** The body an Express route reads from `req` (no body parser in front). */
-function nodeBody(req: import("node:http").IncomingMessage): Promise<Uint8Array> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    req.on("data", (c: Buffer) => chunks.push(c));
-    req.once("end", () => resolve(new Uint8Array(Buffer.concat(chunks))));
-    req.once("error", reject);
-  });
+/**
+ * The body an Express route reads from `req` (no body parser in front). Like body parsers, it fails when the
+ * request can no longer be read (its client went away, or it closed before this route ran), never hangs.
+ */
+async function nodeBody(req: import("node:http").IncomingMessage): Promise<Uint8Array> {
+  if (!req.readable) throw new Error("the request is not readable (its client went away)");
+  return new Uint8Array(await buffer(req));
 }
 
 /**
