@@ -253,6 +253,8 @@ interface Exec {
   start: number;
   /** When the upstream answered (or threw): the lease must be live from start to here. */
   headAt?: number;
+  /** When its body ended, failed or was cancelled: the route is busy (and its lease renewed) until then. */
+  endAt?: number;
   reqBody?: Uint8Array;
   body?: Uint8Array;
   setCookie?: string;
@@ -360,11 +362,15 @@ export async function runScenario(s: Scenario, env: StoreEnv): Promise<Violation
     const size = Math.ceil(body.length / plan.chunks);
     let i = 0;
     const signal = req.signal;
+    const ended = () => {
+      exec.endAt ??= performance.now();
+    };
     const stream = new ReadableStream<Uint8Array>({
       async pull(controller) {
         try {
           if (i > 0) await abortable(plan.chunkDelayMs, signal);
         } catch (reason) {
+          ended();
           controller.error(reason);
           return;
         }
@@ -375,12 +381,17 @@ export async function runScenario(s: Scenario, env: StoreEnv): Promise<Violation
         if ((plan.kind === "midError" || plan.kind === "destroy") && i === plan.chunks - 1) {
           const error = new Error(`upstream execution ${n} body failed midway`);
           knownErrors.add(error);
+          ended();
           controller.error(error);
           return;
         }
         controller.enqueue(body.slice(i * size, (i + 1) * size));
-        if (++i >= plan.chunks && plan.kind !== "noEnd") controller.close();
+        if (++i >= plan.chunks && plan.kind !== "noEnd") {
+          ended();
+          controller.close();
+        }
       },
+      cancel: ended,
     });
     return new Response([204, 304].includes(plan.status) ? null : stream, { status: plan.status, headers });
   };
@@ -514,7 +525,13 @@ export async function runScenario(s: Scenario, env: StoreEnv): Promise<Violation
   // A store call that lands late must still be checked: wait for every one, and say so when one never lands.
   const landed = await Promise.race([Promise.all(chaos.map((c) => c.settled())).then(() => true), sleep(5000)]);
   if (!landed) v("lifecycle", "a delayed store call had still not landed 5 s after every call settled");
-  await sleep(Math.max(0, lastSettled + T.leaseMs + 250 - performance.now()));
+  // A caller that cancelled its body settled, but its route may stream on (the engine reads on for the record):
+  // wait (boundedly) for every route to end, and measure lease lifetimes from the last moment anything ran.
+  const endOf = (e: Exec) =>
+    e.endAt ?? (e.body === undefined || [204, 304].includes(e.plan.status) ? e.headAt : undefined);
+  for (let waited = 0; waited < 3000 && execs.some((e) => endOf(e) === undefined); waited += 20) await sleep(20);
+  const lastBusy = Math.max(lastSettled, ...execs.map((e) => endOf(e) ?? e.start));
+  await sleep(Math.max(0, lastBusy + T.leaseMs + 250 - performance.now()));
   if (unhandled.length > unhandledBefore) {
     v("c", `unhandled: ${unhandled.slice(unhandledBefore).map(describeError).join("; ")}`);
   }
@@ -564,7 +581,7 @@ export async function runScenario(s: Scenario, env: StoreEnv): Promise<Violation
     );
     if (saw) v("b", `caller ${o.caller} waited on another owner's lease, then answered 503 on a store error`);
   }
-  checkLeases(s, logs, execs, lastSettled, storeKeys, v);
+  checkLeases(s, logs, execs, lastBusy, storeKeys, v);
   const keys = new Set(logs.flat().map((e) => e.storeKey));
   for (const k of keys) {
     try {
@@ -730,7 +747,7 @@ function checkLeases(
   s: Scenario,
   logs: LogEntry[][],
   execs: Exec[],
-  lastSettled: number,
+  lastBusy: number,
   storeKeys: Map<string, string>,
   v: (inv: Invariant, msg: string) => void,
 ): void {
@@ -750,11 +767,11 @@ function checkLeases(
       const after = log.filter((e) => e.op === "renew" && e.token === a.token && e.askedAt > finish.askedAt + 1);
       if (after.length > 0) v("lifecycle", `proc ${proc}: ${after.length} renew(s) after the lease's ${finish.op}`);
     }
-    const tail = log.filter((e) => e.op === "renew" && e.askedAt > lastSettled + T.leaseMs);
+    const tail = log.filter((e) => e.op === "renew" && e.askedAt > lastBusy + T.leaseMs);
     if (tail.length > 0)
       v(
         "lifecycle",
-        `proc ${proc}: ${tail.length} renew(s) more than leaseMs after every call settled (a heartbeat outlives its call)`,
+        `proc ${proc}: ${tail.length} renew(s) more than leaseMs after every call settled and every route ended (a heartbeat outlives its call)`,
       );
   });
 
