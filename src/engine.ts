@@ -9,8 +9,8 @@ import { explicitKey, KEY_HEADER, keyFromJson, keyHeaderValue, validateKey } fro
 import { Lease } from "./lease.ts";
 import { callTtlMs, type NormalizedOptions } from "./options.ts";
 import { isStoredRecord, NULL_BODY, storableHeaders } from "./record.ts";
-import { type ForgetOptions, forgetScope, scopeOf } from "./scope.ts";
 import type { RetryEvent } from "./retry.ts";
+import { type ForgetOptions, forgetScope, scopeOf } from "./scope.ts";
 import type { AcquireResult, ForgetResult, IdempotencyStore, StoredRecord } from "./store.ts";
 import { unavailableMessage } from "./store-guard.ts";
 

@@ -2,13 +2,13 @@
 
 import type { ErrorFormat } from "./errors.ts";
 import type { IdempotencyEvent } from "./events.ts";
-import { memoryStore } from "./memory-store.ts";
-import type { IdempotencyStore } from "./store.ts";
 import type { IdempotencyCallOptions } from "./fetch.ts";
+import { memoryStore } from "./memory-store.ts";
+import { normalizeRetry, type RetryOptions, type RetryPolicy } from "./retry.ts";
 import type { ServerCallOptions, ServerIdempotencyOptions } from "./server.ts";
+import type { IdempotencyStore } from "./store.ts";
 import { BREAKER_DEFAULTS, type CircuitBreakerOptions, guardStore, type Logger } from "./store-guard.ts";
 import { type OptionNames, strictOptions } from "./strict.ts";
-import { normalizeRetry, type RetryOptions, type RetryPolicy } from "./retry.ts";
 
 export type { IdempotencyEvent } from "./events.ts";
 export type { RetryOptions } from "./retry.ts";
