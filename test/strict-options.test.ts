@@ -36,7 +36,7 @@ const factories: [string, () => unknown, string][] = [
   ["createIdempotentFetch()", () => createIdempotentFetch({ loger: false } as never), "logger"],
   ["memoryStore()", () => memoryStore({ maxEntry: 5 } as never), "maxEntries"],
   ["indexedDBStore()", () => indexedDBStore({ dbname: "x" } as never), "dbName"],
-  ["ioredisStore()", () => ioredisStore({ redis: {}, timeout: 5 } as never), "timeoutMs"],
+  ["ioredisStore()", () => ioredisStore({ redis: {}, replicaAk: { timeoutMs: 5 } } as never), "replicaAck"],
   ["upstashStore()", () => upstashStore({ url: "http://x", token: "t", tokn: "t" } as never), "token"],
   ["postgresStore()", () => postgresStore({ client: noClient, tabel: "t" } as never), "table"],
   ["schemaSql()", () => schemaSql({ tabel: "t" } as never), "table"],
