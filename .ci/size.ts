@@ -15,13 +15,13 @@ interface Budget {
   target: number;
 }
 
-// Budgets sit just above today's sizes (main at 22a5a9e, with the store guard: 14.4 KB and 29.6 KB on 2026-12-03),
-// so growth fails; lower them when a change shrinks a set, raise one only on purpose.
+// Budgets sit just above today's sizes (main after the round's merges: the store guard, strict options, the key
+// header encodings and retry took them from 14.4 / 29.6 KB to 16.8 / 32.0 KB on 2026-12-03), so growth fails; lower them when a change shrinks a set, raise one only on purpose.
 const BUDGETS: Budget[] = [
   {
     name: "`createIdempotentFetch` + `memoryStore`",
     code: 'export { createIdempotentFetch, memoryStore } from "./src/index.ts";',
-    limit: 14.8 * 1024,
+    limit: 17.0 * 1024,
     target: 6 * 1024,
   },
   {
@@ -30,7 +30,7 @@ const BUDGETS: Budget[] = [
       'export { install, withWebLocks } from "./src/install-browser.ts";',
       'export { indexedDBStore } from "./adapters/indexeddb.ts";',
     ].join("\n"),
-    limit: 30 * 1024,
+    limit: 32.3 * 1024,
     target: 20 * 1024,
   },
 ];
