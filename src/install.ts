@@ -4,6 +4,7 @@ import { clientFace, headerIn, isStream, mayCarryKey } from "./fetch.ts";
 import { BODY_KEY_FIELD, KEY_HEADER } from "./key.ts";
 import { type IdempotencyOptions, normalizeOptions } from "./options.ts";
 import { type ForgetResult, type IdempotencyStore, newToken } from "./store.ts";
+import { clientCall, webResult } from "./web.ts";
 
 /** The options of `createIdempotentFetch` except `fetch`: an install sends upstream with the runtime's own fetch. */
 export type InstallOptions = Omit<IdempotencyOptions, "fetch">;
@@ -117,7 +118,8 @@ export function createInstall(runtime: Runtime): (options?: InstallOptions) => U
         }
         let response: Response;
         try {
-          response = await engine.handle(upstream, registry.send, { signal: upstream.signal });
+          const call = clientCall(upstream, { signal: upstream.signal }, undefined, registry.send);
+          response = webResult(await engine.handle(call), upstream.url, upstream.signal);
         } catch (error) {
           answer(controller, () => controller.errorWith(error instanceof Error ? error : new Error(String(error))));
           return;

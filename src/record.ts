@@ -83,41 +83,30 @@ export const DECODED_BODY_HEADERS: ReadonlySet<string> = new Set([...FRAMING_HEA
 /** Statuses whose Response must have a null body. */
 export const NULL_BODY = new Set([101, 103, 204, 205, 304]);
 
-/** Header pairs of a response as stored: lower-case names, without the `dropped` ones. */
-export function storableHeaders(headers: Headers, dropped: ReadonlySet<string>): [string, string][] {
+/** Header pairs as stored: without the `dropped` ones. */
+export function storablePairs(pairs: [string, string][], dropped: ReadonlySet<string>): [string, string][] {
+  return pairs.filter(([name]) => !dropped.has(name));
+}
+
+/** Header pairs of an answer a caller did not cause: stored pairs plus `Idempotent-Replayed: true`. */
+export function replayPairs(pairs: [string, string][], dropSetCookie: boolean): [string, string][] {
   const out: [string, string][] = [];
-  headers.forEach((value, name) => {
-    if (!dropped.has(name)) out.push([name, value]);
-  });
+  for (const pair of pairs) {
+    if (pair[0] === "idempotent-replayed" || (dropSetCookie && pair[0] === "set-cookie")) continue;
+    out.push(pair);
+  }
+  out.push(["idempotent-replayed", "true"]);
   return out;
 }
 
-/** Headers of a response a caller did not cause: stored pairs plus `Idempotent-Replayed: true`. */
-export function replayHeaders(pairs: [string, string][], dropSetCookie: boolean): Headers {
-  const headers = new Headers();
-  for (const [name, value] of pairs) {
-    if (dropSetCookie && name === "set-cookie") continue;
-    headers.append(name, value);
-  }
-  headers.set("idempotent-replayed", "true");
-  return headers;
-}
+/** An HTTP token (a header name), and a field value or reason phrase: what every face can write. */
+const TOKEN = /^[!#$%&'*+.^_`|~0-9a-z-]+$/i;
+const FIELD = /^[\t\x20-\x7e\x80-\xff]*$/;
 
-/** A fresh Response for one caller (never a shared body). Throws when the record holds what no Response can. */
-export function replayResponse(
-  record: StoredRecord,
-  dropSetCookie: boolean,
-  /** The record's `replayHeaders`, made once for many callers: a Response copies the Headers it is given. */
-  headers: Headers = replayHeaders(record.headers, dropSetCookie),
-): Response {
-  return new Response(NULL_BODY.has(record.status) ? null : new Uint8Array(record.body), {
-    status: record.status,
-    statusText: record.statusText,
-    headers,
-  });
-}
-
-/** Whether a value from a store has a record's shape (a store bug or a foreign value must never crash a call). */
+/**
+ * Whether a value from a store is a record every face can answer with (a store bug or a foreign value must
+ * never crash a call): the one record validator.
+ */
 export function isRecord(r: unknown): r is StoredRecord {
   if (typeof r !== "object" || r === null) return false;
   const o = r as StoredRecord;
@@ -126,8 +115,17 @@ export function isRecord(r: unknown): r is StoredRecord {
     o.status >= 200 &&
     o.status <= 599 &&
     typeof o.statusText === "string" &&
+    FIELD.test(o.statusText) &&
     Array.isArray(o.headers) &&
-    o.headers.every((p) => Array.isArray(p) && typeof p[0] === "string" && typeof p[1] === "string") &&
+    o.headers.every(
+      (p) =>
+        Array.isArray(p) &&
+        typeof p[0] === "string" &&
+        typeof p[1] === "string" &&
+        TOKEN.test(p[0]) &&
+        FIELD.test(p[1]) &&
+        p[0] === p[0].toLowerCase(),
+    ) &&
     o.body instanceof Uint8Array &&
     typeof o.fingerprint === "string"
   );

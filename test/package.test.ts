@@ -38,6 +38,7 @@ const EXPORTS: Record<string, string[]> = {
   "./hono": ["idempotency"],
   "./express": ["idempotency", "keepRawBody"],
   "./fastify": ["idempotency"],
+  "./node": ["idempotency"],
   "./adapters/deno-kv": ["denoKvStore"],
   "./adapters/postgres": ["migrate", "pgListen", "postgresStore", "schemaSql", "sweep"],
   "./testing": ["StoreContractError", "denoTestApi", "nodeTestApi", "testStore"],
