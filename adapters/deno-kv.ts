@@ -2,6 +2,7 @@
 import { keyedListeners } from "../src/listeners.ts";
 import { type IdempotencyStore, newToken } from "../src/store.ts";
 import { compactBytes, decide, type Entry, type Operation, parseEntry, type Replies } from "../src/store-state.ts";
+import { type OptionNames, strictOptions } from "../src/strict.ts";
 
 /** A Deno KV key (Deno.KvKey), typed here so Node builds need no Deno types. */
 export type DenoKvKey = readonly (string | number | bigint | boolean | symbol | Uint8Array)[];
@@ -61,6 +62,7 @@ interface Chunked {
  * there poll.
  */
 export function denoKvStore(options: DenoKvStoreOptions): IdempotencyStore {
+  strictOptions(options, { kv: true, prefix: true } satisfies OptionNames<DenoKvStoreOptions>, "denoKvStore()");
   const { kv } = options;
   if (typeof kv?.get !== "function" || typeof kv.atomic !== "function" || typeof kv.list !== "function") {
     throw new TypeError("denoKvStore: `kv` must be a Deno.Kv (from Deno.openKv())");

@@ -3,6 +3,7 @@ import { createStore, promisifyRequest, type UseStore } from "idb-keyval";
 import { keyedListeners } from "../src/listeners.ts";
 import { type IdempotencyStore, newToken } from "../src/store.ts";
 import { compactBytes, decide, type Operation, parseEntry, type Replies } from "../src/store-state.ts";
+import { type OptionNames, strictOptions } from "../src/strict.ts";
 
 export interface IndexedDBStoreOptions {
   /**
@@ -22,6 +23,11 @@ export interface IndexedDBStoreOptions {
  * Expiry uses this device's clock, shared by all its tabs.
  */
 export function indexedDBStore(options: IndexedDBStoreOptions = {}): IdempotencyStore {
+  strictOptions(
+    options,
+    { dbName: true, storeName: true, sweepIntervalMs: true } satisfies OptionNames<IndexedDBStoreOptions>,
+    "indexedDBStore()",
+  );
   if (typeof indexedDB === "undefined") {
     throw new TypeError("indexedDBStore: this runtime has no indexedDB; use memoryStore or a Redis store");
   }

@@ -2,14 +2,14 @@
 import { Buffer } from "node:buffer";
 import { keyedListeners } from "../src/listeners.ts";
 import type { IdempotencyStore } from "../src/store.ts";
+import { type OptionNames, strictOptions } from "../src/strict.ts";
 import {
   evalWithFallback,
-  isNoScript,
   type RunScript,
+  refuseTimeoutOption,
   SCRIPTS,
   type Script,
   scriptStore,
-  timeoutOption,
 } from "./redis-scripts.ts";
 
 /** What this store needs from the subscriber connection made by `duplicate()`. */
@@ -48,14 +48,13 @@ export interface IoredisClient {
 export interface IoredisStoreOptions {
   /**
    * Your client; the store never closes it. For store calls to fail fast while Redis is down, create it
-   * with `enableOfflineQueue: false`, `maxRetriesPerRequest: 1` and `commandTimeout` (ms) below the
-   * engine's `storeTimeoutMs`: with ioredis' defaults a command waits in a queue for about a minute, and
-   * may still run after this store gave up on it (a lease taken that way just expires). Without the
-   * offline queue, commands sent before the client is ready fail: wait for its "ready" event first.
+   * with `enableOfflineQueue: false` and `maxRetriesPerRequest: 1` (with ioredis' defaults a command waits
+   * in a queue for about a minute; the engine's `storeTimeoutMs` still bounds each call). Leave
+   * `commandTimeout` unset: it gives up on a command Redis may still run, and the engine then cannot
+   * release a lease taken late. Without the offline queue, commands sent before the client is ready fail:
+   * wait for its "ready" event first.
    */
   redis: IoredisClient;
-  /** Bound on each store call in ms, whatever the client does (0: none). Default 2000. */
-  timeoutMs?: number;
   /**
    * Records as raw bytes (one value: a JSON header, then the body) instead of JSON with a base64 body:
    * a third smaller and no base64 work on replay. Default true. Both layouts are always read; set false
@@ -87,11 +86,16 @@ export interface IoredisPipeline {
 
 /** An IdempotencyStore on Redis: one key per store key, one script call per operation. */
 export function ioredisStore(options: IoredisStoreOptions): IdempotencyStore {
+  refuseTimeoutOption("ioredisStore", options);
+  strictOptions(
+    options,
+    { redis: true, binary: true, replicaAck: true } satisfies OptionNames<IoredisStoreOptions>,
+    "ioredisStore()",
+  );
   const { redis } = options;
   if (typeof redis?.callBuffer !== "function") {
     throw new TypeError("ioredisStore: `redis` must be an ioredis client (Redis or Cluster)");
   }
-  const timeoutMs = timeoutOption("ioredisStore", options.timeoutMs, 2000);
   const ack = options.replicaAck;
   if (ack !== undefined) {
     const replicas = ack.replicas ?? 1;
@@ -111,19 +115,36 @@ export function ioredisStore(options: IoredisStoreOptions): IdempotencyStore {
           (sha1) => redis.callBuffer("evalsha", [sha1, ...args(key, rest)]),
           (lua) => redis.callBuffer("eval", [lua, ...args(key, rest)]),
         );
-  const ops = scriptStore("ioredisStore", run, timeoutMs, options.binary ?? true);
+  const ops = scriptStore("ioredisStore", run, options.binary ?? true);
 
   // The scripts publish on the key's full name; SUBSCRIBE is not prefixed by ioredis, so prefix here.
   const channelOf = (storeKey: string): string => `${redis.options?.keyPrefix ?? ""}${storeKey}`;
   const duplicate = redis.duplicate?.bind(redis) as ((...args: unknown[]) => IoredisSubscriber) | undefined;
+  // Per channel, the last subscribe or unsubscribe queued: each runs after the one before, so an unsubscribe
+  // made while the connection is still connecting goes after its subscribe, with the same mode (classic or
+  // sharded), which only that subscribe's answer tells. Resolves the mode subscribed, or undefined.
+  const queued = new Map<string, Promise<Mode | undefined>>();
+  const enqueue = (channel: string, step: (mode: Mode | undefined) => Promise<Mode | undefined>) => {
+    const next = (queued.get(channel) ?? Promise.resolve(undefined)).then(step).catch(() => undefined);
+    queued.set(channel, next);
+    return next;
+  };
   const listeners = keyedListeners({
     onFirst(channel) {
       if (!duplicate) return;
       const sub = subscriberConnection(duplicate);
-      subscriberReady.then(() => listen(sub, channel)).catch(() => {});
+      enqueue(channel, () => subscriberReady.then(() => listen(sub, channel)));
     },
     onLast(channel) {
-      if (subscriber) unlisten(subscriber, channel).catch(() => {});
+      const sub = subscriber;
+      const done = enqueue(channel, async (mode) => {
+        if (mode && sub) await unlisten(sub, channel, mode);
+        return undefined;
+      });
+      // Nothing left to order after it: forget the channel (a new onFirst starts a new queue).
+      done.then(() => {
+        if (queued.get(channel) === done) queued.delete(channel);
+      });
     },
   });
   let subscriber: IoredisSubscriber | undefined;
@@ -154,26 +175,28 @@ export function ioredisStore(options: IoredisStoreOptions): IdempotencyStore {
   // ioredis prefixes SSUBSCRIBE's shard channels with keyPrefix (they are keys to it), not SUBSCRIBE's.
   let sharded: boolean | undefined;
   const unprefixed = (channel: string) => channel.slice(channelOf("").length);
-  const listen = async (sub: IoredisSubscriber, channel: string): Promise<void> => {
+  const listen = async (sub: IoredisSubscriber, channel: string): Promise<Mode> => {
     if (sharded !== false && sub.ssubscribe) {
       try {
         await sub.ssubscribe(unprefixed(channel));
         sharded = true;
-        return;
+        return "sharded";
       } catch (error) {
         if (sharded === true || !isReplyError(error)) throw error;
         sharded = false;
       }
     }
     await sub.subscribe(channel);
+    return "classic";
   };
-  const unlisten = (sub: IoredisSubscriber, channel: string): Promise<unknown> =>
-    sharded && sub.sunsubscribe ? sub.sunsubscribe(unprefixed(channel)) : sub.unsubscribe(channel);
+  const unlisten = (sub: IoredisSubscriber, channel: string, mode: Mode): Promise<unknown> =>
+    mode === "sharded" && sub.sunsubscribe ? sub.sunsubscribe(unprefixed(channel)) : sub.unsubscribe(channel);
 
   const store: IdempotencyStore = {
     ...ops,
     async close() {
       listeners.clear();
+      queued.clear();
       subscriber?.disconnect();
       subscriber = undefined;
     },
@@ -181,6 +204,9 @@ export function ioredisStore(options: IoredisStoreOptions): IdempotencyStore {
   if (duplicate) store.subscribe = (storeKey, onChange) => listeners.add(channelOf(storeKey), onChange);
   return store;
 }
+
+/** How a channel was subscribed: SSUBSCRIBE (Redis >= 7) or SUBSCRIBE; undone by the matching unsubscribe. */
+type Mode = "sharded" | "classic";
 
 /** Bytes go to ioredis as Buffers (a view, no copy). */
 function asArg(arg: string | Uint8Array): string | Buffer {
@@ -194,8 +220,10 @@ function isReplyError(error: unknown): boolean {
 
 /**
  * The commit script, then WAIT, in one pipeline: WAIT cannot run inside a script, and must reach the
- * connection that ran the write (a Cluster pipeline goes to the node of its one key). Resolves the
- * script's reply; how many replicas acknowledged is not the caller's concern (the record is stored).
+ * connection that ran the write (a Cluster pipeline goes to the node of its one key). The script goes as
+ * EVAL, its full text: an EVALSHA answered NOSCRIPT would already have run its WAIT for nothing, and the
+ * retry a second one, doubling the commit's bound. Resolves the script's reply; how many replicas
+ * acknowledged is not the caller's concern (the record is stored).
  */
 async function commitAndWait(
   redis: IoredisClient,
@@ -204,15 +232,10 @@ async function commitAndWait(
   replicas: number,
   timeoutMs: number,
 ): Promise<unknown> {
-  for (const [command, first] of [
-    ["evalsha", script.sha1],
-    ["eval", script.lua],
-  ] as const) {
-    const pipeline = (redis.pipeline as () => IoredisPipeline)();
-    pipeline.callBuffer(command, [first, ...args]);
-    pipeline.call("wait", [replicas, timeoutMs]);
-    const [[error, reply] = [null, undefined]] = (await pipeline.exec()) ?? [];
-    if (!error) return reply;
-    if (command === "eval" || !isNoScript(error)) throw error;
-  }
+  const pipeline = (redis.pipeline as () => IoredisPipeline)();
+  pipeline.callBuffer("eval", [script.lua, ...args]);
+  pipeline.call("wait", [replicas, timeoutMs]);
+  const [[error, reply] = [null, undefined]] = (await pipeline.exec()) ?? [];
+  if (error) throw error;
+  return reply;
 }

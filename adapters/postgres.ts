@@ -10,6 +10,7 @@
 import { keyedListeners } from "../src/listeners.ts";
 import { sha256Sync } from "../src/sha256.ts";
 import { type IdempotencyStore, newToken, type StoredRecord } from "../src/store.ts";
+import { type OptionNames, strictOptions } from "../src/strict.ts";
 
 /** The one call this store makes: pg `Client`/`Pool`, Neon's `Client`/`Pool` fit as they are. */
 export interface PostgresClient {
@@ -62,6 +63,7 @@ function tableName(name: string, table: string | undefined): string {
 
 /** The CREATE statements for `table` (default "idemfetch"), idempotent; `migrate()` runs them. */
 export function schemaSql(options: PostgresTableOptions = {}): string {
+  strictOptions(options, { table: true } satisfies OptionNames<PostgresTableOptions>, "schemaSql()");
   const t = tableName("schemaSql", options.table);
   const index = `${t.split(".").pop()}_expires_at`;
   return `CREATE TABLE IF NOT EXISTS ${t} (
@@ -83,6 +85,7 @@ CREATE INDEX IF NOT EXISTS ${index} ON ${t} (expires_at);`;
  * statement (one transaction) under a transaction-scoped advisory lock per table.
  */
 export async function migrate(client: PostgresClient, options: PostgresTableOptions = {}): Promise<void> {
+  strictOptions(options, { table: true } satisfies OptionNames<PostgresTableOptions>, "migrate()");
   const t = tableName("migrate", options.table);
   await client.query(
     `DO $idemfetch$ BEGIN
@@ -97,6 +100,7 @@ END $idemfetch$`,
  * (SKIP LOCKED: each takes rows no other is deleting, and never a row an acquire is taking over).
  */
 export async function sweep(client: PostgresClient, options: SweepOptions = {}): Promise<number> {
+  strictOptions(options, { table: true, limit: true } satisfies OptionNames<SweepOptions>, "sweep()");
   const t = tableName("sweep", options.table);
   const limit = options.limit ?? 1000;
   if (!Number.isInteger(limit) || limit < 1) {
@@ -227,6 +231,11 @@ interface AcquireRow {
 
 /** An IdempotencyStore on one PostgreSQL table: one statement per operation. Run `migrate()` once first. */
 export function postgresStore(options: PostgresStoreOptions): IdempotencyStore {
+  strictOptions(
+    options,
+    { client: true, table: true, listen: true } satisfies OptionNames<PostgresStoreOptions>,
+    "postgresStore()",
+  );
   const { client, listen } = options;
   if (typeof client?.query !== "function") {
     throw new TypeError("postgresStore: `client` must have query(text, params) (a pg Client or Pool, Neon, …)");
@@ -338,6 +347,7 @@ export interface PgListenOptions {
  * notifications may have been missed), and closes it when the store closes.
  */
 export function pgListen(newClient: () => PgNotificationClient, options: PgListenOptions = {}): PostgresListen {
+  strictOptions(options, { retryMs: true } satisfies OptionNames<PgListenOptions>, "pgListen()");
   if (typeof newClient !== "function")
     throw new TypeError("pgListen: expected a function that returns a new pg Client");
   const retryMs = options.retryMs ?? 1000;

@@ -28,7 +28,8 @@ end`;
 /**
  * Takes a lease unless a live record or lease holds the key. Returns a plain string, so RESP2, RESP3
  * and Upstash's optional JSON deserialization all hand it back unchanged:
- *   "A0" acquired; "A1" acquired over a corrupt value; "L<fingerprint>" pending (the token stays in Redis);
+ *   "A0" acquired (also when the lease found is ARGV[1]'s own: the same call resent); "A1" acquired over a
+ *   corrupt value; "L<fingerprint>" pending (the token stays in Redis);
  *   "R..." or "B..." done: the record value itself; "H<sha1 hex>" + value: done, when ARGV[4] named another value.
  * A record is checked only for its first bytes (and last, for JSON) here: decoding 5 MiB on every replay
  * belongs in the caller, not in the single-threaded server.
@@ -52,7 +53,11 @@ if v then
   elseif kind == "L" then
     local sep = string.find(v, ":", 2, true)
     -- PTTL -1: no expiry, so no owner will ever be waited for
-    if sep and redis.call("PTTL", KEYS[1]) ~= -1 then return "L" .. string.sub(v, sep + 1) end
+    if sep and redis.call("PTTL", KEYS[1]) ~= -1 then
+      -- This same acquire, sent again (a client resending after a reconnect): the caller's own lease.
+      if string.sub(v, 2, sep - 1) == ARGV[1] then return "A0" end
+      return "L" .. string.sub(v, sep + 1)
+    end
   end
   corrupt = "1"
 end
@@ -116,7 +121,7 @@ return 1
 
 /** SHA1 (hex) of each script, as EVALSHA wants it; a test checks each against SCRIPT LOAD. */
 export const SHA1 = {
-  ACQUIRE: "cc017e7302ebf411f5b7e74725e849a5efcf87f4",
+  ACQUIRE: "47d2832516d9953ecb39a906e2dee700715e6308",
   COMMIT: "38f0b146ac00a0ad4efbb39a622744e5e97ccecf",
   RELEASE: "d60ce671d7c7c9a5242884771fa8d84408cb76a3",
   RENEW: "a6f3d16635bd8a94a6751e8d6bd56ef28d85f5ed",
@@ -165,36 +170,39 @@ export function isNoScript(error: unknown): boolean {
   return String((error as { message?: unknown } | null)?.message).includes("NOSCRIPT");
 }
 
-/** Validates a `timeoutMs` option: a number of ms >= 0, 0 for none. */
-export function timeoutOption(name: string, value: number | undefined, fallback: number): number {
-  const ms = value ?? fallback;
-  if (typeof ms !== "number" || Number.isNaN(ms) || ms < 0) {
-    throw new TypeError(`${name}: timeoutMs must be a number of ms >= 0 (0: none), got ${String(value)}`);
+/**
+ * Refuses the `timeoutMs` option these stores once had. The engine's `storeTimeoutMs` is the one timeout
+ * layer: it releases an acquire that lands after it gave up, which a timer here would hide from it.
+ */
+export function refuseTimeoutOption(name: string, options: object): void {
+  if ("timeoutMs" in options && (options as { timeoutMs?: unknown }).timeoutMs !== undefined) {
+    throw new TypeError(`${name}: timeoutMs is gone; the engine's storeTimeoutMs bounds every store call`);
   }
-  return ms;
 }
 
 /**
  * The store operations over the scripts, shared by both Redis adapters. Each is one script call (one
  * round trip), except an acquire that meets an undecodable record (two, at most three).
- * `timeoutMs` bounds every call on this side: a client left with its defaults queues commands
- * for a long time while Redis is down, and a store call must never hang a request.
+ * No timer here: the engine bounds each call and releases an acquire that lands late, which it can do
+ * only if this side reports the late success instead of rejecting first.
  * `binary`: commit writes the binary layout (raw body bytes) instead of the text one; `run` must then
  * pass bytes through unchanged.
  */
 export function scriptStore(
   name: string,
-  run: RunScript,
-  timeoutMs: number,
+  call: RunScript,
   binary = false,
 ): Pick<IdempotencyStore, "acquire" | "commit" | "release" | "renew" | "forget"> {
-  const call = (script: Script, key: string, args: (string | Uint8Array)[]): Promise<unknown> => {
-    const pending = run(script, key, args);
-    if (timeoutMs === 0 || !Number.isFinite(timeoutMs)) return pending;
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`${name}: no reply within ${timeoutMs} ms`)), timeoutMs);
-      pending.then(resolve, reject).finally(() => clearTimeout(timer));
-    });
+  const acquireOnce = async (storeKey: string, args: string[]): Promise<unknown> => {
+    try {
+      return await call(SCRIPTS.acquire, storeKey, args);
+    } catch (error) {
+      // The answer may be lost after the script ran (a connection dropped mid-reply): release the lease
+      // it may have taken, or it would block the key for leaseMs with nobody to commit it. Harmless when
+      // it took nothing: RELEASE changes only a lease with this token.
+      call(SCRIPTS.release, storeKey, [args[0] as string]).catch(() => {});
+      throw error;
+    }
   };
   return {
     async acquire(storeKey, fingerprint, leaseMs) {
@@ -202,7 +210,7 @@ export function scriptStore(
       const lease = pxMs(leaseMs);
       let unreadable = "";
       for (let attempt = 0; attempt < 3; attempt++) {
-        const reply = parseAcquireReply(await call(SCRIPTS.acquire, storeKey, [token, fingerprint, lease, unreadable]));
+        const reply = parseAcquireReply(await acquireOnce(storeKey, [token, fingerprint, lease, unreadable]));
         if (reply.state === "acquired") {
           return reply.replacedCorrupt
             ? { state: "acquired", token, replacedCorrupt: true }

@@ -1,7 +1,8 @@
 // An IdempotencyStore on Upstash Redis over its REST API (@upstash/redis): edge and serverless runtimes.
 import { Redis } from "@upstash/redis";
 import type { IdempotencyStore } from "../src/store.ts";
-import { evalWithFallback, scriptStore, timeoutOption } from "./redis-scripts.ts";
+import { type OptionNames, strictOptions } from "../src/strict.ts";
+import { evalWithFallback, refuseTimeoutOption, scriptStore } from "./redis-scripts.ts";
 
 /**
  * The commands this store uses, so any compatible client fits. Its replies are prefixed strings and
@@ -9,23 +10,26 @@ import { evalWithFallback, scriptStore, timeoutOption } from "./redis-scripts.ts
  */
 export type UpstashClient = Pick<Redis, "evalsha" | "eval">;
 
-interface Common {
-  /** Bound on each store call in ms (0: none). Default 2000. */
-  timeoutMs?: number;
-}
-
 export type UpstashStoreOptions =
-  /** Your client; its own retry and `signal` settings apply under `timeoutMs`. */
-  | (Common & { redis: UpstashClient })
+  /**
+   * Your client. Give it no `signal` timeout shorter than the engine's `storeTimeoutMs`: a request aborted
+   * on this side may still run on Redis, and a lease taken that way would block its key until it expires.
+   */
+  | { redis: UpstashClient }
   /** The REST URL and token (UPSTASH_REDIS_REST_URL / _TOKEN): the store makes its own client. */
-  | (Common & { url: string; token: string });
+  | { url: string; token: string };
 
 /**
  * An IdempotencyStore on Upstash: the same scripts and value layout as `ioredisStore`, so both can
  * share one database. No `subscribe`: REST has no cheap pub/sub, and the engine polls instead.
  */
 export function upstashStore(options: UpstashStoreOptions): IdempotencyStore {
-  const timeoutMs = timeoutOption("upstashStore", options.timeoutMs, 2000);
+  refuseTimeoutOption("upstashStore", options);
+  strictOptions(
+    options,
+    { redis: true, url: true, token: true } satisfies OptionNames<{ redis: UpstashClient; url: string; token: string }>,
+    "upstashStore()",
+  );
   let redis: UpstashClient;
   if ("redis" in options) {
     redis = options.redis;
@@ -41,19 +45,18 @@ export function upstashStore(options: UpstashStoreOptions): IdempotencyStore {
       token: options.token,
       // "123" stays a string; the records are JSON text we decode ourselves.
       automaticDeserialization: false,
-      // The function form: a fresh signal per request. A static signal, once aborted, makes every
-      // later command "succeed" with an empty result.
-      ...(timeoutMs > 0 && Number.isFinite(timeoutMs) ? { signal: () => AbortSignal.timeout(timeoutMs) } : {}),
+      // No retries: a refused or dropped connection fails the call at once, so the engine applies its
+      // onStoreError policy (and its circuit breaker learns) instead of waiting seconds of backoff.
+      retry: false,
+      // No signal: the engine's deadline bounds each call and releases an acquire that lands late, which
+      // an abort here would hide from it (the command may still run on Redis).
     });
   }
-  return scriptStore(
-    "upstashStore",
-    (script, key, args) =>
-      evalWithFallback(
-        script,
-        (sha1) => redis.evalsha(sha1, [key], args),
-        (lua) => redis.eval(lua, [key], args),
-      ),
-    timeoutMs,
+  return scriptStore("upstashStore", (script, key, args) =>
+    evalWithFallback(
+      script,
+      (sha1) => redis.evalsha(sha1, [key], args),
+      (lua) => redis.eval(lua, [key], args),
+    ),
   );
 }

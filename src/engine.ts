@@ -6,9 +6,10 @@ import { errorBody, type IdempotencyErrorCode } from "./errors.ts";
 import type { CallEvent, IdempotencyEventType } from "./events.ts";
 import { Flight, type Head, type Outcome } from "./flight.ts";
 import { forgetKey, type Keyed, KnownInputs } from "./inputs.ts";
-import { KEY_HEADER } from "./key.ts";
+import { KEY_HEADER, keyHeaderValue } from "./key.ts";
 import { Leader } from "./leader.ts";
 import { callTtlMs, defaultShouldStore, type NormalizedOptions } from "./options.ts";
+import type { RetryEvent } from "./retry.ts";
 import type { ForgetResult } from "./store.ts";
 
 /** What a face knows about one call beyond its plan. */
@@ -38,8 +39,11 @@ export interface CallOptions {
 /** One call as a face hands it over: its plan, and how to send it on (through the protocol, or untouched). */
 export interface Call<P> extends CallOptions {
   plan: Plan;
-  /** Sends upstream once; what it answers is shared and stored. */
-  send(upstream: Upstream): Promise<Answer>;
+  /**
+   * Sends upstream once; what it answers is shared and stored. `emit` reports each re-send of a face that
+   * retries (the client's `retry`, src/retry.ts): given only to a led call, never to a pass-through.
+   */
+  send(upstream: Upstream, emit?: (event: RetryEvent) => void): Promise<Answer>;
   /** Sends the request on untouched (no key): its result goes back to the face as it is. */
   pass(): Promise<P>;
 }
@@ -84,15 +88,9 @@ export interface Stats {
   saved: number;
 }
 
-/** Which stored key `forget` removes: the key's scope is derived as for a call. */
-export interface ForgetOptions {
-  /** The credentials of the client that used the key (its `Authorization` or `Cookie`), for the default scope. */
-  headers?: Headers | Record<string, string> | [string, string][];
-  /** The value the custom `scope` option returned for that client. */
-  scope?: string;
-  /** Also remove a live lease (its holder's commit then changes nothing). Default false. */
-  force?: boolean;
-}
+import type { ForgetOptions } from "./scope.ts";
+
+export type { ForgetOptions };
 
 export interface Engine {
   /** Runs one call through the protocol. Rejects only with the upstream's own error, an abort, or a bad key. */
@@ -136,11 +134,6 @@ const ISOLATED_REQUESTS = typeof navigator !== "undefined" && navigator.userAgen
 const joinsLocally = (call: CallOptions): boolean => call.waitUntil !== undefined || !ISOLATED_REQUESTS;
 /** Numbers calls across every engine of this realm, so one event listener can tell calls apart. */
 let lastCallId = 0;
-
-/** The `Idempotency-Key` header value a key travels upstream as. */
-export function keyHeaderValue(key: string): string {
-  return key;
-}
 
 export function createEngine(o: NormalizedOptions, face: Face): Engine {
   const flights = new Map<string, Flight>();
@@ -324,7 +317,8 @@ function fly<P>(
       },
       token,
     );
-    return leader.run(() => call.send(upstreamOf(face, call, keyed, flight)));
+    // Only a led call gets `emit`: its retries happen inside the lease, shared by every joiner.
+    return leader.run(() => call.send(upstreamOf(face, call, keyed, flight), emit));
   };
   const outcome = decide({
     store: o.store,

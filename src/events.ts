@@ -1,4 +1,5 @@
 // The events `onEvent` receives: one shape per type, each naming the call without its key or credentials.
+import type { RetryEvent } from "./retry.ts";
 
 /** What every event carries. Hashes, never the raw key or credential. */
 export interface EventBase {
@@ -58,6 +59,11 @@ export type CallEvent =
   | (EventBase & { type: "store-error"; op: StoreOp; reason: string; error?: unknown })
   /** A commit, release or renew found the lease held by someone else (it had expired and was taken over). */
   | (EventBase & { type: "stale-token"; op: "commit" | "release" | "renew"; reason: string })
+  /**
+   * The leader re-sends its call with the same key (the `retry` option): `attempt` is the try about to be
+   * sent (2 for the first re-send), after a pause of `delayMs`; `status` is the failed try's, if it answered.
+   */
+  | (EventBase & RetryEvent)
   /**
    * The last event of every call: its caller has the answer (the status it got, or the error it was
    * rejected with) and the store writes the call made have settled. Sent only while a listener is set.

@@ -1,10 +1,12 @@
 // createIdempotentFetch: the fetch-shaped face over the engine.
 import { type CallOptions, createEngine, type Face, type ForgetOptions, type Stats } from "./engine.ts";
-import { KEY_HEADER } from "./key.ts";
-import { callTtlMs, type IdempotencyOptions, type NormalizedOptions, normalizeOptions } from "./options.ts";
+import { KEY_HEADER, validateKey } from "./key.ts";
+import { callTtlMs, type IdempotencyOptions, KNOWN, type NormalizedOptions, normalizeOptions } from "./options.ts";
 import { DECODED_BODY_HEADERS } from "./record.ts";
+import { normalizeRetry, type RetryOptions, retrying } from "./retry.ts";
 import type { ForgetResult } from "./store.ts";
-import { clientCall, lazyClientCall, webResult } from "./web.ts";
+import { strictOptions } from "./strict.ts";
+import { clientCall, lazyClientCall, type WebSend, webResult } from "./web.ts";
 
 /** Per-call settings, passed as `init.idempotency`; `false` sends the call untouched. */
 export interface IdempotencyCallOptions {
@@ -17,6 +19,8 @@ export interface IdempotencyCallOptions {
    * request's work when its client hangs up, and a duplicate joined in another request of the isolate as hung.
    */
   waitUntil?: (promise: Promise<unknown>) => void;
+  /** This call's retries, over the constructor's `retry` (a number sets the limit; `false` turns them off). */
+  retry?: number | RetryOptions | false;
 }
 
 export type IdempotentRequestInit = RequestInit & { idempotency?: IdempotencyCallOptions | false };
@@ -51,26 +55,36 @@ export function clientFace(o: NormalizedOptions): Face {
 
 /** Returns fetch made idempotent: keyed duplicates coalesce, replay, or answer 409 on conflict. */
 export function createIdempotentFetch(options: IdempotencyOptions = {}): IdempotentFetch {
+  strictOptions(options, KNOWN.client, "createIdempotentFetch()");
   const o = normalizeOptions(options, "client");
   const engine = createEngine(o, clientFace(o));
   // The runtime's fetch takes (request, init) as they are; a fetch of the user's gets one fresh Request it
   // can clone and read (a signing fetch does), not one whose body the engine already read.
-  const send = (request: Request, init?: RequestInit): Promise<Response> =>
+  const direct: WebSend =
     options.fetch === undefined
-      ? o.getFetch()(request, init)
-      : o.getFetch()(init ? new Request(request, init) : request);
-  const handle = (request: Request, call: CallOptions, bytes?: Uint8Array): Promise<Response> =>
-    engine.handle(clientCall(request, call, bytes, send)).then((result) => webResult(result, request.url, call.signal));
+      ? (request, init) => o.getFetch()(request, init)
+      : (request, init) => o.getFetch()(init ? new Request(request, init) : request);
+  const send = retrying(direct, o.retry);
+  const handle = (request: Request, call: CallOptions, sendThis: WebSend, bytes?: Uint8Array): Promise<Response> =>
+    engine
+      .handle(clientCall(request, call, bytes, sendThis))
+      .then((result) => webResult(result, request.url, call.signal));
 
   const idempotentFetch = (input: Request | string | URL, init?: IdempotentRequestInit): Promise<Response> => {
     const perCall = init?.idempotency;
     if (perCall === false) return o.getFetch()(input, stripOwn(init));
     try {
       // Nonsense is refused even on a call that turns out unkeyed, so it cannot hide until one is.
+      strictOptions(perCall, KNOWN.call, "init.idempotency");
+      if (perCall?.key !== undefined) validateKey(perCall.key, "idempotency.key");
       callTtlMs(perCall?.ttlSeconds, "idempotency.ttlSeconds");
       if (perCall?.waitUntil !== undefined && typeof perCall.waitUntil !== "function") {
         throw new TypeError(`idemfetch: "idempotency.waitUntil" must be a function, got ${typeof perCall.waitUntil}`);
       }
+      const sendThis =
+        perCall?.retry === undefined
+          ? send
+          : retrying(direct, normalizeRetry(perCall.retry, "idempotency.retry", o.retry));
       // The cheap exit: a call that cannot carry a key skips the engine and the Request copy.
       if (perCall?.key === undefined && !mayCarryKey(input, init, o.autoKey === false ? null : o.autoKey.methods)) {
         return o.getFetch()(input, stripOwn(init));
@@ -86,7 +100,7 @@ export function createIdempotentFetch(options: IdempotencyOptions = {}): Idempot
       if (perCall?.key !== undefined) call.key = perCall.key;
       if (perCall?.ttlSeconds !== undefined) call.ttlSeconds = perCall.ttlSeconds;
       if (perCall?.waitUntil !== undefined) call.waitUntil = perCall.waitUntil;
-      if (!same) return handle(new Request(input, own), call);
+      if (!same) return handle(new Request(input, own), call, sendThis);
       call.sameAs = same.id;
       // Taken now: `handle` may run after the caller changed its init or URL object, and must see what `id` saw.
       const snapshot: RequestInit = { ...own, headers: same.headers };
@@ -95,7 +109,7 @@ export function createIdempotentFetch(options: IdempotencyOptions = {}): Idempot
       return engine
         .join<Response>(same.id, call, () => {
           try {
-            return engine.handle(lazyClientCall(same.url, snapshot, bytes, call, send));
+            return engine.handle(lazyClientCall(same.url, snapshot, bytes, call, sendThis));
           } catch (error) {
             return Promise.reject(error);
           }

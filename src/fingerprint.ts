@@ -222,23 +222,15 @@ function object(depth: number): string {
   return `${out}}`;
 }
 
-/** Indices of `keys` in a stable ascending order: insertion sort for small objects, the built-in sort else. */
+/** Indices of `keys` in a stable ascending order (Array.prototype.sort is stable). */
 function sortedIndices(keys: string[]): number[] {
-  const order = keys.map((_, i) => i);
-  if (keys.length > 16) {
-    return order.sort((a, b) => {
+  return keys
+    .map((_, i) => i)
+    .sort((a, b) => {
       const x = keys[a] as string;
       const y = keys[b] as string;
       return x < y ? -1 : x > y ? 1 : a - b;
     });
-  }
-  for (let i = 1; i < keys.length; i++) {
-    const key = keys[i] as string;
-    let j = i;
-    for (; j > 0 && (keys[order[j - 1] as number] as string) > key; j--) order[j] = order[j - 1] as number;
-    order[j] = i;
-  }
-  return order;
 }
 
 function array(depth: number): string {
@@ -312,15 +304,11 @@ function exactDecimal(negative: boolean, digits: string, point: number, exponent
   // An exponent of more than 15 digits would lose precision as a double; such a number is always written
   // with an exponent, so only that branch needs BigInt.
   const expDigits = exponent.replace(/^[+-]?0*/, "");
-  if (expDigits.length > 15) {
-    const n = BigInt(point - first) + BigInt(exponent) - 1n;
-    return `${sign}${d[0]}${d.length > 1 ? `.${d.slice(1)}` : ""}e${n >= 0n ? "+" : "-"}${n < 0n ? -n : n}`;
-  }
+  const scientific = (e: number | bigint): string =>
+    `${sign}${d[0]}${d.length > 1 ? `.${d.slice(1)}` : ""}e${e >= 0 ? "+" : "-"}${e < 0 ? -e : e}`;
+  if (expDigits.length > 15) return scientific(BigInt(point - first) + BigInt(exponent) - 1n);
   const n = point - first + Number(exponent);
-  if (n > 21 || n <= -6) {
-    const e = n - 1;
-    return `${sign}${d[0]}${d.length > 1 ? `.${d.slice(1)}` : ""}e${e >= 0 ? "+" : "-"}${Math.abs(e)}`;
-  }
+  if (n > 21 || n <= -6) return scientific(n - 1);
   if (n <= 0) return `${sign}0.${"0".repeat(-n)}${d}`;
   if (n >= d.length) return sign + d + "0".repeat(n - d.length);
   return `${sign}${d.slice(0, n)}.${d.slice(n)}`;

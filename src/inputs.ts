@@ -2,10 +2,11 @@
 
 import { now } from "./acquire.ts";
 import { isJsonType } from "./body.ts";
-import type { Call, Face, ForgetOptions } from "./engine.ts";
+import type { Call, Face } from "./engine.ts";
 import { fingerprintOf, parseJsonBody, sha256 } from "./fingerprint.ts";
-import { KEY_HEADER, keyFromHeader, keyFromJson, validateKey } from "./key.ts";
+import { explicitKey, KEY_HEADER, keyFromJson, validateKey } from "./key.ts";
 import type { NormalizedOptions } from "./options.ts";
+import { type ForgetOptions, forgetScope, type Scope, scopeOf } from "./scope.ts";
 import { type ForgetResult, newToken } from "./store.ts";
 
 /** One keyed call's protocol inputs. */
@@ -21,23 +22,11 @@ export interface Keyed {
   started: number;
 }
 
-/** Who owns a key: the caller's credentials, a custom scope, or nobody in particular. */
-export interface Scope {
-  kind: "credential" | "custom" | "anonymous";
-  hash: string;
-}
-
-/** The caller's credentials as the default scope reads them (absent: anonymous). */
-export function credentialOf(header: (name: string) => string | null): string | null {
-  return header("authorization") ?? header("cookie");
-}
-
 /** The call's key, body and hashes; "pass" when it carries no key, "too-large" when a keyed body cannot be read. */
 export async function keyOf<P>(o: NormalizedOptions, face: Face, call: Call<P>): Promise<Keyed | "pass" | "too-large"> {
   const { plan } = call;
   const headerValue = plan.header(KEY_HEADER);
-  const explicit =
-    call.key !== undefined ? validateKey(call.key) : headerValue !== null ? keyFromHeader(headerValue) : undefined;
+  const explicit = explicitKey(call.key, headerValue);
   const autoEligible = face.autoKey !== false && face.autoKey.methods.has(plan.method) && !call.streamedBody;
   const bytes = await bodyOf(o, face, call, explicit, autoEligible);
   if (bytes === "pass" || bytes === "too-large") return bytes;
@@ -92,37 +81,10 @@ async function bodyOf<P>(
   return explicit === undefined ? "pass" : "too-large";
 }
 
-/** Who owns a key: the hash of the caller's credentials, so no client ever reads another's response. */
-async function scopeOf(
-  o: NormalizedOptions,
-  header: (name: string) => string | null,
-  request: () => Request,
-): Promise<Scope> {
-  if (o.scope) return { kind: "custom", hash: await sha256(`scope\n${await o.scope(request())}`) };
-  const credential = credentialOf(header);
-  return credential === null
-    ? { kind: "anonymous", hash: "anonymous" }
-    : { kind: "credential", hash: await sha256(`credential\n${credential}`) };
-}
-
 /** Removes a stored key (hashed and scoped as for a call) so it runs again; a live lease is refused unless forced. */
 export async function forgetKey(o: NormalizedOptions, key: string, options: ForgetOptions): Promise<ForgetResult> {
-  validateKey(key);
-  let scope: string;
-  if (options.scope !== undefined) {
-    if (typeof options.scope !== "string") throw new TypeError("idemfetch: forget() scope must be a string");
-    scope = await sha256(`scope\n${options.scope}`);
-  } else {
-    if (o.scope) throw new TypeError("idemfetch: forget() needs `scope`: this instance uses a custom scope option");
-    const headers = new Headers(options.headers);
-    scope = (
-      await scopeOf(
-        o,
-        (name) => headers.get(name),
-        () => new Request("http://forget.invalid"),
-      )
-    ).hash;
-  }
+  validateKey(key, "forget(key)");
+  const scope = await forgetScope(o, options);
   const storeKey = `${o.namespace}:${scope}:${await sha256(key)}`;
   return o.store.forget(storeKey, options.force === true);
 }

@@ -2,8 +2,10 @@
 import { createEngine, type ForgetOptions, type Stats } from "./engine.ts";
 import { clientFace, headerIn, isStream, mayCarryKey } from "./fetch.ts";
 import { BODY_KEY_FIELD, KEY_HEADER } from "./key.ts";
-import { type IdempotencyOptions, normalizeOptions } from "./options.ts";
+import { type IdempotencyOptions, KNOWN, normalizeOptions } from "./options.ts";
+import { retrying } from "./retry.ts";
 import { type ForgetResult, type IdempotencyStore, newToken } from "./store.ts";
+import { strictOptions } from "./strict.ts";
 import { clientCall, webResult } from "./web.ts";
 
 /** The options of `createIdempotentFetch` except `fetch`: an install sends upstream with the runtime's own fetch. */
@@ -83,6 +85,7 @@ const HOP_BY_HOP = ["connection", "keep-alive", "proxy-connection", "transfer-en
 /** Returns `install` for a runtime. */
 export function createInstall(runtime: Runtime): (options?: InstallOptions) => Uninstall {
   return function install(options: InstallOptions = {}): Uninstall {
+    strictOptions(options, KNOWN.client, "install()");
     if (typeof options === "object" && options !== null && (options as IdempotencyOptions).fetch !== undefined) {
       throw new TypeError(
         "idemfetch: install() sends upstream with the runtime's own fetch; the fetch option is not used",
@@ -94,6 +97,7 @@ export function createInstall(runtime: Runtime): (options?: InstallOptions) => U
     const engine = createEngine(o, clientFace(o));
     const autoMethods = o.autoKey === false ? null : o.autoKey.methods;
     const registry = registryFor(runtime);
+    const send = retrying(registry.send, o.retry);
 
     const installation: Installation = {
       wants(input, init) {
@@ -118,7 +122,7 @@ export function createInstall(runtime: Runtime): (options?: InstallOptions) => U
         }
         let response: Response;
         try {
-          const call = clientCall(upstream, { signal: upstream.signal }, undefined, registry.send);
+          const call = clientCall(upstream, { signal: upstream.signal }, undefined, send);
           response = webResult(await engine.handle(call), upstream.url, upstream.signal);
         } catch (error) {
           answer(controller, () => controller.errorWith(error instanceof Error ? error : new Error(String(error))));

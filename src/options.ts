@@ -2,10 +2,16 @@
 
 import type { ErrorFormat } from "./errors.ts";
 import type { IdempotencyEvent } from "./events.ts";
-import { type IdempotencyStore, memoryStore } from "./store.ts";
+import type { IdempotencyCallOptions } from "./fetch.ts";
+import { memoryStore } from "./memory-store.ts";
+import { normalizeRetry, type RetryOptions, type RetryPolicy } from "./retry.ts";
+import type { ServerCallOptions, ServerIdempotencyOptions } from "./server.ts";
+import type { IdempotencyStore } from "./store.ts";
 import { BREAKER_DEFAULTS, type CircuitBreakerOptions, guardStore, type Logger } from "./store-guard.ts";
+import { type OptionNames, strictOptions } from "./strict.ts";
 
 export type { IdempotencyEvent } from "./events.ts";
+export type { RetryOptions } from "./retry.ts";
 
 export interface AutoKeyOptions {
   /** Methods that get an auto key. Default POST, PUT, PATCH, DELETE. */
@@ -27,7 +33,7 @@ export interface IdempotencyOptions {
   leaseMs?: number;
   /** Auto keys for double-clicks: on by default where a `document` exists, off in servers and scripts. */
   autoKey?: boolean | AutoKeyOptions;
-  /** Which responses are stored. Default: status < 500 except 408 and 429. */
+  /** Which responses are stored. Default: status < 500 except 408, 429 and a 409 with Retry-After. */
   shouldStore?: (response: Response) => boolean;
   /** Largest request body fingerprinted and response body stored, in bytes. Default 5 MiB. */
   maxBodyBytes?: number;
@@ -51,12 +57,19 @@ export interface IdempotencyOptions {
   onEvent?: (event: IdempotencyEvent) => void;
   /** Replaces the default request fingerprint. */
   fingerprint?: (request: Request) => string | Promise<string>;
-  /** Replaces the default scope (hash of Authorization, else Cookie, else "anonymous"). */
+  /** Replaces the default scope (hash of the first credential header with a value, else "anonymous"). */
   scope?: (request: Request) => string | Promise<string>;
+  /**
+   * Headers whose value is the caller's credential, in order: the first with a non-blank value scopes the
+   * key (and lets joiners and replays carry `Set-Cookie`). Default `["authorization", "cookie"]`.
+   */
+  credentialHeaders?: string[];
   /** Shape of the error bodies the library answers with: "reliapi" JSON (default) or RFC 9457 "problem" JSON. */
   errorFormat?: ErrorFormat;
   /** When the client adds `Idempotency-Key` upstream for a key from the body or an auto key. Default "same-origin". */
   sendKeyHeader?: "same-origin" | "always" | "never";
+  /** Client: re-send a keyed call with the same key on a network error, 408, 429, 5xx or 409 IN_PROGRESS. Default off. */
+  retry?: number | RetryOptions | false;
 }
 
 export interface NormalizedOptions {
@@ -78,12 +91,20 @@ export interface NormalizedOptions {
   onEvent: ((event: IdempotencyEvent) => void) | undefined;
   fingerprint: ((request: Request) => string | Promise<string>) | undefined;
   scope: ((request: Request) => string | Promise<string>) | undefined;
+  /** Lower-case header names, in order. */
+  credentialHeaders: readonly string[];
   sendKeyHeader: "same-origin" | "always" | "never";
   errorFormat: ErrorFormat;
+  /** Undefined when off. */
+  retry: RetryPolicy | undefined;
 }
 
+/** A 409 with `Retry-After` (IDEMPOTENCY_IN_PROGRESS) says "come back later": transient, like 408 and 429. */
 export const defaultShouldStore = (response: Response): boolean =>
-  response.status < 500 && response.status !== 408 && response.status !== 429;
+  response.status < 500 &&
+  response.status !== 408 &&
+  response.status !== 429 &&
+  !(response.status === 409 && response.headers.has("retry-after"));
 
 export const DEFAULTS = {
   ttlSeconds: 3600,
@@ -98,7 +119,64 @@ export const DEFAULTS = {
   storeTimeoutMs: 2000,
   sendKeyHeader: "same-origin",
   errorFormat: "reliapi",
+  credentialHeaders: ["authorization", "cookie"],
 } as const;
+
+/**
+ * Every option of `IdempotencyOptions` and which faces take it: "both", or "client" only
+ * (`createIdempotentFetch` and `install()`). The compiler holds this to the interface, so a new option is
+ * one line here, and the strict checks of every face know it.
+ */
+export const OPTIONS = {
+  store: "both",
+  fetch: "client",
+  ttlSeconds: "both",
+  waitTimeoutMs: "both",
+  leaseMs: "both",
+  autoKey: "client",
+  shouldStore: "both",
+  maxBodyBytes: "both",
+  conflictStatus: "both",
+  namespace: "both",
+  onStoreError: "both",
+  storeTimeoutMs: "both",
+  circuitBreaker: "both",
+  logger: "both",
+  onEvent: "both",
+  fingerprint: "both",
+  scope: "both",
+  credentialHeaders: "both",
+  errorFormat: "both",
+  sendKeyHeader: "client",
+  retry: "client",
+} as const satisfies { readonly [K in keyof IdempotencyOptions]-?: "both" | "client" };
+
+/** The options only the client faces take: the server's options type leaves them out. */
+export type ClientOnlyOption = {
+  [K in keyof typeof OPTIONS]: (typeof OPTIONS)[K] extends "client" ? K : never;
+}[keyof typeof OPTIONS];
+
+const names = (faces: readonly string[]): Record<string, true> =>
+  Object.fromEntries(
+    Object.entries(OPTIONS)
+      .filter(([, face]) => faces.includes(face))
+      .map(([name]) => [name, true]),
+  );
+
+/** The option names each factory and per-call object knows, for `strictOptions` (src/strict.ts). */
+export const KNOWN = {
+  client: names(["both", "client"]),
+  server: {
+    ...names(["both"]),
+    ...({ requireKey: true, methods: true, ietf: true, waitUntil: true } satisfies OptionNames<
+      Omit<ServerIdempotencyOptions, keyof IdempotencyOptions>
+    >),
+  },
+  autoKey: { methods: true, windowMs: true } satisfies OptionNames<AutoKeyOptions>,
+  circuitBreaker: { failures: true, cooldownMs: true } satisfies OptionNames<CircuitBreakerOptions>,
+  call: { key: true, ttlSeconds: true, waitUntil: true, retry: true } satisfies OptionNames<IdempotencyCallOptions>,
+  serverCall: { ttlSeconds: true, waitUntil: true } satisfies OptionNames<ServerCallOptions>,
+};
 
 /** The longest delay `setTimeout` honours, in ms: beyond it Node, browsers and Deno fire after about 1 ms. */
 export const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -166,10 +244,23 @@ const fn = <F>(name: string, value: unknown): F | undefined => {
   return value as F | undefined;
 };
 
+// A header name is an HTTP token (RFC 9110).
+const HEADER_NAME = METHOD;
+
+function credentialHeadersOf(value: unknown, custom: boolean): readonly string[] {
+  if (value === undefined) return DEFAULTS.credentialHeaders;
+  if (custom) fail("credentialHeaders", "left out when a custom scope option is given (it decides the scope)", value);
+  if (!Array.isArray(value) || value.some((h) => typeof h !== "string" || !HEADER_NAME.test(h))) {
+    return fail("credentialHeaders", "an array of header names", value);
+  }
+  return value.map((h: string) => h.toLowerCase());
+}
+
 function breakerOf(value: unknown): Required<CircuitBreakerOptions> | false {
   if (value === undefined || value === true) return BREAKER_DEFAULTS;
   if (value === false) return false;
   if (typeof value !== "object" || value === null) return fail("circuitBreaker", "a boolean or an object", value);
+  strictOptions(value, KNOWN.circuitBreaker, "circuitBreaker");
   const { failures, cooldownMs } = value as CircuitBreakerOptions;
   return {
     failures: positive("circuitBreaker.failures", failures, BREAKER_DEFAULTS.failures, 1_000_000, "calls", {
@@ -205,6 +296,7 @@ export function normalizeOptions(
   if (auto !== false) {
     if (auto !== true && (typeof auto !== "object" || auto === null)) fail("autoKey", "a boolean or an object", auto);
     const o: AutoKeyOptions = auto === true ? {} : auto;
+    strictOptions(o, KNOWN.autoKey, "autoKey");
     const methods = o.methods ?? DEFAULTS.autoKeyMethods;
     if (!Array.isArray(methods) || methods.some((m) => typeof m !== "string" || !METHOD.test(m))) {
       fail("autoKey.methods", "an array of method names", methods);
@@ -262,6 +354,7 @@ export function normalizeOptions(
     onEvent,
     fingerprint: fn("fingerprint", options.fingerprint),
     scope: fn("scope", options.scope),
+    credentialHeaders: credentialHeadersOf(options.credentialHeaders, options.scope !== undefined),
     sendKeyHeader: oneOf(
       "sendKeyHeader",
       options.sendKeyHeader,
@@ -269,5 +362,6 @@ export function normalizeOptions(
       DEFAULTS.sendKeyHeader,
     ),
     errorFormat: oneOf("errorFormat", options.errorFormat, ["reliapi", "problem"], DEFAULTS.errorFormat),
+    retry: normalizeRetry(options.retry),
   };
 }

@@ -11,6 +11,7 @@ import {
   trace,
 } from "@opentelemetry/api";
 import type { CallEvent, IdempotencyEvent } from "./events.ts";
+import { type OptionNames, strictOptions } from "./strict.ts";
 
 export interface OpenTelemetryOptions {
   /** Where spans go. Default: `trace.getTracer("idemfetch")` from the registered global provider. */
@@ -37,6 +38,7 @@ const COUNTERS = {
   replay: ["idemfetch.replays", "Calls answered from a stored record"],
   conflict: ["idemfetch.conflicts", "Calls refused: same key, another request"],
   "store-error": ["idemfetch.store_errors", "Store calls that failed or timed out, and unusable stored values"],
+  retry: ["idemfetch.retries", "Upstream re-sends of a keyed call (the retry option)"],
 } as const;
 
 /** Events recorded on the call's span as span events (they happen during it, they do not decide it). */
@@ -47,6 +49,7 @@ const SPAN_EVENTS = new Set<IdempotencyEvent["type"]>([
   "not-stored",
   "store-error",
   "stale-token",
+  "retry",
 ]);
 
 /**
@@ -59,6 +62,11 @@ const SPAN_EVENTS = new Set<IdempotencyEvent["type"]>([
  * ```
  */
 export function openTelemetry(options: OpenTelemetryOptions = {}): (event: IdempotencyEvent) => void {
+  strictOptions(
+    options,
+    { tracer: true, meter: true, onEvent: true } satisfies OptionNames<OpenTelemetryOptions>,
+    "openTelemetry()",
+  );
   const tracer = options.tracer ?? trace.getTracer("idemfetch");
   const meter = options.meter ?? metrics.getMeter("idemfetch");
   const counters = {} as Record<keyof typeof COUNTERS, Counter>;
@@ -119,5 +127,9 @@ function eventAttributes(event: CallEvent): Attributes {
   if ("op" in event) out["idemfetch.store_op"] = event.op;
   if ("status" in event && event.status !== undefined) out["http.response.status_code"] = event.status;
   if ("bytes" in event) out["idemfetch.bytes"] = event.bytes;
+  if ("attempt" in event) {
+    out["http.request.resend_count"] = event.attempt - 1;
+    out["idemfetch.retry_delay_ms"] = event.delayMs;
+  }
   return out;
 }

@@ -27,30 +27,11 @@ export function decodeRecord(text: string): StoredRecord | undefined {
   }
   if (typeof v !== "object" || v === null) return undefined;
   const o = v as Record<string, unknown>;
-  if (
-    o.v !== FORMAT ||
-    !Number.isInteger(o.s) ||
-    (o.s as number) < 200 ||
-    (o.s as number) > 599 ||
-    typeof o.t !== "string" ||
-    typeof o.b !== "string" ||
-    typeof o.c !== "number" ||
-    typeof o.f !== "string" ||
-    !Array.isArray(o.h) ||
-    !o.h.every((p) => Array.isArray(p) && p.length === 2 && typeof p[0] === "string" && typeof p[1] === "string")
-  ) {
-    return undefined;
-  }
+  if (o.v !== FORMAT || typeof o.b !== "string") return undefined;
   const body = base64ToBytes(o.b);
   if (body === undefined) return undefined;
-  return {
-    status: o.s as number,
-    statusText: o.t,
-    headers: o.h as [string, string][],
-    body,
-    createdAt: o.c,
-    fingerprint: o.f,
-  };
+  const record = { status: o.s, statusText: o.t, headers: o.h, body, createdAt: o.c, fingerprint: o.f };
+  return isStoredRecord(record) ? record : undefined;
 }
 
 export function bytesToBase64(bytes: Uint8Array): string {
@@ -104,29 +85,33 @@ const TOKEN = /^[!#$%&'*+.^_`|~0-9a-z-]+$/i;
 const FIELD = /^[\t\x20-\x7e\x80-\xff]*$/;
 
 /**
- * Whether a value from a store is a record every face can answer with (a store bug or a foreign value must
- * never crash a call): the one record validator.
+ * Whether `value` has every field of a StoredRecord with its type, and holds what every face can answer with
+ * (status 200-599, header pairs of a lower-case token and a field value, bytes as Uint8Array). The one record
+ * validator: a stored value is untrusted (another version, another library, a store bug), and a record that
+ * fails this is absent, never replayed.
  */
-export function isRecord(r: unknown): r is StoredRecord {
-  if (typeof r !== "object" || r === null) return false;
-  const o = r as StoredRecord;
+export function isStoredRecord(value: unknown): value is StoredRecord {
+  if (typeof value !== "object" || value === null) return false;
+  const r = value as Record<string, unknown>;
   return (
-    Number.isInteger(o.status) &&
-    o.status >= 200 &&
-    o.status <= 599 &&
-    typeof o.statusText === "string" &&
-    FIELD.test(o.statusText) &&
-    Array.isArray(o.headers) &&
-    o.headers.every(
+    Number.isInteger(r.status) &&
+    (r.status as number) >= 200 &&
+    (r.status as number) <= 599 &&
+    typeof r.statusText === "string" &&
+    FIELD.test(r.statusText) &&
+    r.body instanceof Uint8Array &&
+    typeof r.createdAt === "number" &&
+    typeof r.fingerprint === "string" &&
+    Array.isArray(r.headers) &&
+    r.headers.every(
       (p) =>
         Array.isArray(p) &&
+        p.length === 2 &&
         typeof p[0] === "string" &&
         typeof p[1] === "string" &&
         TOKEN.test(p[0]) &&
         FIELD.test(p[1]) &&
         p[0] === p[0].toLowerCase(),
-    ) &&
-    o.body instanceof Uint8Array &&
-    typeof o.fingerprint === "string"
+    )
   );
 }

@@ -1,7 +1,9 @@
 // The server faces' shared policy: which calls they handle, their options validated once, what they fingerprint and store.
 import type { Face } from "./engine.ts";
+import { KNOWN } from "./options.ts";
 import { FRAMING_HEADERS } from "./record.ts";
 import type { ServerIdempotencyOptions } from "./server.ts";
+import { strictOptions } from "./strict.ts";
 
 /**
  * The server's policy: no auto keys (two identical requests to a server are often meant), path and query
@@ -34,9 +36,7 @@ export const methodSet = (name: string, value: unknown, fallback: readonly strin
 
 /** The server's own options, validated once, and the shared ones with the `ietf` defaults applied. */
 export function serverOptions(options: ServerIdempotencyOptions) {
-  if (typeof options !== "object" || options === null) {
-    throw new TypeError(`idemfetch: options must be an object, got ${String(options)}`);
-  }
+  strictOptions(options, KNOWN.server, "idempotency()");
   const { requireKey = false, methods, ietf = false, waitUntil, ...shared } = options;
   if (waitUntil !== undefined && typeof waitUntil !== "function") {
     throw new TypeError(`idemfetch: option "waitUntil" must be a function, got ${typeof waitUntil}`);

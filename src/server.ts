@@ -1,13 +1,14 @@
 // idempotency(): the Request -> Response face of the engine, for any Web-standard handler (Deno.serve, Bun, Hono, workers).
 import { type Call, createEngine, type ForgetOptions, type Stats } from "./engine.ts";
 import { errorResponse, isIdempotencyKeyError } from "./errors.ts";
-import { callTtlMs, type IdempotencyOptions, normalizeOptions } from "./options.ts";
+import { type ClientOnlyOption, callTtlMs, type IdempotencyOptions, KNOWN, normalizeOptions } from "./options.ts";
 import { DEFAULT_METHODS, methodSet, SERVER_FACE, serverOptions } from "./server-policy.ts";
 import type { ForgetResult } from "./store.ts";
+import { strictOptions } from "./strict.ts";
 import { webAnswer, webPlan, webResponse } from "./web.ts";
 
 /** Options of the server middleware: the shared ones (no client-only settings) plus the server's own. */
-export interface ServerIdempotencyOptions extends Omit<IdempotencyOptions, "fetch" | "autoKey" | "sendKeyHeader"> {
+export interface ServerIdempotencyOptions extends Omit<IdempotencyOptions, ClientOnlyOption> {
   /**
    * Answer 400 IDEMPOTENCY_KEY_MISSING when a request carries no key: `true` for POST and PATCH (the
    * IETF draft's non-idempotent methods), or a list of methods. Default false: keyless requests pass through.
@@ -80,6 +81,7 @@ export function idempotencyLayer(options: ServerIdempotencyOptions = {}): Idempo
   return {
     async handle(request, handler, call = {}) {
       // A per-call TTL comes from code: nonsense is a programming error, thrown before anything runs.
+      strictOptions(call, KNOWN.serverCall, "the per-request options");
       callTtlMs(call.ttlSeconds, "call.ttlSeconds");
       const method = request.method.toUpperCase();
       if (!handled.has(method)) return handler(request);

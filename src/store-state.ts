@@ -1,4 +1,5 @@
 // The lease/record state machine every store shares: read one key's value, decide here, write what this returns.
+import { isStoredRecord } from "./record.ts";
 import type { AcquireResult, ForgetResult, StoredRecord } from "./store.ts";
 
 /** What one store key holds. Expiry is kept in the value, so stores with lazy or no TTL enforce it on read. */
@@ -108,23 +109,6 @@ export function parseEntry(value: unknown): Entry | undefined {
     return typeof v.token === "string" && typeof v.fingerprint === "string" ? (v as Entry) : undefined;
   }
   return v.kind === "record" && isStoredRecord(v.record) ? (v as Entry) : undefined;
-}
-
-/** Whether `value` has every field of a StoredRecord with its type (status 200-599, bytes as Uint8Array). */
-export function isStoredRecord(value: unknown): value is StoredRecord {
-  if (typeof value !== "object" || value === null) return false;
-  const r = value as Record<string, unknown>;
-  return (
-    Number.isInteger(r.status) &&
-    (r.status as number) >= 200 &&
-    (r.status as number) <= 599 &&
-    typeof r.statusText === "string" &&
-    r.body instanceof Uint8Array &&
-    typeof r.createdAt === "number" &&
-    typeof r.fingerprint === "string" &&
-    Array.isArray(r.headers) &&
-    r.headers.every((p) => Array.isArray(p) && p.length === 2 && typeof p[0] === "string" && typeof p[1] === "string")
-  );
 }
 
 /**

@@ -1,5 +1,5 @@
 // idemfetch/testing: testStore(), the conformance suite every IdempotencyStore passes, on any test runner.
-import { encodeRecord } from "./record.ts";
+import { encodeRecord, isStoredRecord } from "./record.ts";
 import { type AcquireResult, type IdempotencyStore, newToken, type StoredRecord } from "./store.ts";
 
 /** The test runner's functions the suite registers itself with (vitest, jest and node:test shapes fit). */
@@ -12,6 +12,8 @@ export interface TestApi {
   beforeAll(fn: () => Promise<void>): unknown;
   /** Runs once after the group's tests (node:test calls it `after`). */
   afterAll(fn: () => Promise<void>): unknown;
+  /** Registers a test the runner reports as skipped. Default: `it.skip` (vitest, jest, node:test). */
+  skip?(name: string, fn: () => Promise<void>): unknown;
 }
 
 /**
@@ -26,6 +28,12 @@ export interface TestStoreOptions extends Partial<TestApi> {
   cleanup?: (store: IdempotencyStore) => Promise<void>;
   /** Every store key the suite uses starts with this. Default: "idemfetch-conformance:<random>:". */
   keyPrefix?: string;
+  /**
+   * Whether the store has `subscribe`. Default true: its wake-up tests run, and fail on a store without it.
+   * false: the store has none (its waiters poll): those tests are reported as skipped, and the suite checks
+   * instead that the store indeed has no `subscribe` and that a polling waiter sees each change at once.
+   */
+  subscribe?: boolean;
 }
 
 /** Short real timings: the suite also runs against Redis over the network, so every wait has a margin of 100+ ms. */
@@ -57,7 +65,7 @@ export function testStore(
   makeStore: () => Promise<IdempotencyStore> | IdempotencyStore,
   options: TestStoreOptions = {},
 ): void {
-  const { describe, it, beforeAll, afterAll } = testApi(options);
+  const { describe, it, beforeAll, afterAll, skip } = testApi(options);
   describe(`store contract: ${name}`, () => {
     let store: IdempotencyStore;
     // Unique per run, so the suite can share a Redis with other runs and other suites.
@@ -81,7 +89,9 @@ export function testStore(
     const done = async (storeKey: string, fingerprint = "fp-a"): Promise<StoredRecord> => {
       const result = await store.acquire(storeKey, fingerprint, LONG_MS);
       equal(result.state, "done");
-      return (result as Extract<AcquireResult, { state: "done" }>).record;
+      const found = (result as Extract<AcquireResult, { state: "done" }>).record;
+      check(isStoredRecord(found), `done holds no valid StoredRecord: ${show(found)}`);
+      return found;
     };
     const expectPending = async (storeKey: string, holderFingerprint: string): Promise<void> => {
       equal(await store.acquire(storeKey, "fp-probe", LONG_MS), { state: "pending", fingerprint: holderFingerprint });
@@ -378,15 +388,35 @@ export function testStore(
     }
 
     const subscribable = (): Required<Pick<IdempotencyStore, "subscribe">> => {
-      if (!store.subscribe) throw new Error("unreachable: the store has no subscribe");
+      check(
+        typeof store.subscribe === "function",
+        "the store has no subscribe; pass { subscribe: false } to testStore if its waiters poll",
+      );
       return store as Required<Pick<IdempotencyStore, "subscribe">>;
     };
-    // The store instance is made in beforeAll, so whether it has subscribe is known only then;
-    // a store without it passes these (its waiters poll).
+    // Declared, not detected: the store is made in beforeAll, after the tests are registered, and a store
+    // whose subscribe went missing must fail, not pass 8 tests that check nothing.
     const itSubscribe = (title: string, fn: () => Promise<void>) =>
-      it(title, async () => {
-        if (store.subscribe) await fn();
+      options.subscribe === false ? skip(`${title} (skipped: the store has no subscribe)`, fn) : it(title, fn);
+
+    if (options.subscribe === false) {
+      it("has no subscribe, as declared (its waiters poll)", async () => {
+        equal(typeof store.subscribe, "undefined", "typeof store.subscribe");
       });
+
+      it("without subscribe, a polling waiter sees a commit, a release and a forget on its next acquire", async () => {
+        const k = key();
+        const token = await acquired(k, "fp-a");
+        await expectPending(k, "fp-a"); // the waiter's poll
+        equal(await store.commit(k, token, record(), LONG_MS), true);
+        await done(k); // the very next poll: no delay, no notification needed
+        const released = key();
+        equal(await store.release(released, await acquired(released, "fp-a")), true);
+        await acquired(released, "fp-b");
+        equal(await store.forget(released, true), "forgotten");
+        await acquired(released, "fp-c");
+      });
+    }
 
     itSubscribe("subscribe wakes on commit and on release", async () => {
       const committed = key();
@@ -657,30 +687,43 @@ function text(b: Uint8Array): string {
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** The runner's functions: the ones passed in, else globals of the same names. */
-function testApi(options: Partial<TestApi>): TestApi {
+function testApi(options: Partial<TestApi>): Required<TestApi> {
   const globals = globalThis as Partial<TestApi>;
-  const pick = <K extends keyof TestApi>(name: K): TestApi[K] => {
+  const pick = <K extends keyof TestApi>(name: K): NonNullable<TestApi[K]> => {
     const fn = options[name] ?? globals[name];
     if (typeof fn !== "function") {
       throw new TypeError(
         `testStore: no ${name} function; pass { describe, it, beforeAll, afterAll } from your test runner`,
       );
     }
-    return fn as TestApi[K];
+    return fn as NonNullable<TestApi[K]>;
   };
-  return { describe: pick("describe"), it: pick("it"), beforeAll: pick("beforeAll"), afterAll: pick("afterAll") };
+  const it = pick("it");
+  const skip = options.skip ?? (it as { skip?: TestApi["skip"] }).skip;
+  if (typeof skip !== "function") {
+    throw new TypeError("testStore: `it` has no `skip`; pass { skip } (a test the runner reports as skipped)");
+  }
+  return {
+    describe: pick("describe"),
+    it,
+    beforeAll: pick("beforeAll"),
+    afterAll: pick("afterAll"),
+    skip: (name, fn) => skip.call(it, name, fn),
+  };
 }
 
 /** node:test's functions as a TestApi: `testStore(name, make, { ...nodeTestApi(await import("node:test")) })`. */
 export function nodeTestApi(nodeTest: {
   describe(name: string, fn: () => void): unknown;
   it(name: string, fn: () => Promise<void>): unknown;
+  it(name: string, options: { skip: boolean }, fn: () => Promise<void>): unknown;
   before(fn: () => Promise<void>): unknown;
   after(fn: () => Promise<void>): unknown;
 }): TestApi {
   return {
     describe: (name, body) => nodeTest.describe(name, body),
     it: (name, fn) => nodeTest.it(name, () => fn()),
+    skip: (name, fn) => nodeTest.it(name, { skip: true }, () => fn()),
     beforeAll: (fn) => nodeTest.before(() => fn()),
     afterAll: (fn) => nodeTest.after(() => fn()),
   };
@@ -689,7 +732,9 @@ export function nodeTestApi(nodeTest: {
 /** What `denoTestApi` needs of `Deno.test`. */
 export type DenoTestLike = (definition: {
   name: string;
-  fn: (t: { step(name: string, fn: () => Promise<void>): Promise<boolean> }) => Promise<void>;
+  fn: (t: {
+    step(step: { name: string; fn: () => Promise<void>; ignore?: boolean }): Promise<boolean>;
+  }) => Promise<void>;
   sanitizeOps?: boolean;
   sanitizeResources?: boolean;
 }) => void;
@@ -704,7 +749,8 @@ export function denoTestApi(test: DenoTestLike): TestApi {
     name: string;
     before: (() => Promise<void>)[];
     after: (() => Promise<void>)[];
-    tests: [string, () => Promise<void>][];
+    /** Title, body, and whether Deno reports it as ignored (skipped). */
+    tests: [string, () => Promise<void>, boolean][];
   }
   let group: Group | undefined;
   const inGroup = (what: string): Group => {
@@ -734,14 +780,15 @@ export function denoTestApi(test: DenoTestLike): TestApi {
         async fn(t) {
           for (const fn of current.before) await fn();
           try {
-            for (const [title, fn] of current.tests) await t.step(title, fn);
+            for (const [title, fn, ignore] of current.tests) await t.step({ name: title, fn, ignore });
           } finally {
             for (const fn of current.after) await fn();
           }
         },
       });
     },
-    it: (name, fn) => void inGroup("it").tests.push([name, fn]),
+    it: (name, fn) => void inGroup("it").tests.push([name, fn, false]),
+    skip: (name, fn) => void inGroup("skip").tests.push([name, fn, true]),
     beforeAll: (fn) => void inGroup("beforeAll").before.push(fn),
     afterAll: (fn) => void inGroup("afterAll").after.push(fn),
   };

@@ -1,5 +1,6 @@
 // withWebLocks(): a store shared by tabs (indexedDBStore) whose leases live as long as the leader's tab and call, via Web Locks.
 import type { AcquireResult, IdempotencyStore } from "./store.ts";
+import { type OptionNames, strictOptions } from "./strict.ts";
 
 export interface WebLocksOptions {
   /** Names this store's locks: give each database its own (its dbName). Default "idemfetch". */
@@ -29,6 +30,7 @@ interface Lease {
  * Only for stores shared by tabs: over a per-tab store the locks would make tabs wait on each other.
  */
 export function withWebLocks(store: IdempotencyStore, options: WebLocksOptions = {}): IdempotencyStore {
+  strictOptions(options, { name: true } satisfies OptionNames<WebLocksOptions>, "withWebLocks()");
   const locks = typeof navigator === "undefined" ? undefined : navigator.locks;
   if (!locks) return store;
   const name = options.name ?? "idemfetch";

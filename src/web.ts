@@ -3,9 +3,13 @@ import { declaredLength, readLimited } from "./body.ts";
 import type { Answer, Plan, Reply, Tap } from "./call.ts";
 import type { Call, CallOptions, Result } from "./engine.ts";
 import { KEY_HEADER } from "./key.ts";
+import type { RetryEvent } from "./retry.ts";
 
-/** Sends a Request on, as `fetch(request, init)` does (the client's fetch, the interceptor's). */
-export type WebSend = (request: Request, init?: RequestInit) => Promise<Response>;
+/**
+ * Sends a Request on, as `fetch(request, init)` does (the client's fetch, the interceptor's). `emit` is given
+ * only when the engine leads the call: a send that re-sends (src/retry.ts) reports each try through it.
+ */
+export type WebSend = (request: Request, init?: RequestInit, emit?: (event: RetryEvent) => void) => Promise<Response>;
 
 /**
  * One client call over `request` for the engine: sent with the body the engine read, every caller's abort
@@ -21,7 +25,7 @@ export function clientCall(
   return {
     ...call,
     plan,
-    send: async (upstream) => {
+    send: async (upstream, emit) => {
       // `signal: null`, not none: a copy of a Request otherwise follows that Request's own signal.
       const init: RequestInit = { signal: upstream.signal ?? null };
       if (upstream.body !== null) init.body = upstream.body as BodyInit;
@@ -30,7 +34,7 @@ export function clientCall(
         headers.set(KEY_HEADER, upstream.keyHeader);
         init.headers = headers;
       }
-      return webAnswer(await send(request, init));
+      return webAnswer(await send(request, init, emit));
     },
     pass: () => {
       const init = passInit();
@@ -67,7 +71,7 @@ export function lazyClientCall(
     },
     request: (body) => real().plan.request(body),
   };
-  return { ...call, plan, send: (upstream) => real().send(upstream), pass: () => real().pass() };
+  return { ...call, plan, send: (upstream, emit) => real().send(upstream, emit), pass: () => real().pass() };
 }
 
 /** What the engine gave a Web caller, as its Response. */

@@ -140,12 +140,10 @@ describe("npm run demo (memory store)", () => {
     expect(demo.output()).toContain("OPENAI_API_KEY is not set: answered by the built-in mock");
   });
 
-  it("the guide's Python httpx asyncio.gather of 3 calls with one key: 1 upstream call, 3 identical results", async (ctx) => {
+  it("the guide's Python httpx asyncio.gather of 3 calls with one key: 1 upstream call, 3 identical results", async () => {
     const python = pythonWithHttpx();
-    if (!python) {
-      ctx.skip("python3 with httpx is not installed (Debian: apt-get install python3-httpx)");
-      return;
-    }
+    // Never skipped: CI installs it (.ci/ensure-services.sh); a machine without it fails here and says why.
+    if (!python) throw new Error("python3 with httpx is not installed: run `bash .ci/ensure-services.sh`");
     const before = await stats(demo.url);
     const key = `gather-${randomUUID()}`;
     const { stdout } = await run(python, [join(root, "test/fixtures/httpx_gather.py"), demo.url, key]);
@@ -316,22 +314,30 @@ describe("npm run demo (memory store)", () => {
 });
 
 const redisUrl = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
-const redisUp = await new Promise<boolean>((resolve) => {
+/** Fails (never skips) when the Redis these blocks need does not answer: CI starts it (.ci/ensure-services.sh). */
+async function requireRedis(): Promise<void> {
   const { hostname, port } = new URL(redisUrl);
-  const socket = connect(Number(port || 6379), hostname);
-  socket.setTimeout(500);
-  socket.once("connect", () => {
-    socket.destroy();
-    resolve(true);
+  await new Promise<void>((resolve, reject) => {
+    const socket = connect(Number(port || 6379), hostname);
+    const fail = (why: string) => {
+      socket.destroy();
+      reject(new Error(`these tests need Redis at ${redisUrl} (${why}): run \`bash .ci/ensure-services.sh\``));
+    };
+    socket.setTimeout(2_000);
+    socket.once("connect", () => {
+      socket.destroy();
+      resolve();
+    });
+    socket.once("error", (error) => fail(error.message));
+    socket.once("timeout", () => fail("no answer in 2 s"));
   });
-  socket.once("error", () => resolve(false));
-  socket.once("timeout", () => resolve(false));
-});
+}
 
-describe.skipIf(!redisUp)("npm run demo with REDIS_URL: two processes share one store", () => {
+describe("npm run demo with REDIS_URL: two processes share one store", () => {
   let a: DemoProcess;
   let b: DemoProcess;
   beforeAll(async () => {
+    await requireRedis();
     [a, b] = await Promise.all([startDemoProcess({ REDIS_URL: redisUrl }), startDemoProcess({ REDIS_URL: redisUrl })]);
   });
   afterAll(async () => {
@@ -349,10 +355,11 @@ describe.skipIf(!redisUp)("npm run demo with REDIS_URL: two processes share one 
   });
 });
 
-describe.skipIf(!redisUp)("npm run demo with UPSTASH_REDIS_REST_URL/_TOKEN (the Upstash REST fixture)", () => {
+describe("npm run demo with UPSTASH_REDIS_REST_URL/_TOKEN (the Upstash REST fixture)", () => {
   let fixture: UpstashFixture;
   let demo: DemoProcess;
   beforeAll(async () => {
+    await requireRedis();
     fixture = await startUpstashFixture({ redisUrl });
     demo = await startDemoProcess({ UPSTASH_REDIS_REST_URL: fixture.url, UPSTASH_REDIS_REST_TOKEN: fixture.token });
   });

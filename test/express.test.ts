@@ -91,7 +91,7 @@ describe("express face specifics", () => {
 
   it("the raw bytes and a re-serialized parsed body are the same request: either order replays the other", async () => {
     // Two apps over one store: one with the parser first (re-serialized body), one with the middleware first (raw bytes).
-    const { memoryStore } = await import("../src/store.ts");
+    const { memoryStore } = await import("../src/memory-store.ts");
     const store = memoryStore();
     const routes = new Routes();
     const a = build("parser first", routes, { store });

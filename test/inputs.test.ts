@@ -65,6 +65,43 @@ describe("defect 17: malformed sf-string keys", () => {
   });
 });
 
+describe("issue 16.4, 16.5, 16.8: keys beyond ASCII and keys that are not strings, on the server", () => {
+  it("a Display String header is decoded to its key: the same key in the body replays, another conflicts", async () => {
+    let runs = 0;
+    const handler = idempotency(() => new Response(`run ${++runs}`));
+    const call = (init: RequestInit) => handler(new Request("http://x/pay", init));
+    const first = await call(post("{}", '%"%d0%b7%d0%b0%d0%ba%d0%b0%d0%b7-42"'));
+    expect(await first.text()).toBe("run 1");
+    const again = await call(post('{"idempotency_key":"заказ-42"}'));
+    expect(again.headers.get("idempotent-replayed")).toBe("true");
+    expect(await handler.forget("заказ-42")).toBe("forgotten");
+  });
+
+  it("a malformed Display String, or a body key with an unpaired surrogate, is 400 and the handler never runs", async () => {
+    let runs = 0;
+    const handler = idempotency(() => new Response(`run ${++runs}`));
+    for (const init of [
+      post("{}", '%"%D0%B7"'),
+      post("{}", '%"%ff"'),
+      post("{}", '%"a";p=1'),
+      post('{"idempotency_key":"a\\ud800"}'),
+      post('{"idempotency_key":"a\\u0085"}'),
+    ]) {
+      const res = await handler(new Request("http://x/pay", init));
+      expect(res.status, String(init.body)).toBe(400);
+      expect((await res.json()).error.code).toBe("IDEMPOTENCY_KEY_INVALID");
+    }
+    expect(runs).toBe(0);
+  });
+
+  it("a body key that is not a string is no key: the call passes through (server) as before", async () => {
+    let runs = 0;
+    const handler = idempotency(() => new Response(`run ${++runs}`));
+    for (let i = 0; i < 2; i++) await handler(new Request("http://x/pay", post('{"idempotency_key":42}')));
+    expect(runs).toBe(2);
+  });
+});
+
 describe("defect 13: deeply nested JSON", () => {
   const deep = (leaf: string) => `{"a":${"[".repeat(5000)}${leaf}${"]".repeat(5000)}}`;
 

@@ -73,3 +73,14 @@ describe("normalizeOptions", () => {
     expect(o.maxBodyBytes).toBe(2 ** 30);
   });
 });
+
+describe("credentialHeaders (issue 16.7)", () => {
+  it("defaults to authorization, then cookie, and lower-cases what it is given", () => {
+    expect(normalizeOptions({}).credentialHeaders).toEqual(["authorization", "cookie"]);
+    expect(normalizeOptions({ credentialHeaders: ["X-API-Key", "Authorization"] }).credentialHeaders).toEqual([
+      "x-api-key",
+      "authorization",
+    ]);
+    expect(normalizeOptions({ credentialHeaders: [] }).credentialHeaders).toEqual([]);
+  });
+});

@@ -28,8 +28,10 @@ const CORE = [
   "isIdempotencyKeyError",
   "isStoreUnavailableError",
   "memoryStore",
+  "newKey",
   "newToken",
   "sha256",
+  "stableKey",
   "withWebLocks",
 ];
 const EXPORTS: Record<string, string[]> = {
@@ -39,8 +41,23 @@ const EXPORTS: Record<string, string[]> = {
   "./express": ["idempotency", "keepRawBody"],
   "./fastify": ["idempotency"],
   "./node": ["idempotency"],
+  "./store": [
+    "base64ToBytes",
+    "bytesToBase64",
+    "compactBytes",
+    "decide",
+    "decodeRecord",
+    "encodeRecord",
+    "isStoredRecord",
+    "keyedListeners",
+    "newToken",
+    "parseEntry",
+  ],
   "./adapters/deno-kv": ["denoKvStore"],
+  "./adapters/durable-object": ["IdempotencyObject", "durableObjectStore"],
   "./adapters/postgres": ["migrate", "pgListen", "postgresStore", "schemaSql", "sweep"],
+  "./adapters/sqlite": ["schemaSql", "sqliteStore", "sweep"],
+  "./adapters/d1": ["d1Store", "migrate", "schemaSql", "sweep"],
   "./testing": ["StoreContractError", "denoTestApi", "nodeTestApi", "testStore"],
   "./otel": ["openTelemetry"],
   "./adapters/ioredis": ["ioredisStore"],
@@ -113,23 +130,27 @@ describe("peer ranges", () => {
 });
 
 describe("edge runtimes", () => {
-  it.each(["src/index.ts", "src/server.ts", "adapters/upstash.ts", "adapters/deno-kv.ts", "src/testing.ts"])(
-    "%s bundles for a neutral platform without any Node built-in",
-    async (entry) => {
-      const { build } = await import("esbuild");
-      const result = await build({
-        entryPoints: [entry],
-        bundle: true,
-        write: false,
-        platform: "neutral",
-        format: "esm",
-        metafile: true,
-        logLevel: "silent",
-        // Peer libraries are the user's; their own edge support is theirs to keep.
-        external: ["@upstash/redis"],
-      });
-      const imports = Object.values(result.metafile.outputs).flatMap((o) => o.imports.map((i) => i.path));
-      expect(imports.filter((path) => path.startsWith("node:") || !path.startsWith("@upstash/"))).toEqual([]);
-    },
-  );
+  it.each([
+    "src/index.ts",
+    "src/server.ts",
+    "adapters/upstash.ts",
+    "adapters/deno-kv.ts",
+    "adapters/d1.ts",
+    "src/testing.ts",
+  ])("%s bundles for a neutral platform without any Node built-in", async (entry) => {
+    const { build } = await import("esbuild");
+    const result = await build({
+      entryPoints: [entry],
+      bundle: true,
+      write: false,
+      platform: "neutral",
+      format: "esm",
+      metafile: true,
+      logLevel: "silent",
+      // Peer libraries are the user's; their own edge support is theirs to keep.
+      external: ["@upstash/redis"],
+    });
+    const imports = Object.values(result.metafile.outputs).flatMap((o) => o.imports.map((i) => i.path));
+    expect(imports.filter((path) => path.startsWith("node:") || !path.startsWith("@upstash/"))).toEqual([]);
+  });
 });

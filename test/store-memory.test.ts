@@ -1,6 +1,7 @@
 // memoryStore: the shared store contract, plus its own bound (maxEntries, LRU) and injected clock.
 import { describe, expect, it } from "vitest";
-import { memoryStore, type StoredRecord } from "../src/store.ts";
+import { memoryStore } from "../src/memory-store.ts";
+import type { StoredRecord } from "../src/store.ts";
 import { testStore } from "./conformance.ts";
 
 testStore("memoryStore", () => memoryStore());

@@ -200,6 +200,54 @@ describe("wire format (raw fetch)", () => {
   });
 });
 
+describe("fault mode", () => {
+  const send = (body: unknown) =>
+    fetch(fx.url, { method: "POST", headers: { authorization: `Bearer ${fx.token}` }, body: JSON.stringify(body) });
+
+  it("status: answers it with an {error} body and runs nothing; `times` limits it, undefined clears it", async () => {
+    const k = key("fault-status");
+    const commands = fx.commands;
+    fx.fault({ kind: "status", status: 429 }, 1);
+    const limited = await send(["SET", k, "1"]);
+    expect(limited.status).toBe(429);
+    expect(await limited.json()).toEqual({ error: "ERR fixture fault: HTTP 429" });
+    expect(fx.commands).toBe(commands);
+    expect(await direct.get(k)).toBe(null);
+    expect((await send(["SET", k, "2"])).status).toBe(200); // only one request was faulted
+    fx.fault({ kind: "status", status: 503 });
+    expect((await send(["GET", k])).status).toBe(503);
+    expect((await send(["GET", k])).status).toBe(503);
+    fx.fault(undefined);
+    expect(await (await send(["GET", k])).json()).toEqual({ result: "2" });
+  });
+
+  it("slow: the command runs and answers after the delay", async () => {
+    const k = key("fault-slow");
+    fx.fault({ kind: "slow", delayMs: 300 });
+    const started = performance.now();
+    const pending = send(["SET", k, "slow"]);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(await direct.get(k)).toBe(null); // not run yet
+    expect(await (await pending).json()).toEqual({ result: "OK" });
+    expect(performance.now() - started).toBeGreaterThanOrEqual(295);
+    fx.fault(undefined);
+  });
+
+  it("drop: the connection closes without an answer, before the command ran or after it", async () => {
+    const before = key("fault-drop-before");
+    const after = key("fault-drop-after");
+    const faulted = fx.faulted;
+    fx.fault({ kind: "drop", when: "before" });
+    await expect(send(["SET", before, "x"])).rejects.toThrow(/fetch failed/);
+    fx.fault({ kind: "drop", when: "after" });
+    await expect(send(["SET", after, "x"])).rejects.toThrow(/fetch failed/);
+    fx.fault(undefined);
+    expect(fx.faulted).toBe(faulted + 2);
+    expect(await direct.get(before)).toBe(null); // never ran
+    expect(await direct.get(after)).toBe("x"); // ran; only its answer was lost
+  });
+});
+
 describe("@upstash/redis against the fixture", () => {
   it("SET/GET round-trips unicode and control characters byte-exactly", async () => {
     const k = key("unicode");

@@ -1,8 +1,11 @@
-// The demo page's script: install() over IndexedDB, app code that knows nothing about idempotency, live counters.
+// The demo page's script: install() over IndexedDB, app code that knows nothing about idempotency, the LLM proxy panel, live counters.
 import axios from "axios";
 import { indexedDBStore, install, type Uninstall, withWebLocks } from "../../src/browser.ts";
 
 const $ = <T extends HTMLElement = HTMLElement>(id: string): T => document.getElementById(id) as T;
+
+/** The browser's own fetch, kept before install(): the LLM panel shows the server coalescing, so both requests must reach it. */
+const directFetch: typeof fetch = globalThis.fetch.bind(globalThis);
 
 // --- idemfetch: the only lines a real app adds ------------------------------------------------
 const DB = "idemfetch-demo";
@@ -72,6 +75,85 @@ $("pay").addEventListener("click", () => {
     }).then(fromFetch),
   );
 });
+
+// --- the LLM proxy: two duplicate streaming requests, one answer in two panes -----------------
+interface ProxyStats {
+  requests: number;
+  upstream_calls: number;
+  saved_calls: number;
+  saved_usd: number;
+}
+
+$("llm-ask").addEventListener("click", () => {
+  // A new key per click; not crypto.randomUUID(), which a page opened by LAN address (not a secure context) lacks.
+  const key = `llm-${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
+  const body = JSON.stringify({
+    target: "mock",
+    stream: true,
+    messages: [{ role: "user", content: $<HTMLInputElement>("llm-prompt").value }],
+  });
+  const ask = (pane: string) => streamInto(pane, key, body);
+  void Promise.all([ask("llm-a"), ask("llm-b")]).then(refreshProxy);
+});
+
+/** Sends one request and writes its streamed chunks into the pane as they arrive. */
+async function streamInto(pane: string, key: string, body: string): Promise<void> {
+  const out = $(pane);
+  const status = $(`${pane}-status`);
+  out.textContent = "";
+  status.textContent = "sending…";
+  try {
+    const response = await directFetch("/proxy/llm", {
+      method: "POST",
+      headers: { "content-type": "application/json", "idempotency-key": key },
+      body,
+    });
+    const replayed = response.headers.get("idempotent-replayed") === "true";
+    status.textContent = `${response.status} · ${replayed ? "shared the other's run" : "ran the model"}`;
+    status.dataset.replayed = String(replayed);
+    for await (const { name, data } of serverEvents(response.body!)) {
+      if (name === "chunk") out.textContent += (JSON.parse(data) as { text: string }).text;
+      if (name === "done") out.dataset.done = "true";
+    }
+  } catch (error) {
+    status.textContent = `failed: ${(error as Error).message}`;
+  }
+}
+
+/** The events of a text/event-stream body. */
+async function* serverEvents(body: ReadableStream<Uint8Array>): AsyncGenerator<{ name: string; data: string }> {
+  const reader = body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) return;
+    buffer += decoder.decode(value, { stream: true });
+    let end = buffer.indexOf("\n\n");
+    while (end >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      end = buffer.indexOf("\n\n");
+      const name = /^event: (.*)$/m.exec(block)?.[1] ?? "message";
+      const data = /^data: (.*)$/m.exec(block)?.[1];
+      if (data !== undefined) yield { name, data };
+    }
+  }
+}
+
+async function refreshProxy(): Promise<void> {
+  let stats: ProxyStats;
+  try {
+    stats = (await (await directFetch("/stats")).json()) as ProxyStats;
+  } catch {
+    return; // the server is gone, or this server has no proxy; keep the last numbers
+  }
+  $("s-requests").textContent = String(stats.requests);
+  $("s-upstream").textContent = String(stats.upstream_calls);
+  $("s-saved-calls").textContent = String(stats.saved_calls);
+  // Mock answers cost fractions of a cent: six decimals show them.
+  $("s-saved-usd").textContent = stats.saved_usd === 0 ? "$0" : `$${stats.saved_usd.toFixed(6)}`;
+}
 
 // --- counters, chart and log ------------------------------------------------------------------
 interface Outcome {
@@ -164,9 +246,15 @@ function render(): void {
       return `<g data-action="${a.label}">${bar(a.sent, 0, "var(--sent)")}${bar(a.executed, 30, "var(--exec)")}${text(146, a.label, 600)}${text(162, `${a.sent}→${a.executed}`)}</g>`;
     })
     .join("");
+  // As wide as its columns (never narrower than a phone), scaled evenly so the labels keep their shape.
+  $("chart").setAttribute("viewBox", `0 0 ${Math.max(360, 20 + actions.length * 72)} 170`);
   $("chart").innerHTML = svg;
 }
 
 void refresh();
-// Other tabs execute too: keep the shared counter live.
-setInterval(() => void refresh(), 2000);
+void refreshProxy();
+// Other tabs and clients execute too: keep the server's counters live.
+setInterval(() => {
+  void refresh();
+  void refreshProxy();
+}, 2000);

@@ -83,6 +83,28 @@ describe("ioredisStore on a Redis Cluster", () => {
     await store.close?.();
   });
 
+  it("subscriptions made and dropped while the subscriber connections are still connecting leave no shard channel", async () => {
+    const store = ioredisStore({ redis: client() });
+    const masters = admin.nodes("master");
+    const shardChannels = async (pattern: string) =>
+      (
+        await Promise.all(
+          masters.map(async (node) => (await node.call("PUBSUB", "SHARDCHANNELS", pattern)) as string[]),
+        )
+      ).flat();
+    // Cold start: waiters subscribe before the subscriber is ready and finish by polling.
+    for (let i = 0; i < 12; i++) store.subscribe?.(`cold:${i}:${newToken()}`, () => {})();
+    // Kept ones on every shard: once they are all subscribed, every earlier (un)subscribe has been sent.
+    const kept = Array.from({ length: 9 }, () => `cold:kept:${newToken()}`);
+    const offs = kept.map((k) => store.subscribe?.(k, () => {}));
+    await until(async () => (await shardChannels(`${prefix}cold:kept:*`)).length === kept.length, 5000);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect((await shardChannels(`${prefix}cold:*`)).sort()).toEqual(kept.map((k) => prefix + k).sort());
+    for (const off of offs) off?.();
+    await until(async () => (await shardChannels(`${prefix}cold:*`)).length === 0, 5000);
+    await store.close?.();
+  });
+
   describe("across processes", () => {
     let up: Upstream;
     let workers: Worker[] = [];

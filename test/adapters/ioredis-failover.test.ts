@@ -105,7 +105,7 @@ async function firstSuccess(fn: () => Promise<unknown>): Promise<number> {
 
 it("a graceful CLUSTER FAILOVER under load loses no record; calls fail or stall only for a moment", async () => {
   const shard = shards[0] as Shard;
-  const store = ioredisStore({ redis: cli(), timeoutMs: 1000 });
+  const store = ioredisStore({ redis: cli() });
   const committed: string[] = [];
   let [errors, worstMs, running] = [0, 0, true];
   const loop = async () => {
@@ -149,8 +149,8 @@ it("a graceful CLUSTER FAILOVER under load loses no record; calls fail or stall 
 it("a crash before replication loses the record (an execution repeats) and the lease (a second leader); WAIT cannot help a replica that is away", async () => {
   const shard = shards[1] as Shard;
   const [kRecord, kLease, kAck] = await keysOn(shard, 3);
-  const plain = ioredisStore({ redis: cli(), timeoutMs: 2000 });
-  const acked = ioredisStore({ redis: cli(), timeoutMs: 2000, replicaAck: { timeoutMs: 300 } });
+  const plain = ioredisStore({ redis: cli() });
+  const acked = ioredisStore({ redis: cli(), replicaAck: { timeoutMs: 300 } });
   await plain.acquire(`${kRecord}:warm`, "fp", 1000); // connected, scripts loaded
   await acked.acquire(`${kAck}:warm`, "fp", 1000);
 
@@ -179,7 +179,7 @@ it("a crash before replication loses the record (an execution repeats) and the l
   const crashedAt = performance.now();
   await promote(shard);
 
-  const after = ioredisStore({ redis: cli(), timeoutMs: 2000 });
+  const after = ioredisStore({ redis: cli() });
   const recoveredMs = await firstSuccess(() => after.acquire(`${kRecord}:probe`, "fp", 1000));
   // All three writes are gone: the record runs again, the lease has a second holder, WAIT did not keep it.
   expect(await after.acquire(kRecord as string, "fp", 30_000)).toMatchObject({ state: "acquired" });
@@ -195,12 +195,12 @@ it("a crash before replication loses the record (an execution repeats) and the l
 it("with replicaAck, a commit the replica acknowledged survives the master's crash", async () => {
   const shard = shards[2] as Shard;
   const [k] = await keysOn(shard, 1);
-  const acked = ioredisStore({ redis: cli(), timeoutMs: 2000, replicaAck: { timeoutMs: 1000 } });
+  const acked = ioredisStore({ redis: cli(), replicaAck: { timeoutMs: 1000 } });
   const lease = await acked.acquire(k as string, "fp", 30_000);
   if (lease.state !== "acquired") throw new Error("expected a lease");
   expect(await acked.commit(k as string, lease.token, record, 60_000)).toBe(true);
   await crashMaster(shard);
-  const after = ioredisStore({ redis: cli(), timeoutMs: 2000 });
+  const after = ioredisStore({ redis: cli() });
   await firstSuccess(() => after.acquire(`${k}:probe`, "fp", 1000));
   expect(await after.acquire(k as string, "fp", 30_000)).toMatchObject({ state: "done", record: { status: 200 } });
 });

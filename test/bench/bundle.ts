@@ -42,7 +42,7 @@ export async function bundleSizes(): Promise<BundleSize[]> {
   return Promise.all([
     bundleSize(
       "idemfetch",
-      'export { createIdempotentFetch } from "./src/fetch.ts"; export { memoryStore } from "./src/store.ts";',
+      'export { createIdempotentFetch } from "./src/fetch.ts"; export { memoryStore } from "./src/memory-store.ts";',
     ),
     bundleSize("fetch-dedupe", 'export { fetchDedupe } from "fetch-dedupe";'),
     // axios has Node-only adapters: its browser build is the one a page ships.

@@ -3,7 +3,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from "node:net";
 import { serve } from "@hono/node-server";
 import { Hono } from "hono";
-import { memoryStore } from "../../src/store.ts";
+import { memoryStore } from "../../src/memory-store.ts";
 import { serveHost } from "./lib.ts";
 
 export type FaceContender = `${"node" | "express" | "fastify" | "hono"}-${"plain" | "idemfetch"}`;

@@ -1,6 +1,7 @@
 // Child process (run with --expose-gc): heap growth after many distinct keys on the memory store.
 import { createIdempotentFetch } from "../../src/fetch.ts";
-import { memoryStore, type StoredRecord } from "../../src/store.ts";
+import { memoryStore } from "../../src/memory-store.ts";
+import type { StoredRecord } from "../../src/store.ts";
 import { serveHost } from "./lib.ts";
 
 const gc = (globalThis as { gc?: () => void }).gc;

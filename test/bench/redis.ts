@@ -40,7 +40,7 @@ async function layouts(redis: Redis): Promise<void> {
   for (const [label, size, n] of SIZES) {
     const record = recordOf(size);
     for (const binary of [false, true]) {
-      const store = ioredisStore({ redis, binary, timeoutMs: 0 });
+      const store = ioredisStore({ redis, binary });
       const k = `bench:${newToken()}`;
       await committed(store, k, record);
       const strlen = await redis.strlen(k);

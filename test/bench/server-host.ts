@@ -5,8 +5,8 @@ import type { AddressInfo } from "node:net";
 import { serve } from "@hono/node-server";
 import { Redis } from "ioredis";
 import { ioredisStore } from "../../adapters/ioredis.ts";
+import { memoryStore } from "../../src/memory-store.ts";
 import { idempotency } from "../../src/server.ts";
-import { memoryStore } from "../../src/store.ts";
 import { serveHost, sleep } from "./lib.ts";
 
 export type ServerContender =

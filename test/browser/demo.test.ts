@@ -25,8 +25,8 @@ afterEach(async () => {
 });
 
 /** The demo page in a fresh profile (an empty IndexedDB), once install() has run. */
-async function openDemo(): Promise<Page> {
-  const context = await browser.newContext({ viewport: { width: 960, height: 900 } });
+async function openDemo(viewport = { width: 960, height: 900 }): Promise<Page> {
+  const context = await browser.newContext({ viewport });
   contexts.push(context);
   const page = await context.newPage();
   await page.goto(demo.url);
@@ -184,4 +184,85 @@ describe("the browser demo", () => {
     expect(new Set(bursts.map((e) => e.body)).size).toBe(1);
     expect(await executions()).toBe(2);
   });
+
+  it("the LLM panel: one click streams one answer into both panes at once, and the totals come from /stats", async () => {
+    const before = (await (await fetch(`${demo.url}/stats`)).json()) as ProxyStats;
+    const page = await openDemo();
+    await page.fill("#llm-prompt", "Is a retry safe?");
+    await page.click("#llm-ask");
+    // Both panes part-written at one moment: the duplicate is fed live, not replayed after the first finished.
+    await page.waitForFunction(() => {
+      const [a, b] = [document.getElementById("llm-a")!, document.getElementById("llm-b")!];
+      return a.textContent !== "" && b.textContent !== "" && !a.dataset.done && !b.dataset.done;
+    });
+    await page.waitForFunction(
+      () => document.getElementById("llm-a")?.dataset.done && document.getElementById("llm-b")?.dataset.done,
+    );
+    const [a, b] = [await page.textContent("#llm-a"), await page.textContent("#llm-b")];
+    expect(a).toContain('You said "Is a retry safe?"');
+    expect(b).toBe(a);
+    const ran = await page.$$eval("[id$=-status]", (spans) => spans.map((s) => (s as HTMLElement).dataset.replayed));
+    expect(ran.filter((r) => r !== undefined).sort()).toEqual(["false", "true"]);
+
+    const after = (await (await fetch(`${demo.url}/stats`)).json()) as ProxyStats;
+    expect(after.requests - before.requests).toBe(2);
+    expect(after.upstream_calls - before.upstream_calls).toBe(1);
+    expect(after.saved_calls - before.saved_calls).toBe(1);
+    expect(after.saved_usd).toBeGreaterThan(before.saved_usd);
+    await page.waitForFunction(
+      (n) => document.getElementById("s-upstream")?.textContent === n,
+      String(after.upstream_calls),
+    );
+    expect(await page.textContent("#s-saved-calls")).toBe(String(after.saved_calls));
+    expect(await page.textContent("#s-saved-usd")).toBe(`$${after.saved_usd.toFixed(6)}`);
+  });
+
+  for (const [name, viewport] of [
+    ["desktop", { width: 1280, height: 900 }],
+    ["phone", { width: 390, height: 844 }],
+  ] as const) {
+    it(`at ${viewport.width} px (${name}) every counter says what it counts and nothing scrolls sideways`, async () => {
+      const page = await openDemo(viewport);
+      await page.click("#order-fetch");
+      await waitForLog(page, 1);
+      await page.click("#llm-ask");
+      await page.waitForFunction(() => document.getElementById("llm-b")?.dataset.done);
+      mkdirSync(ARTIFACTS, { recursive: true });
+      await page.screenshot({ path: new URL(`demo-${name}.png`, ARTIFACTS).pathname, fullPage: true });
+
+      const text = (selector: string) => page.$$eval(selector, (els) => els.map((e) => e.textContent?.trim()));
+      expect(await text("main > h2, #llm h2, #llm h3")).toEqual([
+        "This page since it loaded",
+        "Server since it started, all tabs and clients",
+        "LLM proxy POST /proxy/llm, streaming",
+        "Proxy totals from GET /stats: the server since it started, all clients",
+      ]);
+      expect(await text(".counter span")).toEqual([
+        "requests this page sent",
+        "responses replayed to this page",
+        "calls this page saved",
+        "orders the server executed",
+        "proxy requests",
+        "model calls made",
+        "model calls saved",
+        "dollars saved",
+      ]);
+      const width = await page.evaluate(() => ({
+        scroll: document.documentElement.scrollWidth,
+        client: document.documentElement.clientWidth,
+        // Every box's right edge, so a card clipped by an overflow:hidden parent still fails.
+        widest: Math.max(...[...document.querySelectorAll("main *")].map((e) => e.getBoundingClientRect().right)),
+      }));
+      expect(width.client).toBe(viewport.width);
+      expect(width.scroll).toBeLessThanOrEqual(width.client);
+      expect(width.widest).toBeLessThanOrEqual(width.client);
+    });
+  }
 });
+
+interface ProxyStats {
+  requests: number;
+  upstream_calls: number;
+  saved_calls: number;
+  saved_usd: number;
+}

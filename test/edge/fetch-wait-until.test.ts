@@ -1,7 +1,7 @@
 // createIdempotentFetch's per-call `idempotency.waitUntil` (for Workers), checked on Node against a real upstream.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createIdempotentFetch } from "../../src/fetch.ts";
-import { memoryStore } from "../../src/store.ts";
+import { memoryStore } from "../../src/memory-store.ts";
 import { startUpstream, type Upstream } from "../fixtures/upstream.ts";
 
 describe("createIdempotentFetch: idempotency.waitUntil", () => {

@@ -1,7 +1,8 @@
 // The stores the properties run against: a fresh memoryStore per example, or real Redis under a unique prefix.
 import { Redis } from "ioredis";
 import { ioredisStore } from "../../adapters/ioredis.ts";
-import { memoryStore, newToken } from "../../src/store.ts";
+import { memoryStore } from "../../src/memory-store.ts";
+import { newToken } from "../../src/store.ts";
 import { deletePrefix } from "../fixtures/util.ts";
 import type { StoreEnv } from "./harness.ts";
 

@@ -1,4 +1,5 @@
 // Minimal counterexamples found by the harness on the engine of December 2026, replayed by the suite as their own tests.
+import type { FaceName, RouteKind } from "./faces.ts";
 import type { Invariant, Scenario } from "./harness.ts";
 
 type Caller = Scenario["callers"][number];
@@ -99,3 +100,89 @@ export const KNOWN: Partial<Record<Invariant, Scenario[]>> = {
     scenario({ plans: [{ commit: [{ kind: "delay", ms: 30 }] }], upstream: [up({ delayMs: 5 })] }),
   ],
 };
+
+/**
+ * Defects of src/ the harness reproduces today, each with the issue item that tracks it. The random
+ * properties leave out the (face, route behaviour) pairs listed here, and the suite replays each scenario as
+ * an expected failure named after the defect: once it stops failing, the entry is to be removed.
+ */
+export interface KnownDefect {
+  /** The issue item, e.g. "16.1". */
+  defect: string;
+  title: string;
+  face: FaceName;
+  kind: RouteKind;
+  /** Invariants the scenario breaks while the defect stands. */
+  breaks: Invariant[];
+  scenario: Scenario;
+}
+const expressRoute = (kind: RouteKind): Scenario =>
+  scenario({
+    face: "express",
+    callers: [caller({ cred: "alice" }), caller({ cred: "alice", startMs: 30 })],
+    upstream: [up({ kind, chunks: 2, chunkDelayMs: 20, sse: true })],
+  });
+/**
+ * Failures the random runs found that do not yet replay on demand (timing-dependent): left out of the random runs
+ * until the engine round fixes them, named here so they are not hidden.
+ */
+export const UNREPRODUCED: { face: string; kind: string; why: string }[] = [
+  {
+    // CI pre-check, 2026-12-03, Redis, seed 358482358: a caller aborting 4 ms in, the route failing after its first
+    // write; the caller got a 500 where the execution answered 200.
+    face: "fastify",
+    kind: "midError",
+    why: "Fastify: a route that fails after its first write can answer a caller 500 while the execution answered 200",
+  },
+];
+
+export const KNOWN_DEFECTS: KnownDefect[] = [
+  {
+    defect: "16.1",
+    title:
+      "Express: a route that writes, then calls next(err), locks its key (the joiner hangs, the lease is renewed forever)",
+    face: "express",
+    kind: "midError",
+    breaks: ["d", "lifecycle", "e"],
+    scenario: expressRoute("midError"),
+  },
+  {
+    defect: "16.1",
+    title: "Express: a route that writes, then calls res.destroy(), locks its key the same way",
+    face: "express",
+    kind: "destroy",
+    breaks: ["d", "lifecycle", "e"],
+    scenario: expressRoute("destroy"),
+  },
+  {
+    defect: "16.2",
+    title: "Express: an SSE route that stops when its client leaves (no end()) keeps its lease forever",
+    face: "express",
+    kind: "noEnd",
+    breaks: ["lifecycle", "e"],
+    scenario: expressRoute("noEnd"),
+  },
+  {
+    // Found by this harness (December 2026), not yet in an issue: the plugin's 'close' listener fails the flight
+    // only if the reply was already sent, and a client gone before the route hijacked its reply closed first.
+    defect: "new (fastify hijack)",
+    title:
+      "Fastify: a route that hijacks its reply (reply.hijack(), writes, destroys) after its client left keeps its lease forever",
+    face: "fastify",
+    kind: "destroy",
+    breaks: ["lifecycle", "e"],
+    scenario: scenario({
+      face: "fastify",
+      scopeMode: "custom",
+      callers: [caller({ cred: "alice", startMs: 13, abort: { kind: "after", ms: 60 } })],
+      upstream: [up({ kind: "destroy", delayMs: 60, chunks: 2, chunkDelayMs: 32, sse: true })],
+    }),
+  },
+];
+
+/** A scenario with the routes of every known defect made to answer normally (for the random properties). */
+export function withoutKnownDefects(s: Scenario): Scenario {
+  const broken = [...KNOWN_DEFECTS, ...UNREPRODUCED].filter((d) => d.face === s.face).map((d) => d.kind);
+  if (broken.length === 0) return s;
+  return { ...s, upstream: s.upstream.map((u) => (broken.includes(u.kind) ? { ...u, kind: "ok" } : u)) };
+}

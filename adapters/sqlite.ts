@@ -1,0 +1,164 @@
+// An IdempotencyStore on a local SQLite file (better-sqlite3, node:sqlite, bun:sqlite): durable and shared by every process on one machine.
+//
+// The SQL and the clock rule are in sqlite-sql.ts (shared with d1Store). The drivers are synchronous: each call
+// runs to its end before any other JavaScript of this process, and each statement is atomic across processes.
+// Waiters in this process are woken by this process's own commits and releases; waiters in other processes poll.
+
+import { type KeyedListeners, keyedListeners } from "../src/listeners.ts";
+import { type IdempotencyStore, newToken } from "../src/store.ts";
+import {
+  acquireResult,
+  commitParams,
+  forgetResult,
+  type ReadRow,
+  type SqliteSweepOptions,
+  type SqliteTableOptions,
+  schemaSql as schemaSqlOf,
+  schemaStatements,
+  statements,
+  sweepLimit,
+  tableName,
+  wholeMs,
+} from "./sqlite-sql.ts";
+
+export type { SqliteSweepOptions, SqliteTableOptions } from "./sqlite-sql.ts";
+
+/** The CREATE statements of the store's table (default "idemfetch"), which `sqliteStore` runs itself. */
+export function schemaSql(options: SqliteTableOptions = {}): string {
+  return schemaSqlOf(options);
+}
+
+/** A value bound to a `?` placeholder. */
+export type SqliteValue = string | number | Uint8Array;
+
+/** A prepared statement: better-sqlite3's Statement, node:sqlite's StatementSync and bun:sqlite's Statement fit. */
+export interface SqliteStatement {
+  /** Runs the statement with `params` bound to its `?` in order and returns every row it yields. */
+  all(...params: SqliteValue[]): unknown[];
+}
+
+/** The calls this store makes on your database: `new Database(file)` of better-sqlite3 or bun:sqlite, `new DatabaseSync(file)` of node:sqlite. */
+export interface SqliteDatabase {
+  /** Compiles one statement. */
+  prepare(sql: string): SqliteStatement;
+  /** Runs statements that return nothing (PRAGMA, CREATE, BEGIN, COMMIT). */
+  exec(sql: string): unknown;
+}
+
+export interface SqliteStoreOptions extends SqliteTableOptions {
+  /** Your open database; the store never closes it. It is switched to WAL and given `busyTimeoutMs`. */
+  db: SqliteDatabase;
+  /**
+   * How long a statement waits for another connection's write lock before failing, in ms. Default 1000. The
+   * drivers wait synchronously: this blocks the process's thread, so keep it below the engine's `storeTimeoutMs`.
+   */
+  busyTimeoutMs?: number;
+}
+
+// Stores on the same database object (and table) in one process share their listeners: a commit through one wakes
+// the waiters of the others.
+const shared = new WeakMap<SqliteDatabase, Map<string, KeyedListeners>>();
+
+function listenersOf(db: SqliteDatabase, table: string): KeyedListeners {
+  let byTable = shared.get(db);
+  if (!byTable) shared.set(db, (byTable = new Map()));
+  let listeners = byTable.get(table);
+  if (!listeners) byTable.set(table, (listeners = keyedListeners()));
+  return listeners;
+}
+
+function checkDatabase(caller: string, db: SqliteDatabase): void {
+  if (typeof db?.prepare !== "function" || typeof db.exec !== "function") {
+    throw new TypeError(
+      `${caller}: \`db\` must be an open database with prepare() and exec() (better-sqlite3, node:sqlite, bun:sqlite)`,
+    );
+  }
+}
+
+/** Runs `body` in one write transaction: BEGIN IMMEDIATE takes the write lock first, so nothing can come between. */
+function transaction<T>(db: SqliteDatabase, body: () => T): T {
+  db.exec("BEGIN IMMEDIATE");
+  try {
+    const result = body();
+    db.exec("COMMIT");
+    return result;
+  } catch (error) {
+    db.exec("ROLLBACK");
+    throw error;
+  }
+}
+
+/**
+ * An IdempotencyStore on one table of a local SQLite database, created if missing. Put the file on a local disk
+ * (WAL needs shared memory: not a network file system) and give each process its own connection.
+ */
+export function sqliteStore(options: SqliteStoreOptions): IdempotencyStore {
+  const { db } = options;
+  checkDatabase("sqliteStore", db);
+  const table = tableName("sqliteStore", options.table);
+  const busyTimeoutMs = options.busyTimeoutMs ?? 1000;
+  if (!Number.isInteger(busyTimeoutMs) || busyTimeoutMs < 0) {
+    throw new TypeError(`sqliteStore: busyTimeoutMs must be a whole number of ms >= 0, got ${String(busyTimeoutMs)}`);
+  }
+  // busy_timeout first: switching to WAL and creating the table may themselves wait for another process.
+  db.exec(`PRAGMA busy_timeout = ${busyTimeoutMs}`);
+  db.exec("PRAGMA journal_mode = WAL");
+  for (const sql of schemaStatements(table)) db.exec(sql);
+
+  const sql = statements(table);
+  const prepared = Object.fromEntries(Object.entries(sql).map(([name, text]) => [name, db.prepare(text)])) as Record<
+    keyof typeof sql,
+    SqliteStatement
+  >;
+  const listeners = listenersOf(db, table);
+  const took = (rows: unknown[], storeKey: string): boolean => {
+    if (rows.length === 0) return false;
+    listeners.notify(storeKey);
+    return true;
+  };
+
+  return {
+    async acquire(storeKey, fingerprint, leaseMs) {
+      const ms = wholeMs("sqliteStore", leaseMs);
+      const token = newToken();
+      // Read first: a replay or a wait round only reads, which WAL never blocks. Another process may take the key
+      // between the read and the claim: read again then.
+      for (let attempt = 0; attempt < 3; attempt++) {
+        const row = prepared.read.all(storeKey)[0] as ReadRow | undefined;
+        const seen = acquireResult(row, false, token);
+        if (seen) return seen;
+        const claimed = prepared.claim.all(storeKey, token, fingerprint, ms).length > 0;
+        const result = acquireResult(row, claimed, token);
+        if (result) return result;
+      }
+      throw new Error("sqliteStore: acquire found the key neither free nor held three times in a row");
+    },
+    async commit(storeKey, token, record, ttlMs) {
+      return took(prepared.commit.all(...commitParams(record, ttlMs, "sqliteStore"), storeKey, token), storeKey);
+    },
+    async release(storeKey, token) {
+      return took(prepared.release.all(storeKey, token), storeKey);
+    },
+    async renew(storeKey, token, leaseMs) {
+      return prepared.renew.all(wholeMs("sqliteStore", leaseMs), storeKey, token).length > 0;
+    },
+    async forget(storeKey, force) {
+      const result = transaction(db, () =>
+        forgetResult(prepared.forget.all(storeKey, force === true ? 1 : 0), prepared.forgetLeft.all(storeKey)),
+      );
+      if (result === "forgotten") listeners.notify(storeKey);
+      return result;
+    },
+    subscribe: (storeKey, onChange) => listeners.add(storeKey, onChange),
+  };
+}
+
+/**
+ * Deletes at most `limit` expired rows (one statement) and returns how many. Expired rows are already absent to
+ * every operation; this only reclaims their space. Safe from any number of processes at once.
+ */
+export function sweep(db: SqliteDatabase, options: SqliteSweepOptions = {}): number {
+  checkDatabase("sweep", db);
+  const table = tableName("sweep", options.table);
+  return db.prepare(statements(table).sweep).all(sweepLimit(options)).length;
+}

@@ -1,0 +1,166 @@
+// sqliteStore across real processes on one file: coalescing, kill -9 of a leader, exit right after reading, a file locked by another process.
+import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { sqliteStore } from "../../adapters/sqlite.ts";
+import { createIdempotentFetch, type IdempotencyEvent } from "../../src/index.ts";
+import { newToken } from "../../src/store.ts";
+import { spawnWorker, type Worker } from "../fixtures/processes.ts";
+import { openSqlite } from "../fixtures/sqlite.ts";
+import { startUpstream, type Upstream } from "../fixtures/upstream.ts";
+import { sleep } from "../fixtures/util.ts";
+import type { Outcome } from "../fixtures/worker.ts";
+
+const dir = mkdtempSync(join(tmpdir(), "idemfetch-sqlite-proc-"));
+const file = join(dir, "store.db");
+const exec = promisify(execFile);
+const EXIT_AFTER_READ = new URL("../fixtures/exit-after-read.ts", import.meta.url).pathname;
+const LOCKER = new URL("../fixtures/sqlite-locker.ts", import.meta.url).pathname;
+let up: Upstream;
+let workers: Worker[] = [];
+beforeAll(async () => {
+  up = await startUpstream();
+});
+afterAll(async () => {
+  await Promise.all(workers.map((w) => w.exit()));
+  await up.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+beforeEach(() => up.reset());
+
+const decode = (o: Outcome) => Buffer.from(o.body, "base64").toString("utf8");
+const spawnAll = async (k: number, extra: Record<string, string> = {}) => {
+  workers = await Promise.all(
+    Array.from({ length: k }, () => spawnWorker({ STORE: "sqlite", SQLITE_FILE: file, ...extra })),
+  );
+  return workers;
+};
+
+describe("across processes on one SQLite file", () => {
+  it("4 processes × 25 concurrent calls per key, 3 keys: 1 execution per key, identical bytes; another body gets 409", async () => {
+    const ws = await spawnAll(4);
+    const keys = [0, 1, 2].map((i) => `same-${i}-${newToken()}`);
+    const calls = keys.map((key) => ({ url: `${up.url}/echo?ms=200`, key, body: '{"prompt":"hi"}' }));
+    const plan = Array.from({ length: 25 }, (_, i) => calls[i % 3] as (typeof calls)[number]);
+    const results = (await Promise.all(ws.map((w) => w.fire(plan)))).flat();
+    expect(results).toHaveLength(100);
+    expect(results.map((r) => r.status)).toEqual(Array(100).fill(200));
+    for (const key of keys) {
+      expect(up.keys.filter((k) => k === key)).toHaveLength(1);
+      const bodies = results.filter((_, i) => plan[i % 25]?.key === key).map((r) => r.body);
+      expect(new Set(bodies).size).toBe(1);
+    }
+    expect(up.count()).toBe(3);
+    const [other] = await (ws[2] as Worker).fire([{ ...(calls[0] as (typeof calls)[number]), body: '{"prompt":"x"}' }]);
+    expect(other?.status).toBe(409);
+    expect(up.count()).toBe(3);
+    await Promise.all(ws.map((w) => w.exit()));
+  });
+
+  it("kill -9 of the leader mid-request: nothing runs twice while its lease lives; a waiter takes over after it", async () => {
+    const [leader, waiter] = await spawnAll(2, { LEASE_MS: "600" });
+    const call = { url: `${up.url}/echo?ms=3000`, key: `crash-${newToken()}`, body: "{}" };
+    void (leader as Worker).fire([call]);
+    await (leader as Worker).waitForEvent("execute");
+    const waiting = (waiter as Worker).fire([call]);
+    await (waiter as Worker).waitForEvent("wait");
+    await sleep(1500); // 2.5 leases: the leader's heartbeat (renew) keeps its lease alive
+    expect(up.count()).toBe(1);
+    (leader as Worker).child.kill("SIGKILL");
+    const [outcome] = await waiting;
+    expect(outcome?.status).toBe(200);
+    expect(JSON.parse(decode(outcome as Outcome)).n).toBe(2);
+    expect((waiter as Worker).events).toContain("takeover");
+    expect(up.count()).toBe(2);
+    await Promise.all(workers.map((w) => w.exit()));
+  });
+
+  it("processes that exit the moment they have read the body lose nothing: 1 execution, the later ones replay", async () => {
+    const key = `exit-${newToken()}`;
+    const outcomes: { status: number; body: string; replayed: boolean }[] = [];
+    for (let i = 0; i < 4; i++) {
+      const { stdout } = await exec(process.execPath, ["--import", "tsx", EXIT_AFTER_READ], {
+        env: { ...process.env, STORE: "sqlite", SQLITE_FILE: file, TARGET: `${up.url}/echo?ms=50`, KEY: key },
+      });
+      outcomes.push(JSON.parse(stdout.trim().split("\n").at(-1) as string));
+    }
+    expect(up.count("/echo")).toBe(1);
+    expect(outcomes.map((o) => o.status)).toEqual([200, 200, 200, 200]);
+    expect(outcomes.map((o) => o.replayed)).toEqual([false, true, true, true]);
+    expect(new Set(outcomes.map((o) => o.body)).size).toBe(1);
+  });
+});
+
+describe("a file another process holds locked (BEGIN EXCLUSIVE)", () => {
+  let locker: ChildProcess | undefined;
+  afterAll(() => {
+    locker?.kill("SIGKILL");
+  });
+  /** Starts the locker process and resolves once it holds the write lock. */
+  const lock = async (holdMs?: number): Promise<ChildProcess> => {
+    const child = spawn(process.execPath, ["--import", "tsx", LOCKER], {
+      env: { ...process.env, SQLITE_FILE: file, ...(holdMs ? { HOLD_MS: String(holdMs) } : {}) },
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    locker = child;
+    await new Promise<void>((resolve, reject) => {
+      child.stdout?.on("data", (d: Buffer) => {
+        if (d.toString().includes("locked")) resolve();
+      });
+      child.once("exit", (code) => reject(new Error(`locker exited with ${code}`)));
+    });
+    return child;
+  };
+
+  it("writes fail as store errors after busyTimeoutMs (fail-open runs, fail-closed 503), replays still read; kill -9 of the holder frees the file and leaves none of its writes", async () => {
+    const { db, close } = openSqlite(file);
+    const store = sqliteStore({ db, busyTimeoutMs: 300 });
+    const events: IdempotencyEvent[] = [];
+    const open = createIdempotentFetch({ store, onEvent: (e) => events.push(e) });
+    const closed = createIdempotentFetch({ store, onStoreError: "closed" });
+    const call = (f: typeof open, key: string) =>
+      f(`${up.url}/echo`, { method: "POST", headers: { "idempotency-key": key }, body: "{}" });
+    const stored = `stored-${newToken()}`;
+    const first = await call(closed, stored);
+    const firstBody = await first.text();
+
+    const holder = await lock();
+    const started = Date.now();
+    const refused = await call(closed, `locked-${newToken()}`);
+    expect(refused.status).toBe(503);
+    expect(JSON.parse(await refused.text()).error.code).toBe("IDEMPOTENCY_STORE_UNAVAILABLE");
+    const unprotected = await call(open, `locked-${newToken()}`);
+    expect(unprotected.status).toBe(200);
+    await unprotected.arrayBuffer();
+    expect(Date.now() - started).toBeLessThan(3000); // bounded by the busy timeout, no hang
+    expect(events.some((e) => e.type === "store-error")).toBe(true);
+    // WAL: a reader is never blocked by a writer, so a stored answer still replays.
+    const replay = await call(closed, stored);
+    expect(replay.headers.get("idempotent-replayed")).toBe("true");
+    expect(await replay.text()).toBe(firstBody);
+
+    const gone = new Promise((r) => holder.once("exit", r));
+    holder.kill("SIGKILL");
+    await gone;
+    // The holder's uncommitted lease is gone with it: the key is free.
+    expect(await store.acquire("locker-uncommitted", "fp", 10_000)).toMatchObject({ state: "acquired" });
+    const after = `after-${newToken()}`;
+    expect((await call(closed, after)).status).toBe(200);
+    expect((await call(closed, after)).headers.get("idempotent-replayed")).toBe("true");
+    close();
+  });
+
+  it("a lock released within busyTimeoutMs only delays the call: it succeeds", async () => {
+    const { db, close } = openSqlite(file);
+    const store = sqliteStore({ db, busyTimeoutMs: 3000 });
+    await lock(300);
+    const started = Date.now();
+    const result = await store.acquire(`waited-${newToken()}`, "fp", 10_000);
+    expect(result.state).toBe("acquired");
+    expect(Date.now() - started).toBeGreaterThanOrEqual(200);
+    close();
+  });
+});
