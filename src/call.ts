@@ -61,6 +61,8 @@ export interface Upstream {
   signal: AbortSignal | undefined;
   /** A key found in the body or given per call, to send as the `Idempotency-Key` header (client only). */
   keyHeader: string | undefined;
+  /** How many callers have attached to this answer so far (the leader's own caller and the joiners). */
+  callers(): number;
 }
 
 /** A body handed live to one caller: pull chunks in order until null; cancel to stop reading. */

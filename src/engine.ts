@@ -355,6 +355,7 @@ function upstreamOf<P>(face: Face, call: Call<P>, keyed: Keyed, flight: Flight):
     body: keyed.bytes,
     signal: flight.abort?.signal,
     keyHeader: sendKey ? keyHeaderValue(keyed.key) : undefined,
+    callers: () => flight.attached,
   };
 }
 

@@ -68,6 +68,11 @@ export class Flight {
     this.abort = abortable ? new AbortController() : undefined;
   }
 
+  /** How many callers have attached so far (aborted ones included). */
+  get attached(): number {
+    return this.callers;
+  }
+
   get joinable(): boolean {
     return this.open;
   }

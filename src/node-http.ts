@@ -16,6 +16,9 @@ const encoder = new TextEncoder();
 /** Up to this size a whole body goes out in one write with the head. */
 const ONE_WRITE_BYTES = 16 * 1024;
 
+/** What `res` emits for the face's own writer when its client left while the route's 'close' is held back. */
+const CLIENT_GONE = Symbol("idemfetch: client gone");
+
 /** Bytes a route may write ahead of the slowest reader before write() returns false, as a socket's buffer would. */
 const HIGH_WATER_BYTES = 64 * 1024;
 
@@ -57,8 +60,8 @@ export function nodeLayer(options: ServerIdempotencyOptions = {}): NodeLayer {
     const call: Call<undefined> = {
       plan: nodePlan(req, nc),
       requireKey: required.has(method),
-      send: () => {
-        const capture = new Capture(res, nc.before, o.leaseMs);
+      send: (upstream) => {
+        const capture = new Capture(res, nc.before, o.leaseMs, () => upstream.callers() > 1);
         own = capture.own;
         nc.route((error) => capture.fail(error));
         return capture.answer.then((answer) => {
@@ -204,16 +207,16 @@ function peek(req: IncomingMessage, limit: number, onlyObjects: boolean): Promis
 
 /** `res`'s writing methods, called with `res` as `this`. */
 type Method = (this: ServerResponse, ...args: unknown[]) => unknown;
-type Own = Record<"writeHead" | "write" | "end" | "flushHeaders", Method>;
+type Own = Record<"writeHead" | "write" | "end" | "flushHeaders" | "destroy", Method>;
 const ownOf = (res: ServerResponse): Own => res as unknown as Own;
 
 /**
  * What the route writes to `res`, as an answer: the head at the first writeHead, write, flushHeaders or
  * end; chunks as they are written (an SSE stream reaches joiners live). write() returns false once 64 KiB
  * wait unread and 'drain' follows when they are read, so a piping route is held back like a slow socket.
- * An answer that ends badly fails the source: an error on `res`, or `res` closing (client gone, socket
- * destroyed) after the route wrote, or `leaseMs` after it closed with nothing written. Nothing reaches the
- * socket here: the face writes what the layer answers, with `res`'s own methods restored.
+ * An answer that ends badly fails the source: an error on `res` (a socket the route destroyed), a route that
+ * threw, or, once its client left, a route that writes nothing for `leaseMs`. Nothing reaches the socket here:
+ * the face writes what the layer answers, with `res`'s own methods restored.
  */
 class Capture implements Source {
   readonly answer: Promise<Answer>;
@@ -229,18 +232,33 @@ class Capture implements Source {
   private needDrain = false;
   private wake: (() => void) | undefined;
   private timer: ReturnType<typeof setTimeout> | undefined;
+  /** `res`'s own emit, while the capture holds back its 'close'. */
+  private readonly emit: ServerResponse["emit"];
+  /** Whether the client left (the socket closed) while the route was answering. */
+  private gone = false;
+  /** A 'close' of `res` the route has not been told of yet. */
+  private closeHeld = false;
+  private readonly idleMs: number;
 
   constructor(
     private readonly res: ServerResponse,
     private readonly before: OutgoingHttpHeaders,
     leaseMs: number,
+    /** Whether callers besides the one on `res` read this answer (joiners). */
+    readonly shared: () => boolean,
   ) {
     this.answer = new Promise((resolve, reject) => {
       this.resolveHead = resolve;
       this.rejectHead = reject;
     });
     const now = ownOf(res);
-    this.own = { writeHead: now.writeHead, write: now.write, end: now.end, flushHeaders: now.flushHeaders };
+    this.own = {
+      writeHead: now.writeHead,
+      write: now.write,
+      end: now.end,
+      flushHeaders: now.flushHeaders,
+      destroy: now.destroy,
+    };
     const capture = this;
     const callback = (args: unknown[]) => args.find((a): a is () => void => typeof a === "function");
     Object.assign(res, {
@@ -266,23 +284,66 @@ class Capture implements Source {
       flushHeaders() {
         capture.head();
       },
+      destroy(error?: unknown) {
+        // The route (or its framework, on a failed stream) gave up on its answer: it ends badly now.
+        capture.fail(error ?? new Error("idemfetch: the route destroyed its response"));
+        return capture.own.destroy.call(res, error);
+      },
     });
-    const gone = (): void => {
-      if (this.state !== "open") return;
-      if (this.headed) {
-        this.fail(new Error("idemfetch: the answer ended badly (its connection closed)"));
-        return;
+    // The leader's client leaving is not the route's business while its answer is being taken: joiners and the
+    // next retry want it whole. So `res`'s 'close' is held back from the route (and its framework, which would
+    // destroy a piped stream) until the answer has ended or failed; the face's own writer hears CLIENT_GONE.
+    const emit = res.emit;
+    this.emit = emit;
+    res.emit = function (this: ServerResponse, event: string | symbol, ...args: unknown[]): boolean {
+      if (event !== "close" || capture.state !== "open") return emit.call(this, event, ...args);
+      if (!capture.shared()) {
+        capture.left(false);
+        return emit.call(this, event, ...args);
       }
-      // A route still working may yet answer (its result is what the next retry wants), but not forever.
-      this.timer = setTimeout(() => this.fail(new Error("idemfetch: the route did not answer")), leaseMs);
-    };
-    res.once("close", gone);
+      capture.closeHeld = true;
+      capture.left(true);
+      emit.call(this, CLIENT_GONE);
+      return true;
+    } as ServerResponse["emit"];
+    this.idleMs = leaseMs;
     res.once("error", (error) => this.fail(error));
   }
 
-  /** `res` with its own methods back, once the route is done with it. */
+  /**
+   * The client left while the route was answering. With other callers reading the answer, the route goes on
+   * (told nothing) until it ends, or until it has written nothing for `leaseMs`: a route that stops on 'close'
+   * without `end()`, a stream its framework dropped. Alone, the answer ends badly at once if the route wrote,
+   * else `leaseMs` later if it still has not answered (its result is what the next retry wants, but not forever).
+   */
+  private left(held: boolean): void {
+    if (held) {
+      this.gone = true;
+      this.armIdle();
+    } else if (this.headed) {
+      this.fail(new Error("idemfetch: the answer ended badly (its connection closed)"));
+    } else {
+      this.timer = setTimeout(() => this.fail(new Error("idemfetch: the route did not answer")), this.idleMs);
+    }
+  }
+
+  private armIdle(): void {
+    clearTimeout(this.timer);
+    this.timer = setTimeout(
+      () => this.fail(new Error("idemfetch: the route stopped answering after its client left")),
+      this.idleMs,
+    );
+  }
+
+  /** `res` with its own methods back once the route is done with it, and the 'close' it was not told of. */
   private restore(): void {
     Object.assign(this.res, this.own);
+    this.res.emit = this.emit;
+    if (this.closeHeld) {
+      this.closeHeld = false;
+      const res = this.res;
+      queueMicrotask(() => res.emit("close"));
+    }
   }
 
   read(): Promise<ReadableStreamReadResult<Uint8Array>> {
@@ -355,6 +416,7 @@ class Capture implements Source {
         ? Buffer.from(chunk, typeof encoding === "string" ? (encoding as BufferEncoding) : "utf8")
         : (chunk as Uint8Array);
     if (bytes.length === 0) return;
+    if (this.gone) this.armIdle();
     this.chunks.push(bytes);
     this.queued += bytes.length;
     if (this.queued >= HIGH_WATER_BYTES) this.needDrain = true;
@@ -433,7 +495,7 @@ export async function writeReply(
     for (let chunk = await body.pull(); chunk !== null; chunk = await body.pull()) {
       if (res.destroyed) return body.cancel();
       if (!own.write.call(res, chunk)) {
-        await new Promise((resolve) => res.once("drain", resolve).once("close", resolve));
+        await new Promise((resolve) => res.once("drain", resolve).once("close", resolve).once(CLIENT_GONE, resolve));
       }
     }
     own.end.call(res);
