@@ -23,9 +23,9 @@ npx publint --strict "$tmp/$tarball"
 
 # A consumer project: the tarball unpacked into node_modules, peers and tools linked from this repo's.
 consumer=$tmp/consumer
-mkdir -p "$consumer/node_modules/"{@types,@mswjs,@upstash,@remix-run,@opentelemetry}
+mkdir -p "$consumer/node_modules/"{@types,@mswjs,@upstash,@opentelemetry}
 tar xzf "$tmp/$tarball" -C "$tmp" && mv "$tmp/package" "$consumer/node_modules/idemfetch"
-for dep in typescript @types/node hono ioredis @upstash/redis idb-keyval @mswjs/interceptors @remix-run/node-fetch-server fastify @opentelemetry/api; do
+for dep in typescript @types/node hono ioredis @upstash/redis idb-keyval @mswjs/interceptors fastify @opentelemetry/api; do
   ln -s "$repo/node_modules/$dep" "$consumer/node_modules/$dep"
 done
 subpaths=$(node -p 'Object.keys(require("./package.json").exports).filter((s) => s !== "./package.json").join(" ")')

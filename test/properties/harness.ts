@@ -529,7 +529,13 @@ export async function runScenario(s: Scenario, env: StoreEnv): Promise<Violation
   // wait (boundedly) for every route to end, and measure lease lifetimes from the last moment anything ran.
   const endOf = (e: Exec) =>
     e.endAt ?? (e.body === undefined || [204, 304].includes(e.plan.status) ? e.headAt : undefined);
-  for (let waited = 0; waited < 3000 && execs.some((e) => endOf(e) === undefined); waited += 20) await sleep(20);
+  // A server runs a route whose client already left (it follows no client signal), sometimes only after that
+  // client settled: wait until every route ended and none has started for QUIET_MS.
+  const QUIET_MS = 100;
+  const busy = () =>
+    execs.some((e) => endOf(e) === undefined) ||
+    performance.now() - Math.max(lastSettled, ...execs.map((e) => e.start)) < QUIET_MS;
+  for (let waited = 0; waited < 3000 && busy(); waited += 20) await sleep(20);
   const lastBusy = Math.max(lastSettled, ...execs.map((e) => endOf(e) ?? e.start));
   await sleep(Math.max(0, lastBusy + T.leaseMs + 250 - performance.now()));
   if (unhandled.length > unhandledBefore) {
