@@ -2,7 +2,7 @@
 import type { IdempotencyErrorCode } from "./errors.ts";
 import type { StoreOp } from "./events.ts";
 import type { Outcome } from "./flight.ts";
-import { isStoredRecord } from "./record.ts";
+import { isReplayable, isStoredRecord } from "./record.ts";
 import type { AcquireResult, IdempotencyStore } from "./store.ts";
 import { unavailableMessage } from "./store-guard.ts";
 
@@ -83,7 +83,7 @@ export async function decide(d: DecideDeps): Promise<Outcome> {
       }
       if (found?.state === "done") {
         const { record } = found;
-        if (!isStoredRecord(record)) {
+        if (!isStoredRecord(record) || !isReplayable(record)) {
           // A foreign or damaged record is treated as absent: removed once, then the key is acquired again.
           storeError("acquire", "stored record did not parse");
           if (!forgotCorrupt) {

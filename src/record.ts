@@ -85,10 +85,9 @@ const TOKEN = /^[!#$%&'*+.^_`|~0-9a-z-]+$/i;
 const FIELD = /^[\t\x20-\x7e\x80-\xff]*$/;
 
 /**
- * Whether `value` has every field of a StoredRecord with its type, and holds what every face can answer with
- * (status 200-599, header pairs of a lower-case token and a field value, bytes as Uint8Array). The one record
- * validator: a stored value is untrusted (another version, another library, a store bug), and a record that
- * fails this is absent, never replayed.
+ * Whether `value` has every field of a StoredRecord with its type (status 200-599, header pairs of two
+ * strings, bytes as Uint8Array). The one record validator: a stored value is untrusted (another version,
+ * another library, a store bug), and a record that fails this is absent, never replayed.
  */
 export function isStoredRecord(value: unknown): value is StoredRecord {
   if (typeof value !== "object" || value === null) return false;
@@ -98,20 +97,22 @@ export function isStoredRecord(value: unknown): value is StoredRecord {
     (r.status as number) >= 200 &&
     (r.status as number) <= 599 &&
     typeof r.statusText === "string" &&
-    FIELD.test(r.statusText) &&
     r.body instanceof Uint8Array &&
     typeof r.createdAt === "number" &&
     typeof r.fingerprint === "string" &&
     Array.isArray(r.headers) &&
-    r.headers.every(
-      (p) =>
-        Array.isArray(p) &&
-        p.length === 2 &&
-        typeof p[0] === "string" &&
-        typeof p[1] === "string" &&
-        TOKEN.test(p[0]) &&
-        FIELD.test(p[1]) &&
-        p[0] === p[0].toLowerCase(),
-    )
+    r.headers.every((p) => Array.isArray(p) && p.length === 2 && typeof p[0] === "string" && typeof p[1] === "string")
+  );
+}
+
+/**
+ * Whether every face can write `record` as an answer: its header names are lower-case tokens and its header
+ * values and reason phrase are field values. A store keeps any strings byte-exact (isStoredRecord); a record
+ * that no face could write (another library's, a damaged one) is treated as absent by the engine.
+ */
+export function isReplayable(record: StoredRecord): boolean {
+  return (
+    FIELD.test(record.statusText) &&
+    record.headers.every(([name, value]) => TOKEN.test(name) && name === name.toLowerCase() && FIELD.test(value))
   );
 }
