@@ -4,7 +4,7 @@ import { memoryStore } from "../src/memory-store.ts";
 import type { StoredRecord } from "../src/store.ts";
 import { testStore } from "./conformance.ts";
 
-testStore("memoryStore", () => memoryStore());
+testStore("memoryStore", () => memoryStore(), { live: true });
 
 const record: StoredRecord = {
   status: 200,

@@ -3,4 +3,4 @@ import * as nodeTest from "node:test";
 import { memoryStore } from "../../src/memory-store.ts";
 import { nodeTestApi, testStore } from "../../src/testing.ts";
 
-testStore("memoryStore under node:test", () => memoryStore(), nodeTestApi(nodeTest));
+testStore("memoryStore under node:test", () => memoryStore(), { ...nodeTestApi(nodeTest), live: true });
