@@ -8,6 +8,7 @@ export type {
   LiveWriterOptions,
 } from "./live.ts";
 export { followLive, isLiveStreamLostError, LiveStreamLostError, liveWriter } from "./live.ts";
+export { liveMemoryStore } from "./memory-live.ts";
 export { base64ToBytes, bytesToBase64, decodeRecord, encodeRecord, isStoredRecord } from "./record.ts";
 export type {
   AcquireResult,

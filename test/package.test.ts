@@ -53,6 +53,7 @@ const EXPORTS: Record<string, string[]> = {
     "isLiveStreamLostError",
     "isStoredRecord",
     "keyedListeners",
+    "liveMemoryStore",
     "liveWriter",
     "newToken",
     "parseEntry",

@@ -2,6 +2,7 @@
 // declares { subscribe: false }, and then those are reported as skipped, never passed. And the store kit
 // (idemfetch/store) is enough to write a store that passes it.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { liveMemoryStore } from "../src/memory-live.ts";
 import { memoryStore } from "../src/memory-store.ts";
 import type { IdempotencyStore } from "../src/store.ts";
 import {
@@ -89,9 +90,9 @@ function registered(makeStore: () => IdempotencyStore, options: TestStoreOptions
   };
 }
 
-/** memoryStore without subscribe and live streams: what a polling store (Upstash, Postgres without LISTEN) looks like. */
+/** memoryStore without its subscribe: what a polling store (Upstash, Postgres without LISTEN) looks like. */
 const polling = (): IdempotencyStore => {
-  const { subscribe: _, publishLive: _p, readLive: _r, subscribeLive: _s, ...rest } = memoryStore();
+  const { subscribe: _, ...rest } = memoryStore();
   return rest;
 };
 
@@ -123,12 +124,13 @@ describe("testStore and stores without subscribe", () => {
 
 describe("testStore and the optional live-stream capability", () => {
   it("undeclared, the live-stream tests are reported as skipped, and a store that has the methods fails", async () => {
-    const suite = registered(() => memoryStore());
+    const suite = registered(() => liveMemoryStore());
     const live = suite.skipped.filter((name) => name.startsWith("live stream:"));
     expect(live.length).toBeGreaterThanOrEqual(10);
     for (const name of live) expect(name).toMatch(/\(skipped: not declared\)$/);
     await expect(suite.run("has no live-stream methods, as not declared")).rejects.toThrow(StoreContractError);
     await registered(polling).run("has no live-stream methods, as not declared");
+    await registered(() => memoryStore()).run("has no live-stream methods, as not declared");
   });
 
   it("declared { live: true } on a store without the methods fails its tests", async () => {
