@@ -91,7 +91,7 @@ function liveExtension({ current, now }: MemoryInternals) {
         if (entry.kind === "record") {
           const ended = live.get(storeKey);
           const record = copyRecord(entry.record);
-          return ended?.kind === "ended" && ended.expiresAt > now()
+          return ended?.kind === "ended" && ended.expiresAt > now() && ended.stream === streamId
             ? { state: "done", record, stream: ended.stream }
             : { state: "done", record };
         }

@@ -105,7 +105,7 @@ export type LiveRead =
    * bytes from the `offset` asked for when `stream` is the one asked for, else from byte 0.
    */
   | { state: "live"; stream: string; head: LiveHead; body: Uint8Array }
-  /** A record holds the key. `stream` names the execution that committed it, when that execution streamed live. */
+  /** A record holds the key. `stream`: the `stream` asked for, when that execution committed this record. */
   | { state: "done"; record: StoredRecord; stream?: string };
 
 /** The store with the live-stream capability: what the engine checks for, by the presence of the methods. */
