@@ -208,10 +208,9 @@ export async function* followLive(
         // "pending" after a head: the lease changed hands and the new one has not streamed yet.
         throw new LiveStreamLostError("replaced", "idemfetch: another execution took over the stream being read");
       }
-      if (progressed) {
-        poll = minPoll;
-        continue;
-      }
+      // After progress, too, wait for the next wake-up (one read per publish, not two): a wake-up that came
+      // during the read is not lost (`woken`), and the poll covers a store without notifications.
+      if (progressed) poll = minPoll;
       if (!woken) {
         await new Promise<void>((resolve) => {
           const done = () => {
@@ -224,7 +223,7 @@ export async function* followLive(
           wake = done;
           signal?.addEventListener("abort", done, { once: true });
         });
-        poll = Math.min(poll * 2, maxPoll);
+        if (!progressed) poll = Math.min(poll * 2, maxPoll);
       }
     }
   } finally {
