@@ -903,6 +903,20 @@ export function testStore(
       if (options.liveChunks) equal(await options.liveChunks(k), false, "chunk data after the commit");
     });
 
+    itLive("a record committed after a forget is never taken for the earlier stream's", async () => {
+      const k = key();
+      const first = await acquired(k);
+      equal(await publish(k, first, 0, "AA", HEAD), true);
+      const stream = ((await liveStore().readLive(k, undefined, 0)) as Extract<LiveRead, { state: "live" }>).stream;
+      equal(await store.commit(k, first, record({ body: bytes("AA") }), LONG_MS), true);
+      like(await liveStore().readLive(k, stream, 2), { state: "done", stream });
+      equal(await store.forget(k, false), "forgotten");
+      // Another execution, not streamed, commits a record that starts with the same bytes.
+      equal(await store.commit(k, await acquired(k), record({ body: bytes("AABB") }), LONG_MS), true);
+      const read = await liveStore().readLive(k, stream, 2);
+      check(read.state === "done" && read.stream === undefined, `the new record named the old stream: ${show(read)}`);
+    });
+
     itLive("chunk data lapses with the lease, and renew extends it", async () => {
       const k = key();
       const token = await acquired(k, "fp-a", 300);
