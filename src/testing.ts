@@ -981,7 +981,7 @@ export function testStore(
     });
 
     itLive(
-      "liveWriter batches: nothing published for a response that ends within maxDelayMs, parts of <= maxBytes otherwise",
+      "liveWriter batches: nothing published for a response that ends within maxDelayMs, else a part per maxDelayMs or maxBytes",
       async () => {
         const quick = key();
         const quickToken = await acquired(quick);
