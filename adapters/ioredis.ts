@@ -5,7 +5,10 @@ import type { IdempotencyStore } from "../src/store.ts";
 import { type OptionNames, strictOptions } from "../src/strict.ts";
 import {
   evalWithFallback,
+  liveKeyOf,
+  liveScriptStore,
   type RunScript,
+  type RunScript2,
   refuseTimeoutOption,
   SCRIPTS,
   type Script,
@@ -115,10 +118,24 @@ export function ioredisStore(options: IoredisStoreOptions): IdempotencyStore {
           (sha1) => redis.callBuffer("evalsha", [sha1, ...args(key, rest)]),
           (lua) => redis.callBuffer("eval", [lua, ...args(key, rest)]),
         );
-  const ops = scriptStore("ioredisStore", run, options.binary ?? true);
+  const binary = options.binary ?? true;
+  const ops = scriptStore("ioredisStore", run, binary);
+  const keyPrefix = redis.options?.keyPrefix ?? "";
+  const run2: RunScript2 = (script, keys, rest) => {
+    const argv = [2, ...keys, ...rest.map(asArg)];
+    if (ack && script === SCRIPTS.commitLive) {
+      return commitAndWait(redis, script, argv, ack.replicas ?? 1, Math.ceil(ack.timeoutMs));
+    }
+    return evalWithFallback(
+      script,
+      (sha1) => redis.callBuffer("evalsha", [sha1, ...argv]),
+      (lua) => redis.callBuffer("eval", [lua, ...argv]),
+    );
+  };
+  const live = liveScriptStore("ioredisStore", run2, ops, { binary, keyPrefix });
 
   // The scripts publish on the key's full name; SUBSCRIBE is not prefixed by ioredis, so prefix here.
-  const channelOf = (storeKey: string): string => `${redis.options?.keyPrefix ?? ""}${storeKey}`;
+  const channelOf = (storeKey: string): string => `${keyPrefix}${storeKey}`;
   const duplicate = redis.duplicate?.bind(redis) as ((...args: unknown[]) => IoredisSubscriber) | undefined;
   // Per channel, the last subscribe or unsubscribe queued: each runs after the one before, so an unsubscribe
   // made while the connection is still connecting goes after its subscribe, with the same mode (classic or
@@ -195,6 +212,7 @@ export function ioredisStore(options: IoredisStoreOptions): IdempotencyStore {
   const store: IdempotencyStore & { readonly name: string } = {
     name: "ioredis",
     ...ops,
+    ...live,
     async close() {
       listeners.clear();
       queued.clear();
@@ -202,7 +220,10 @@ export function ioredisStore(options: IoredisStoreOptions): IdempotencyStore {
       subscriber = undefined;
     },
   };
-  if (duplicate) store.subscribe = (storeKey, onChange) => listeners.add(channelOf(storeKey), onChange);
+  if (duplicate) {
+    store.subscribe = (storeKey, onChange) => listeners.add(channelOf(storeKey), onChange);
+    store.subscribeLive = (storeKey, onChange) => listeners.add(channelOf(liveKeyOf(storeKey, keyPrefix)), onChange);
+  }
   return store;
 }
 

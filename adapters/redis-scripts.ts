@@ -17,7 +17,14 @@
 // subscriber derives the channel the same way the scripts do: SPUBLISH (sharded pub/sub, Redis >= 7: the
 // message stays on the key's own shard in a Cluster), or PUBLISH where SPUBLISH is unknown.
 import { decodeRecord, encodeRecord } from "../src/record.ts";
-import { type ForgetResult, type IdempotencyStore, newToken, type StoredRecord } from "../src/store.ts";
+import {
+  type ForgetResult,
+  type IdempotencyStore,
+  type LiveHead,
+  type LiveRead,
+  newToken,
+  type StoredRecord,
+} from "../src/store.ts";
 
 /** Lua: wakes the key's subscribers; a Redis without sharded pub/sub (< 7) answers SPUBLISH with an error. */
 const WAKE = `
@@ -119,6 +126,141 @@ wake("forget")
 return 1
 `;
 
+// Live streams (docs/protocol.md "The live-stream capability"): one more key per store key, KEYS[2], always on
+// KEYS[1]'s Cluster slot (liveKeyOf). It holds, while a lease streams and for as long as that lease lives:
+//   "S" <id> <n> ":" <head JSON, n bytes> <body bytes>    id: SHA1 hex of the owner token (40), never the token
+// and after that lease's commit, for as long as the record: "D" <id> <SHA1 hex of the record value>.
+// Every live script checks the lease at KEYS[1] first, so a part under a token that lost the lease stores nothing.
+// They wake readers on a channel named like KEYS[2]; commit and release wake KEYS[1]'s waiters as before.
+
+/** Lua: the owner check without copying a record value (GETRANGE of the lease prefix only), and the wake-ups. */
+const LIVE_LIB = `
+local function owns(token)
+  local owner = "L" .. token .. ":"
+  local p = redis.pcall("GETRANGE", KEYS[1], 0, #owner - 1)
+  return type(p) == "string" and p == owner
+end
+local function wake(key, message)
+  if not pcall(redis.call, "SPUBLISH", key, message) then redis.call("PUBLISH", key, message) end
+end
+-- The stream's first body byte (0-based) when KEYS[2] holds the stream of id, else nil.
+local function bodyStart(id)
+  local top = redis.pcall("GETRANGE", KEYS[2], 0, 63)
+  if type(top) ~= "string" or string.sub(top, 1, 41) ~= "S" .. id then return nil end
+  local n = string.match(top, "^(%d+):", 42)
+  if not n then return nil end
+  return 41 + #n + 1 + tonumber(n)
+end`;
+
+/**
+ * Stores one part of the owner's stream. Returns 1 stored (or the part last stored, sent again), 0 not the
+ * owner, -1 a head part not at offset 0, -2 a second head, -3 a body part before the head, -4 a gap.
+ */
+export const PUBLISH_LIVE = `${LIVE_LIB}
+-- KEYS[1]  store key (the lease)
+-- KEYS[2]  live key
+-- ARGV[1]  owner token
+-- ARGV[2]  body bytes published before this part (decimal)
+-- ARGV[3]  this part's body bytes
+-- ARGV[4]  "" or the head as JSON: this part starts the stream
+if not owns(ARGV[1]) then return 0 end
+local ttl = redis.call("PTTL", KEYS[1])
+if ttl <= 0 then return 0 end
+local id = redis.sha1hex(ARGV[1])
+local offset = tonumber(ARGV[2])
+local start = bodyStart(id)
+local length = -1
+if start then length = redis.call("STRLEN", KEYS[2]) - start end
+if length == offset + #ARGV[3] and (ARGV[4] == "" or offset == 0) then
+  if #ARGV[3] == 0 or redis.call("GETRANGE", KEYS[2], start + offset, start + length - 1) == ARGV[3] then return 1 end
+end
+if ARGV[4] ~= "" then
+  if offset ~= 0 then return -1 end
+  if start then return -2 end
+  redis.call("SET", KEYS[2], "S" .. id .. #ARGV[4] .. ":" .. ARGV[4] .. ARGV[3], "PX", ttl)
+else
+  if not start then return -3 end
+  if length ~= offset then return -4 end
+  redis.call("APPEND", KEYS[2], ARGV[3])
+  redis.call("PEXPIRE", KEYS[2], ttl)
+end
+wake(KEYS[2], "part")
+return 1
+`;
+
+/**
+ * What a reader finds: "A" absent; "P" a lease with no stream yet; "S" + the stream's prefix (id, head)
+ * + its body from ARGV[2] when ARGV[1] is its id, else from 0; "D" + 80 chars (the tombstone's id and
+ * record SHA1, or "-" x 80) + the record value.
+ */
+export const READ_LIVE = `${LIVE_LIB}
+-- KEYS[1]  store key
+-- KEYS[2]  live key
+-- ARGV[1]  "" or the stream id the reader holds
+-- ARGV[2]  body bytes of that stream the reader holds (decimal)
+local v = redis.pcall("GET", KEYS[1])
+if type(v) ~= "string" then return "A" end
+local kind = string.sub(v, 1, 1)
+if kind == "R" or kind == "B" then
+  local top = redis.pcall("GETRANGE", KEYS[2], 0, 80)
+  if type(top) == "string" and #top == 81 and string.sub(top, 1, 1) == "D" then return "D" .. string.sub(top, 2) .. v end
+  return "D" .. string.rep("-", 80) .. v
+end
+local sep = string.find(v, ":", 2, true)
+if kind ~= "L" or not sep or redis.call("PTTL", KEYS[1]) == -1 then return "A" end
+local id = redis.sha1hex(string.sub(v, 2, sep - 1))
+local start = bodyStart(id)
+if not start then return "P" end
+local from = start
+if ARGV[1] == id then from = start + tonumber(ARGV[2]) end
+return redis.call("GETRANGE", KEYS[2], 0, start - 1) .. redis.call("GETRANGE", KEYS[2], from, -1)
+`;
+
+/** COMMIT for a lease that streamed: also leaves the tombstone in place of the chunks. Returns 1, or 0. */
+export const COMMIT_LIVE = `${LIVE_LIB}
+-- KEYS[1]  store key
+-- KEYS[2]  live key
+-- ARGV[1]  owner token
+-- ARGV[2]  record value, either layout
+-- ARGV[3]  ttl in ms (positive integer)
+-- ARGV[4]  SHA1 hex of ARGV[2], for the tombstone
+if not owns(ARGV[1]) then return 0 end
+redis.call("SET", KEYS[1], ARGV[2], "PX", ARGV[3])
+local id = redis.sha1hex(ARGV[1])
+if bodyStart(id) then
+  redis.call("SET", KEYS[2], "D" .. id .. ARGV[4], "PX", ARGV[3])
+else
+  redis.call("DEL", KEYS[2])
+end
+wake(KEYS[1], "commit")
+wake(KEYS[2], "commit")
+return 1
+`;
+
+/** RELEASE for a lease that streamed: drops the chunks too. Returns 1, or 0. */
+export const RELEASE_LIVE = `${LIVE_LIB}
+-- KEYS[1]  store key
+-- KEYS[2]  live key
+-- ARGV[1]  owner token
+if not owns(ARGV[1]) then return 0 end
+redis.call("DEL", KEYS[1], KEYS[2])
+wake(KEYS[1], "release")
+wake(KEYS[2], "release")
+return 1
+`;
+
+/** RENEW for a lease that streamed: the chunks live as long as the lease. Returns 1, or 0. */
+export const RENEW_LIVE = `${LIVE_LIB}
+-- KEYS[1]  store key
+-- KEYS[2]  live key
+-- ARGV[1]  owner token
+-- ARGV[2]  lease in ms from now (positive integer)
+if not owns(ARGV[1]) then return 0 end
+redis.call("PEXPIRE", KEYS[1], ARGV[2])
+if bodyStart(redis.sha1hex(ARGV[1])) then redis.call("PEXPIRE", KEYS[2], ARGV[2]) end
+return 1
+`;
+
 /** SHA1 (hex) of each script, as EVALSHA wants it; a test checks each against SCRIPT LOAD. */
 export const SHA1 = {
   ACQUIRE: "47d2832516d9953ecb39a906e2dee700715e6308",
@@ -126,6 +268,11 @@ export const SHA1 = {
   RELEASE: "d60ce671d7c7c9a5242884771fa8d84408cb76a3",
   RENEW: "a6f3d16635bd8a94a6751e8d6bd56ef28d85f5ed",
   FORGET: "d4f82cb42445f50e1388294187251df6a7276f73",
+  PUBLISH_LIVE: "7a0a0bf988f9147ffb3c8fc3277c0e1ed14355aa",
+  READ_LIVE: "34b5f4c98ddc26a8f3865f24637e4c1bcbd8af3f",
+  COMMIT_LIVE: "621f906f20f1cd60dc6d3966469195477abadecf",
+  RELEASE_LIVE: "373b825241adf746990d916c40d7bf7791994a5f",
+  RENEW_LIVE: "7e12a6cfcfe2fc3c99cceb291530844e7764db0a",
 } as const;
 
 /** One script with its SHA1, for `evalScript`. */
@@ -140,6 +287,11 @@ export const SCRIPTS = {
   release: { lua: RELEASE, sha1: SHA1.RELEASE },
   renew: { lua: RENEW, sha1: SHA1.RENEW },
   forget: { lua: FORGET, sha1: SHA1.FORGET },
+  publishLive: { lua: PUBLISH_LIVE, sha1: SHA1.PUBLISH_LIVE },
+  readLive: { lua: READ_LIVE, sha1: SHA1.READ_LIVE },
+  commitLive: { lua: COMMIT_LIVE, sha1: SHA1.COMMIT_LIVE },
+  releaseLive: { lua: RELEASE_LIVE, sha1: SHA1.RELEASE_LIVE },
+  renewLive: { lua: RENEW_LIVE, sha1: SHA1.RENEW_LIVE },
 } as const satisfies Record<string, Script>;
 
 /**
@@ -326,4 +478,181 @@ async function sha1Hex(value: string | Uint8Array): Promise<string> {
   let out = "";
   for (const b of new Uint8Array(digest)) out += (b < 16 ? "0" : "") + b.toString(16);
   return out;
+}
+
+/** Runs one script on two keys (KEYS[1], KEYS[2]), as RunScript does on one. */
+export type RunScript2 = (script: Script, keys: [string, string], args: (string | Uint8Array)[]) => Promise<unknown>;
+
+/**
+ * The live-stream capability over the live scripts, for a Redis adapter. Its commit, release and renew replace
+ * the plain ones: for a lease this store object published under, they run the live variants (chunks replaced by
+ * the tombstone, dropped, extended); for any other, the plain script, so an answer never streamed costs nothing
+ * more. The leader must publish, renew and commit through the same store object.
+ */
+export function liveScriptStore(
+  name: string,
+  call: RunScript2,
+  ops: Pick<IdempotencyStore, "commit" | "release" | "renew">,
+  options: { binary: boolean; keyPrefix: string },
+): Required<Pick<IdempotencyStore, "commit" | "release" | "renew" | "publishLive" | "readLive">> {
+  // storeKey -> the token that published under it here; bounded (a lease abandoned without commit or release).
+  const streaming = new Map<string, string>();
+  const keys = (storeKey: string): [string, string] => [storeKey, liveKeyOf(storeKey, options.keyPrefix)];
+  const mine = (storeKey: string, token: string): boolean => {
+    if (streaming.get(storeKey) !== token) return false;
+    streaming.delete(storeKey);
+    return true;
+  };
+  return {
+    async publishLive(storeKey, token, { head, offset, body }) {
+      if (!Number.isSafeInteger(offset) || offset < 0) throw new RangeError(`${name}: bad live offset ${offset}`);
+      const reply = Number(
+        await call(SCRIPTS.publishLive, keys(storeKey), [
+          token,
+          String(offset),
+          body,
+          head ? JSON.stringify({ s: head.status, t: head.statusText, h: head.headers }) : "",
+        ]),
+      );
+      if (reply === 1) {
+        if (!streaming.has(storeKey) && streaming.size >= 10_000)
+          streaming.delete(streaming.keys().next().value as string);
+        streaming.set(storeKey, token);
+        return true;
+      }
+      if (reply === 0) return false;
+      throw new RangeError(
+        `${name}: publishLive refused the part at offset ${offset}: ${PUBLISH_ERRORS[reply] ?? reply}`,
+      );
+    },
+    async readLive(storeKey, stream, offset) {
+      const reply = await call(SCRIPTS.readLive, keys(storeKey), [stream ?? "", String(Math.max(0, offset))]);
+      return parseLiveReply(name, typeof reply === "string" ? utf8.encode(reply) : (reply as Uint8Array), stream);
+    },
+    async commit(storeKey, token, record, ttlMs) {
+      if (!mine(storeKey, token)) return ops.commit(storeKey, token, record, ttlMs);
+      const value = options.binary ? encodeBinary(record) : `R${encodeRecord(record)}`;
+      const args = [token, value, pxMs(ttlMs), await sha1Hex(value)];
+      return isOne(await call(SCRIPTS.commitLive, keys(storeKey), args));
+    },
+    async release(storeKey, token) {
+      if (!mine(storeKey, token)) return ops.release(storeKey, token);
+      return isOne(await call(SCRIPTS.releaseLive, keys(storeKey), [token]));
+    },
+    async renew(storeKey, token, leaseMs) {
+      if (streaming.get(storeKey) !== token) return ops.renew(storeKey, token, leaseMs);
+      const renewed = isOne(await call(SCRIPTS.renewLive, keys(storeKey), [token, pxMs(leaseMs)]));
+      if (!renewed) streaming.delete(storeKey);
+      return renewed;
+    },
+  };
+}
+
+const PUBLISH_ERRORS: Record<number, string> = {
+  [-1]: "a head part must have offset 0",
+  [-2]: "this lease's stream already has its head",
+  [-3]: "a body part before this lease's head",
+  [-4]: "a gap (the offset is not the bytes stored)",
+};
+
+const DASHES = "-".repeat(80);
+
+/** READ_LIVE's reply; a record that does not decode reads as absent (the next acquire replaces it). */
+async function parseLiveReply(name: string, reply: Uint8Array, asked: string | undefined): Promise<LiveRead> {
+  const kind = String.fromCharCode(reply[0] ?? 0);
+  if (kind === "A") return { state: "absent" };
+  if (kind === "P") return { state: "pending" };
+  if (kind === "D") {
+    const tomb = fromUtf8.decode(reply.subarray(1, 81));
+    const value = reply.subarray(81);
+    const record = decodeValue(value);
+    if (!record) return { state: "absent" };
+    const stream = tomb.slice(0, 40);
+    // The tombstone counts only for the very record it was written with (a forget and another commit may follow).
+    if (tomb !== DASHES && stream === asked && tomb.slice(40) === (await sha1Hex(value))) {
+      return { state: "done", record, stream };
+    }
+    return { state: "done", record };
+  }
+  if (kind === "S") {
+    const stream = fromUtf8.decode(reply.subarray(1, 41));
+    const colon = reply.indexOf(COLON, 41);
+    const length = Number(fromUtf8.decode(reply.subarray(41, colon)));
+    const head = parseHead(fromUtf8.decode(reply.subarray(colon + 1, colon + 1 + length)));
+    if (colon > 0 && Number.isInteger(length) && head) {
+      // Copied: the reply buffer may be pooled.
+      return { state: "live", stream, head, body: new Uint8Array(reply.subarray(colon + 1 + length)) };
+    }
+  }
+  throw new Error(`${name}: unexpected reply from the read-live script: ${fromUtf8.decode(reply.subarray(0, 40))}`);
+}
+
+function parseHead(text: string): LiveHead | undefined {
+  try {
+    const { s, t, h } = JSON.parse(text) as { s?: unknown; t?: unknown; h?: unknown };
+    const headers =
+      Array.isArray(h) && h.every((p) => Array.isArray(p) && p.length === 2 && p.every((x) => typeof x === "string"));
+    if (typeof s === "number" && typeof t === "string" && headers)
+      return { status: s, statusText: t, headers: h as [string, string][] };
+  } catch {}
+  return undefined;
+}
+
+/**
+ * The key of `storeKey`'s live stream, on the Cluster slot of `keyPrefix + storeKey` (the client prefixes
+ * both): `<storeKey>:live` when the full key has a hash tag, else `<storeKey>:live{<tag>}` with a short tag of
+ * the same slot (store keys have no braces), else a searched suffix.
+ */
+export function liveKeyOf(storeKey: string, keyPrefix = ""): string {
+  const full = keyPrefix + storeKey;
+  if (hashTag(full) !== undefined) return `${storeKey}:live`;
+  const slot = keySlot(full);
+  if (!full.includes("{")) return `${storeKey}:live{${tagOfSlot(slot)}}`;
+  // A "{" with no tag after it: the whole key is hashed; append until the slot matches.
+  for (let i = 0; ; i++) {
+    const candidate = `${storeKey}:live:${i.toString(36)}`;
+    if (keySlot(keyPrefix + candidate) === slot) return candidate;
+  }
+}
+
+/** Redis Cluster's slot of a key (CRC16/XMODEM of its hash tag, or of the whole key, mod 16384). */
+export function keySlot(key: string): number {
+  return crc16(utf8.encode(hashTag(key) ?? key)) & 16_383;
+}
+
+/** The part of `key` Redis hashes when it has one: between the first "{" and the next "}", if not empty. */
+function hashTag(key: string): string | undefined {
+  const open = key.indexOf("{");
+  if (open < 0) return undefined;
+  const close = key.indexOf("}", open + 1);
+  return close > open + 1 ? key.slice(open + 1, close) : undefined;
+}
+
+const slotTags = new Map<number, string>();
+
+/** The first base-36 string whose slot is `slot` (about 16 000 CRCs of 3 bytes once per slot, then cached). */
+function tagOfSlot(slot: number): string {
+  let tag = slotTags.get(slot);
+  for (let i = 0; tag === undefined; i++) {
+    const candidate = i.toString(36);
+    if ((crc16(utf8.encode(candidate)) & 16_383) === slot) tag = candidate;
+  }
+  slotTags.set(slot, tag);
+  return tag;
+}
+
+let crcTable: Uint16Array | undefined;
+
+function crc16(bytes: Uint8Array): number {
+  if (!crcTable) {
+    crcTable = new Uint16Array(256);
+    for (let i = 0; i < 256; i++) {
+      let c = i << 8;
+      for (let j = 0; j < 8; j++) c = c & 0x8000 ? ((c << 1) ^ 0x1021) & 0xffff : (c << 1) & 0xffff;
+      crcTable[i] = c;
+    }
+  }
+  let crc = 0;
+  for (const b of bytes) crc = ((crc << 8) & 0xffff) ^ (crcTable[((crc >> 8) ^ b) & 0xff] as number);
+  return crc;
 }

@@ -55,6 +55,65 @@ export interface IdempotencyStore {
   subscribe?(storeKey: string, onChange: () => void): () => void;
   /** Optional: frees what the store itself opened (never the client the user passed in). */
   close?(): Promise<void>;
+  /**
+   * Optional live stream (docs/protocol.md "The live-stream capability"), with `readLive`: publishes the next
+   * `part` of the response `token`'s lease is producing. Chunk data lapses with the lease (renew extends it,
+   * commit replaces it with the record, release drops it). Resolves false, storing nothing, when `token` does
+   * not own a live lease; rejects on a gap (`part.offset` is not the bytes stored so far) or a body part before
+   * the head. A resend of the part last stored resolves true and stores nothing twice.
+   */
+  publishLive?(storeKey: string, token: string, part: LivePart): Promise<boolean>;
+  /**
+   * Optional live stream, with `publishLive`: what a duplicate reads. The current lease's stream: its head and
+   * body bytes from `offset` when `stream` names it, else from byte 0. Or how the key stands otherwise.
+   */
+  readLive?(storeKey: string, stream: string | undefined, offset: number): Promise<LiveRead>;
+  /**
+   * Optional, with `readLive`: calls `onChange` after each `publishLive` to `storeKey` and after the commit or
+   * release that ends its stream; returns the unsubscribe function. Without it, readers poll.
+   */
+  subscribeLive?(storeKey: string, onChange: () => void): () => void;
+}
+
+/** A response's status line and headers, published before its body (live streams). */
+export interface LiveHead {
+  /** HTTP status, 200-599. */
+  status: number;
+  statusText: string;
+  /** Header pairs in response order; names lower-case. */
+  headers: [string, string][];
+}
+
+/** One `publishLive` call: the head (the first part only) and the next body bytes. */
+export interface LivePart {
+  /** On the first part only: starts this lease's stream, replacing whatever an earlier lease left. */
+  head?: LiveHead;
+  /** Body bytes published before this part, in bytes (0 on the first part). */
+  offset: number;
+  /** The next body bytes; may be empty. */
+  body: Uint8Array;
+}
+
+/** What `readLive` found. */
+export type LiveRead =
+  /** Nothing holds the key: no lease, no record (released, lapsed or forgotten). */
+  | { state: "absent" }
+  /** A live lease holds the key and has published no head yet (it may never: a body already whole is not streamed). */
+  | { state: "pending" }
+  /**
+   * The live lease's stream: `stream` names its execution (opaque; never the lease token). `body` holds its
+   * bytes from the `offset` asked for when `stream` is the one asked for, else from byte 0.
+   */
+  | { state: "live"; stream: string; head: LiveHead; body: Uint8Array }
+  /** A record holds the key. `stream`: the `stream` asked for, when that execution committed this record. */
+  | { state: "done"; record: StoredRecord; stream?: string };
+
+/** The store with the live-stream capability: what the engine checks for, by the presence of the methods. */
+export type LiveStore = IdempotencyStore & Required<Pick<IdempotencyStore, "publishLive" | "readLive">>;
+
+/** Whether `store` has the live-stream capability (`publishLive` and `readLive`). */
+export function hasLive(store: IdempotencyStore): store is LiveStore {
+  return typeof store.publishLive === "function" && typeof store.readLive === "function";
 }
 
 // Random bytes come from a pool: one getRandomValues call per 256 tokens instead of one each.

@@ -1,6 +1,17 @@
 // idemfetch/testing: testStore(), the conformance suite every IdempotencyStore passes, on any test runner.
+
+import { followLive, isLiveStreamLostError, type LiveEvent, liveWriter } from "./live.ts";
 import { encodeRecord, isStoredRecord } from "./record.ts";
-import { type AcquireResult, type IdempotencyStore, newToken, type StoredRecord } from "./store.ts";
+import {
+  type AcquireResult,
+  hasLive,
+  type IdempotencyStore,
+  type LiveHead,
+  type LiveRead,
+  type LiveStore,
+  newToken,
+  type StoredRecord,
+} from "./store.ts";
 
 /** The test runner's functions the suite registers itself with (vitest, jest and node:test shapes fit). */
 export interface TestApi {
@@ -34,6 +45,14 @@ export interface TestStoreOptions extends Partial<TestApi> {
    * instead that the store indeed has no `subscribe` and that a polling waiter sees each change at once.
    */
   subscribe?: boolean;
+  /**
+   * Whether the store has the live-stream capability (`publishLive`, `readLive`, and `subscribeLive` unless
+   * `subscribe: false`). Default false: its tests are reported as skipped, and the suite checks instead that
+   * the store has none of those methods.
+   */
+  live?: boolean;
+  /** Whether the backend still holds chunk data (a head or body bytes) for `storeKey`: enables the checks that it is gone. */
+  liveChunks?: (storeKey: string) => Promise<boolean>;
 }
 
 /** Short real timings: the suite also runs against Redis over the network, so every wait has a margin of 100+ ms. */
@@ -611,6 +630,411 @@ export function testStore(
       equal(await store.release(k, next), true);
     });
 
+    // The live-stream capability (docs/protocol.md "The live-stream capability"): optional, so declared.
+    const itLive = (title: string, fn: () => Promise<void>) =>
+      options.live === true
+        ? it(`live stream: ${title}`, fn)
+        : skip(`live stream: ${title} (skipped: not declared)`, fn);
+    const liveStore = (): LiveStore => {
+      check(hasLive(store), "the store has no publishLive/readLive; pass { live: true } only for a store with them");
+      return store as LiveStore;
+    };
+    const HEAD: LiveHead = {
+      status: 200,
+      statusText: "OK",
+      headers: [
+        ["content-type", "text/event-stream"],
+        ["x-title", "naïve ✓"],
+      ],
+    };
+    const publish = async (k: string, token: string, offset: number, body: string | Uint8Array, head?: LiveHead) =>
+      liveStore().publishLive(k, token, {
+        ...(head ? { head } : {}),
+        offset,
+        body: typeof body === "string" ? bytes(body) : body,
+      });
+    const readAll = async (
+      events: AsyncGenerator<LiveEvent, void, undefined>,
+      onEvent: (event: LiveEvent) => void = () => {},
+    ): Promise<{ heads: number; body: string; end: string; error?: unknown }> => {
+      let heads = 0;
+      let body = "";
+      try {
+        for await (const event of events) {
+          onEvent(event);
+          if (event.type === "head") heads++;
+          else if (event.type === "body") body += text(event.bytes);
+          else return { heads, body, end: event.type === "done" ? `done:${text(event.record.body)}` : "absent" };
+        }
+        return { heads, body, end: "returned" };
+      } catch (error) {
+        return { heads, body, end: "error", error };
+      }
+    };
+    const follow = (k: string) => followLive(liveStore(), k, { minPollMs: 10, maxPollMs: 100 });
+
+    if (options.live !== true) {
+      it("has no live-stream methods, as not declared", async () => {
+        equal(
+          [typeof store.publishLive, typeof store.readLive, typeof store.subscribeLive],
+          ["undefined", "undefined", "undefined"],
+          "typeof publishLive, readLive, subscribeLive (pass { live: true } to test them)",
+        );
+      });
+    }
+
+    itLive(
+      "readLive: absent on an empty key, pending under a lease with no head, done without a stream on a plain commit",
+      async () => {
+        const k = key();
+        equal(await liveStore().readLive(k, undefined, 0), { state: "absent" });
+        const token = await acquired(k);
+        equal(await liveStore().readLive(k, undefined, 0), { state: "pending" });
+        const rec = record();
+        equal(await store.commit(k, token, rec, LONG_MS), true);
+        const read = await liveStore().readLive(k, undefined, 0);
+        like(read, { state: "done" });
+        check(read.state === "done" && read.stream === undefined, `a plain commit named a stream: ${show(read)}`);
+        expectSameRecord((read as Extract<LiveRead, { state: "done" }>).record, rec);
+      },
+    );
+
+    itLive("the head and body parts read back in order, from byte 0 or from an offset of the same stream", async () => {
+      const k = key();
+      const token = await acquired(k);
+      equal(await publish(k, token, 0, "", HEAD), true);
+      const first = await liveStore().readLive(k, undefined, 0);
+      like(first, { state: "live", head: HEAD, body: bytes("") });
+      const stream = (first as Extract<LiveRead, { state: "live" }>).stream;
+      check(typeof stream === "string" && stream.length > 0, "live read without a stream id");
+      check(!stream.includes(token), "the stream id reveals the lease token");
+      equal(await publish(k, token, 0, "data: a\n\n"), true);
+      equal(await publish(k, token, 9, "data: b\n\n"), true);
+      equal(await publish(k, token, 18, "data: ✓\n\n"), true);
+      equal(await liveStore().readLive(k, undefined, 0), {
+        state: "live",
+        stream,
+        head: HEAD,
+        body: bytes("data: a\n\ndata: b\n\ndata: ✓\n\n"),
+      });
+      equal(await liveStore().readLive(k, stream, 9), {
+        state: "live",
+        stream,
+        head: HEAD,
+        body: bytes("data: b\n\ndata: ✓\n\n"),
+      });
+      equal(await liveStore().readLive(k, stream, 29), { state: "live", stream, head: HEAD, body: bytes("") });
+      // Another stream's offset means nothing here: from byte 0.
+      equal(await liveStore().readLive(k, "some-other-stream", 9), {
+        state: "live",
+        stream,
+        head: HEAD,
+        body: bytes("data: a\n\ndata: b\n\ndata: ✓\n\n"),
+      });
+      equal(await store.release(k, token), true);
+    });
+
+    itLive("binary parts round-trip byte-exact (all 256 byte values, 1 MiB in 16 KiB parts)", async () => {
+      const k = key();
+      const token = await acquired(k);
+      const body = new Uint8Array(1024 * 1024);
+      for (let i = 0; i < body.length; i++) body[i] = (i * 7 + (i >> 8)) % 256;
+      equal(await publish(k, token, 0, body.subarray(0, 16_384), HEAD), true);
+      for (let at = 16_384; at < body.length; at += 16_384)
+        equal(await publish(k, token, at, body.subarray(at, at + 16_384)), true);
+      const read = await liveStore().readLive(k, undefined, 0);
+      equal(read.state, "live");
+      const got = (read as Extract<LiveRead, { state: "live" }>).body;
+      equal(got.length, body.length, "bytes read");
+      equal(
+        got.findIndex((b, i) => b !== body[i]),
+        -1,
+        "first differing byte",
+      );
+      equal(await store.release(k, token), true);
+    });
+
+    itLive("a reader attached mid-stream gets every byte from 0, then the rest live, then the record", async () => {
+      const k = key();
+      const token = await acquired(k);
+      equal(await publish(k, token, 0, "one,", HEAD), true);
+      equal(await publish(k, token, 4, "two,"), true);
+      const seen: string[] = [];
+      const reading = readAll(follow(k), (event) => seen.push(event.type === "body" ? text(event.bytes) : event.type));
+      await until(() => seen.join("").includes("one,two,"), "the reader got the bytes published before it came");
+      equal(await publish(k, token, 8, "three,"), true);
+      await until(
+        () => seen.join("").includes("three,"),
+        "the reader got a part published after it came, before the end",
+      );
+      equal(await publish(k, token, 14, "four"), true);
+      equal(await store.commit(k, token, record({ body: bytes("one,two,three,four") }), LONG_MS), true);
+      equal(await reading, { heads: 1, body: "one,two,three,four", end: "done:one,two,three,four" });
+      equal(seen[0], "head");
+    });
+
+    itLive("two readers from byte 0 get identical bytes, and a complete read equals the record", async () => {
+      const k = key();
+      const token = await acquired(k);
+      const readers = [readAll(follow(k)), readAll(follow(k))];
+      await sleep(30);
+      let offset = 0;
+      let all = "";
+      for (let i = 0; i < 20; i++) {
+        const part = `data: token ${i}\n\n`;
+        equal(await publish(k, token, offset, part, i === 0 ? HEAD : undefined), true);
+        offset += bytes(part).length;
+        all += part;
+        if (i % 5 === 0) await sleep(5);
+      }
+      equal(await store.commit(k, token, record({ body: bytes(all) }), LONG_MS), true);
+      for (const reading of readers) equal(await reading, { heads: 1, body: all, end: `done:${all}` });
+    });
+
+    itLive("publishLive under a stale token is refused: false, and nothing stored", async () => {
+      const k = key();
+      const stale = await acquired(k, "fp-a", SHORT_LEASE_MS);
+      equal(await publish(k, stale, 0, "old,", HEAD), true);
+      await sleep(SHORT_LEASE_MS + 150);
+      equal(await publish(k, stale, 4, "late"), false, "a publish after the lease lapsed");
+      equal(await liveStore().readLive(k, undefined, 0), { state: "absent" });
+      const current = await acquired(k, "fp-b");
+      equal(await publish(k, stale, 4, "late"), false, "a publish under the lapsed token");
+      equal(await publish(k, stale, 0, "restart", HEAD), false, "a head under the lapsed token");
+      equal(await liveStore().readLive(k, undefined, 0), { state: "pending" });
+      equal(await publish(k, newToken(), 0, "never", HEAD), false, "a token that never held the key");
+      equal(await publish(key(), newToken(), 0, "empty", HEAD), false, "an empty key");
+      equal(await publish(k, current, 0, "new", HEAD), true);
+      like(await liveStore().readLive(k, undefined, 0), { state: "live", body: bytes("new") });
+      equal(await store.commit(k, current, record(), LONG_MS), true);
+      equal(await publish(k, current, 3, "after"), false, "a publish after the commit");
+    });
+
+    itLive(
+      "a gap and a body part before the head reject; the part last stored, sent again, is stored once",
+      async () => {
+        const k = key();
+        const token = await acquired(k);
+        await rejects(publish(k, token, 0, "no head yet"), "a body part before the head");
+        equal(await publish(k, token, 0, "ab", HEAD), true);
+        equal(await publish(k, token, 0, "ab", HEAD), true, "the head part resent");
+        equal(await publish(k, token, 2, "cd"), true);
+        equal(await publish(k, token, 2, "cd"), true, "a body part resent");
+        await rejects(publish(k, token, 10, "ef"), "a gap");
+        await rejects(publish(k, token, 1, "xyz"), "an overlap");
+        like(await liveStore().readLive(k, undefined, 0), { state: "live", body: bytes("abcd") });
+        equal(await store.release(k, token), true);
+      },
+    );
+
+    itLive(
+      "a reader holding a prefix gets LiveStreamLostError when the lease is released, never more bytes",
+      async () => {
+        const k = key();
+        const token = await acquired(k);
+        equal(await publish(k, token, 0, "partial", HEAD), true);
+        const seen: string[] = [];
+        const reading = readAll(follow(k), (event) => seen.push(event.type));
+        await until(() => seen.includes("body"), "the reader got the prefix");
+        equal(await store.release(k, token), true);
+        const result = await reading;
+        equal({ ...result, error: undefined }, { heads: 1, body: "partial", end: "error", error: undefined });
+        check(isLiveStreamLostError(result.error), `expected LiveStreamLostError, got ${String(result.error)}`);
+        equal(await liveStore().readLive(k, undefined, 0), { state: "absent" });
+      },
+    );
+
+    itLive(
+      "after a takeover, a reader holding a prefix gets an error and one holding nothing follows the new execution",
+      async () => {
+        const k = key();
+        const first = await acquired(k, "fp-a", SHORT_LEASE_MS);
+        equal(await publish(k, first, 0, "AAAA", HEAD), true);
+        const holding = readAll(follow(k));
+        await sleep(50);
+        await sleep(SHORT_LEASE_MS + 100); // the first execution's lease lapses (a crash or a stall)
+        const second = await acquired(k, "fp-a");
+        const fresh = readAll(follow(k));
+        await sleep(30);
+        equal(await publish(k, second, 0, "BB", { ...HEAD, status: 201, statusText: "Created" }), true);
+        equal(await publish(k, second, 2, "BB"), true);
+        equal(
+          await store.commit(k, second, record({ status: 201, statusText: "Created", body: bytes("BBBB") }), LONG_MS),
+          true,
+        );
+        const held = await holding;
+        check(held.end === "error" && isLiveStreamLostError(held.error), `the prefix holder: ${show(held)}`);
+        equal(held.body, "AAAA", "bytes the prefix holder got (never one of the new execution's)");
+        equal(await fresh, { heads: 1, body: "BBBB", end: "done:BBBB" });
+      },
+    );
+
+    itLive("a reader holding a prefix of a lapsed execution gets an error when another execution commits", async () => {
+      const k = key();
+      const first = await acquired(k, "fp-a", SHORT_LEASE_MS);
+      equal(await publish(k, first, 0, "AA", HEAD), true);
+      const events = follow(k);
+      like(await events.next(), { value: { type: "head" } });
+      like(await events.next(), { value: { type: "body", bytes: bytes("AA") } });
+      await sleep(SHORT_LEASE_MS + 150);
+      // A second execution commits without streaming; the reader holding "AA" must not continue into it,
+      // even though the record starts with the same bytes.
+      equal(await store.commit(k, await acquired(k), record({ body: bytes("AABB") }), LONG_MS), true);
+      const next = await events.next().then(
+        (result) => ({ result }),
+        (error: unknown) => ({ error }),
+      );
+      check("error" in next && isLiveStreamLostError(next.error), `the prefix holder: ${show(next)}`);
+      equal(await readAll(follow(k)), { heads: 0, body: "", end: "done:AABB" }, "a reader holding nothing");
+    });
+
+    itLive("commit ends readers: done names the stream that committed, and the chunks are gone", async () => {
+      const k = key();
+      const token = await acquired(k);
+      equal(await publish(k, token, 0, "hello ", HEAD), true);
+      const live = await liveStore().readLive(k, undefined, 0);
+      const stream = (live as Extract<LiveRead, { state: "live" }>).stream;
+      if (options.liveChunks) equal(await options.liveChunks(k), true, "chunk data while streaming");
+      const rec = record({ body: bytes("hello world") });
+      equal(await store.commit(k, token, rec, LONG_MS), true);
+      const done = await liveStore().readLive(k, stream, 6);
+      like(done, { state: "done", stream });
+      expectSameRecord((done as Extract<LiveRead, { state: "done" }>).record, rec);
+      if (options.liveChunks) equal(await options.liveChunks(k), false, "chunk data after the commit");
+    });
+
+    itLive("a record committed after a forget is never taken for the earlier stream's", async () => {
+      const k = key();
+      const first = await acquired(k);
+      equal(await publish(k, first, 0, "AA", HEAD), true);
+      const stream = ((await liveStore().readLive(k, undefined, 0)) as Extract<LiveRead, { state: "live" }>).stream;
+      equal(await store.commit(k, first, record({ body: bytes("AA") }), LONG_MS), true);
+      like(await liveStore().readLive(k, stream, 2), { state: "done", stream });
+      equal(await store.forget(k, false), "forgotten");
+      // Another execution, not streamed, commits a record that starts with the same bytes.
+      equal(await store.commit(k, await acquired(k), record({ body: bytes("AABB") }), LONG_MS), true);
+      const read = await liveStore().readLive(k, stream, 2);
+      check(read.state === "done" && read.stream === undefined, `the new record named the old stream: ${show(read)}`);
+    });
+
+    itLive("chunk data lapses with the lease, and renew extends it", async () => {
+      const k = key();
+      const token = await acquired(k, "fp-a", 300);
+      equal(await publish(k, token, 0, "x", HEAD), true);
+      await sleep(100);
+      equal(await store.renew(k, token, 600), true); // now until ~t=700
+      await sleep(300); // ~t=400: past the first 300 ms
+      like(await liveStore().readLive(k, undefined, 0), { state: "live", body: bytes("x") });
+      if (options.liveChunks) equal(await options.liveChunks(k), true, "chunk data within the renewed lease");
+      equal(await publish(k, token, 1, "y"), true);
+      await sleep(450); // ~t=850: past the renewed lease
+      equal(await liveStore().readLive(k, undefined, 0), { state: "absent" });
+      if (options.liveChunks) equal(await options.liveChunks(k), false, "chunk data after the lease lapsed");
+      equal(await publish(k, token, 2, "z"), false);
+    });
+
+    itLive("release and a forced forget end the stream: absent, and the chunks are gone", async () => {
+      const released = key();
+      const token = await acquired(released);
+      equal(await publish(released, token, 0, "x", HEAD), true);
+      equal(await store.release(released, token), true);
+      equal(await liveStore().readLive(released, undefined, 0), { state: "absent" });
+      if (options.liveChunks) equal(await options.liveChunks(released), false, "chunk data after the release");
+      const forgotten = key();
+      const other = await acquired(forgotten);
+      equal(await publish(forgotten, other, 0, "x", HEAD), true);
+      equal(await store.forget(forgotten, true), "forgotten");
+      equal(await liveStore().readLive(forgotten, undefined, 0), { state: "absent" });
+      equal(await publish(forgotten, other, 1, "y"), false);
+    });
+
+    itLive("the store shares no mutable bytes with publishers or readers", async () => {
+      const k = key();
+      const token = await acquired(k);
+      const head: LiveHead = { status: 200, statusText: "OK", headers: [["x-a", "original"]] };
+      const body = bytes("original");
+      equal(await liveStore().publishLive(k, token, { head, offset: 0, body }), true);
+      body[0] = 0;
+      head.headers[0]![1] = "changed";
+      const first = (await liveStore().readLive(k, undefined, 0)) as Extract<LiveRead, { state: "live" }>;
+      equal([text(first.body), first.head.headers[0]![1]], ["original", "original"]);
+      first.body[0] = 0;
+      first.head.headers[0]![1] = "changed";
+      const again = (await liveStore().readLive(k, undefined, 0)) as Extract<LiveRead, { state: "live" }>;
+      equal([text(again.body), again.head.headers[0]![1]], ["original", "original"]);
+      equal(await store.release(k, token), true);
+    });
+
+    itLive("streams of different keys are independent", async () => {
+      const a = key();
+      const b = key();
+      const ta = await acquired(a);
+      const tb = await acquired(b);
+      equal(await publish(a, ta, 0, "for a", HEAD), true);
+      equal(await publish(b, ta, 0, "a's token on b", HEAD), false);
+      equal(await liveStore().readLive(b, undefined, 0), { state: "pending" });
+      equal(await publish(b, tb, 0, "for b", HEAD), true);
+      like(await liveStore().readLive(a, undefined, 0), { state: "live", body: bytes("for a") });
+      like(await liveStore().readLive(b, undefined, 0), { state: "live", body: bytes("for b") });
+      equal(await store.release(a, ta), true);
+      equal(await store.release(b, tb), true);
+    });
+
+    itLive(
+      "liveWriter batches: nothing published for a response that ends within maxDelayMs, else a part per maxDelayMs or maxBytes",
+      async () => {
+        const quick = key();
+        const quickToken = await acquired(quick);
+        const fast = liveWriter(liveStore(), quick, quickToken, HEAD, { maxDelayMs: 50 });
+        fast.write(bytes("whole"));
+        fast.close();
+        await sleep(100);
+        equal(await liveStore().readLive(quick, undefined, 0), { state: "pending" }, "a quick response");
+        equal(await store.release(quick, quickToken), true);
+
+        const k = key();
+        const token = await acquired(k);
+        const writer = liveWriter(liveStore(), k, token, HEAD, { maxBytes: 8, maxDelayMs: 20 });
+        const reading = readAll(follow(k));
+        let all = "";
+        for (let i = 0; i < 30; i++) {
+          const part = `t${i};`;
+          writer.write(bytes(part));
+          all += part;
+          if (i % 3 === 0) await sleep(7);
+        }
+        equal(await writer.flush(), true);
+        equal(writer.published, bytes(all).length);
+        writer.close();
+        equal(await store.commit(k, token, record({ body: bytes(all) }), LONG_MS), true);
+        equal(await reading, { heads: 1, body: all, end: `done:${all}` });
+      },
+    );
+
+    if (options.live === true && options.subscribe !== false) {
+      it("live stream: subscribeLive wakes on each publish and on the commit that ends the stream", async () => {
+        check(typeof store.subscribeLive === "function", "the store has subscribe but no subscribeLive");
+        const subscribeLive = store.subscribeLive.bind(store);
+        const k = key();
+        const woken = callCounter();
+        const off = subscribeLive(k, woken.fn);
+        const plainWoken = callCounter();
+        const offPlain = subscribable().subscribe(k, plainWoken.fn);
+        await sleep(SUBSCRIBE_SETTLE_MS);
+        const token = await acquired(k);
+        equal(await publish(k, token, 0, "a", HEAD), true);
+        await woken.reached(1);
+        equal(await publish(k, token, 1, "b"), true);
+        await woken.reached(2);
+        equal(plainWoken.calls, 0, "plain subscribers woken by a publish (they would re-acquire per chunk)");
+        equal(await store.commit(k, token, record(), LONG_MS), true);
+        await woken.reached(3);
+        await plainWoken.reached(1);
+        off();
+        offPlain();
+      });
+    }
+
     async function roundTrip(rec: StoredRecord, ttlMs = LONG_MS): Promise<void> {
       const k = key();
       const token = await acquired(k);
@@ -685,6 +1109,22 @@ function text(b: Uint8Array): string {
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Waits until `condition` holds, at most `withinMs` ms. */
+async function until(condition: () => boolean, what: string, withinMs = 2000): Promise<void> {
+  const end = Date.now() + withinMs;
+  while (!condition() && Date.now() < end) await sleep(5);
+  check(condition(), `not within ${withinMs} ms: ${what}`);
+}
+
+/** Fails unless `promise` rejects. */
+async function rejects(promise: Promise<unknown>, what: string): Promise<void> {
+  const outcome = await promise.then(
+    (value) => ({ value }),
+    () => undefined,
+  );
+  check(outcome === undefined, `${what}: expected a rejection, got ${show(outcome?.value)}`);
+}
 
 /** The runner's functions: the ones passed in, else globals of the same names. */
 function testApi(options: Partial<TestApi>): Required<TestApi> {

@@ -1,4 +1,4 @@
-// idemfetch/testing runs under node:test too: `node --test` over test/node-test/memory-store.ts passes every test.
+// idemfetch/testing runs under node:test too: `node --test` over test/node-test/memory-store.ts passes every test (memoryStore and liveMemoryStore).
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import { expect, it } from "vitest";
@@ -11,5 +11,7 @@ it("the conformance suite passes under node --test against memoryStore", async (
   );
   const count = (name: string) => Number(new RegExp(`^# ${name} (\\d+)$`, "m").exec(stdout)?.[1]);
   expect(count("tests")).toBeGreaterThanOrEqual(35);
-  expect({ pass: count("pass"), fail: count("fail") }).toEqual({ pass: count("tests"), fail: 0 });
+  // Skipped: memoryStore's undeclared live-stream section (liveMemoryStore runs it).
+  expect({ pass: count("pass") + count("skipped"), fail: count("fail") }).toEqual({ pass: count("tests"), fail: 0 });
+  expect(count("skipped")).toBeLessThan(count("tests") / 4);
 });

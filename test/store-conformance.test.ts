@@ -2,6 +2,7 @@
 // declares { subscribe: false }, and then those are reported as skipped, never passed. And the store kit
 // (idemfetch/store) is enough to write a store that passes it.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { liveMemoryStore } from "../src/memory-live.ts";
 import { memoryStore } from "../src/memory-store.ts";
 import type { IdempotencyStore } from "../src/store.ts";
 import {
@@ -98,7 +99,7 @@ const polling = (): IdempotencyStore => {
 describe("testStore and stores without subscribe", () => {
   it("undeclared, a store without subscribe fails the wake-up tests instead of passing them", async () => {
     const suite = registered(polling);
-    expect(suite.skipped).toEqual([]);
+    expect(suite.skipped.filter((name) => !name.startsWith("live stream:"))).toEqual([]);
     await expect(suite.run("subscribe wakes on commit and on release")).rejects.toThrow(StoreContractError);
     await expect(suite.run("a throwing listener does not keep the others from waking")).rejects.toThrow(
       /pass \{ subscribe: false \}/,
@@ -107,8 +108,9 @@ describe("testStore and stores without subscribe", () => {
 
   it("declared { subscribe: false }: the 8 wake-up tests are reported as skipped, and the polling path is tested", async () => {
     const suite = registered(polling, { subscribe: false });
-    expect(suite.skipped).toHaveLength(8);
-    for (const name of suite.skipped) expect(name).toMatch(/\(skipped: the store has no subscribe\)$/);
+    const skipped = suite.skipped.filter((name) => !name.startsWith("live stream:"));
+    expect(skipped).toHaveLength(8);
+    for (const name of skipped) expect(name).toMatch(/\(skipped: the store has no subscribe\)$/);
     expect([...suite.tests.keys()].some((name) => name.startsWith("subscribe"))).toBe(false);
     await suite.run("has no subscribe, as declared (its waiters poll)");
     await suite.run("without subscribe, a polling waiter sees a commit, a release and a forget on its next acquire");
@@ -117,5 +119,27 @@ describe("testStore and stores without subscribe", () => {
   it("declared { subscribe: false } on a store that has subscribe fails", async () => {
     const suite = registered(() => memoryStore(), { subscribe: false });
     await expect(suite.run("has no subscribe, as declared (its waiters poll)")).rejects.toThrow(StoreContractError);
+  });
+});
+
+describe("testStore and the optional live-stream capability", () => {
+  it("undeclared, the live-stream tests are reported as skipped, and a store that has the methods fails", async () => {
+    const suite = registered(() => liveMemoryStore());
+    const live = suite.skipped.filter((name) => name.startsWith("live stream:"));
+    expect(live.length).toBeGreaterThanOrEqual(10);
+    for (const name of live) expect(name).toMatch(/\(skipped: not declared\)$/);
+    await expect(suite.run("has no live-stream methods, as not declared")).rejects.toThrow(StoreContractError);
+    await registered(polling).run("has no live-stream methods, as not declared");
+    await registered(() => memoryStore()).run("has no live-stream methods, as not declared");
+  });
+
+  it("declared { live: true } on a store without the methods fails its tests", async () => {
+    const suite = registered(polling, { live: true });
+    expect(suite.skipped.filter((name) => name.startsWith("live stream:"))).toEqual([]);
+    await expect(
+      suite.run(
+        "live stream: the head and body parts read back in order, from byte 0 or from an offset of the same stream",
+      ),
+    ).rejects.toThrow(/publishLive/);
   });
 });

@@ -1,10 +1,12 @@
 // memoryStore: the shared store contract, plus its own bound (maxEntries, LRU) and injected clock.
 import { describe, expect, it } from "vitest";
+import { liveMemoryStore } from "../src/memory-live.ts";
 import { memoryStore } from "../src/memory-store.ts";
 import type { StoredRecord } from "../src/store.ts";
 import { testStore } from "./conformance.ts";
 
 testStore("memoryStore", () => memoryStore());
+testStore("liveMemoryStore", () => liveMemoryStore(), { live: true });
 
 const record: StoredRecord = {
   status: 200,

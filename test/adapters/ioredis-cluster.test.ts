@@ -2,6 +2,7 @@
 import { Cluster } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ioredisStore } from "../../adapters/ioredis.ts";
+import { keySlot, liveKeyOf } from "../../adapters/redis-scripts.ts";
 import { newToken, type StoredRecord } from "../../src/store.ts";
 import { testStore } from "../conformance.ts";
 import { spawnWorker, type Worker } from "../fixtures/processes.ts";
@@ -38,6 +39,8 @@ const writeRaw = async (storeKey: string, value: string | Uint8Array, pxMs?: num
 
 testStore("ioredisStore (Redis Cluster)", () => ioredisStore({ redis: client() }), {
   writeRaw: (storeKey, value) => writeRaw(storeKey, value, 60_000),
+  live: true,
+  liveChunks: async (storeKey) => (await admin.getrange(prefix + liveKeyOf(storeKey, prefix), 0, 0)) === "S",
 });
 redisCases("ioredisStore (Redis Cluster)", () => ioredisStore({ redis: client() }), {
   keyPrefix: "",
@@ -55,6 +58,58 @@ const record: StoredRecord = {
 };
 
 describe("ioredisStore on a Redis Cluster", () => {
+  it("a live stream's key is on its store key's slot, whatever the key and prefix (CLUSTER KEYSLOT agrees)", async () => {
+    const node = admin.nodes("master")[0]!;
+    const slot = async (key: string) => Number(await node.call("CLUSTER", "KEYSLOT", key));
+    const cases: [string, string][] = [
+      [prefix, "idemfetch:scope:abc"],
+      ["", "idemfetch:anonymous:0123456789abcdef"],
+      ["app{tenant-1}:", "k"],
+      ["", "x{tag}y"],
+      ["", "{}empty-tag"],
+      ["", "open{brace-only"],
+      ["", "close}first{then-open"],
+      ["", "ünïcode ✓ key"],
+    ];
+    for (let i = 0; i < 50; i++) cases.push([prefix, `random:${newToken()}`]);
+    for (const [keyPrefix, storeKey] of cases) {
+      const record = keyPrefix + storeKey;
+      const live = keyPrefix + liveKeyOf(storeKey, keyPrefix);
+      expect(live).not.toBe(record);
+      expect({ record, slot: keySlot(live) }).toEqual({ record, slot: await slot(record) });
+      expect({ live, slot: await slot(live) }).toEqual({ live, slot: await slot(record) });
+    }
+  });
+
+  it("a duplicate on another client reads a stream live through SSUBSCRIBE on the key's shard", async () => {
+    const leader = ioredisStore({ redis: client() });
+    const reader = ioredisStore({ redis: client() });
+    const k = `live:${newToken()}`;
+    const acquired = await leader.acquire(k, "fp", 30_000);
+    if (acquired.state !== "acquired") throw new Error("expected a lease");
+    let woken = 0;
+    const off = reader.subscribeLive?.(k, () => woken++);
+    await until(async () => {
+      const channels = await Promise.all(
+        admin.nodes("master").map((n) => n.call("PUBSUB", "SHARDCHANNELS", `${prefix}${k}:live*`) as Promise<string[]>),
+      );
+      return channels.flat().length === 1;
+    });
+    const head = {
+      status: 200,
+      statusText: "OK",
+      headers: [["content-type", "text/event-stream"]] as [string, string][],
+    };
+    expect(
+      await leader.publishLive?.(k, acquired.token, { head, offset: 0, body: new TextEncoder().encode("a") }),
+    ).toBe(true);
+    await until(() => woken === 1);
+    const read = await reader.readLive?.(k, undefined, 0);
+    expect(read).toMatchObject({ state: "live", head, body: new TextEncoder().encode("a") });
+    off?.();
+    await leader.close?.();
+    await reader.close?.();
+  });
   it("keys spread over all three masters, and commits wake subscribers on every shard (SSUBSCRIBE)", async () => {
     const store = ioredisStore({ redis: client() });
     const keys = Array.from({ length: 30 }, () => `spread:${newToken()}`);

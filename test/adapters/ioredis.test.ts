@@ -3,7 +3,7 @@ import { spawn } from "node:child_process";
 import { Cluster, Redis } from "ioredis";
 import { afterAll, describe, expect, it } from "vitest";
 import { type IoredisClient, ioredisStore } from "../../adapters/ioredis.ts";
-import { SCRIPTS } from "../../adapters/redis-scripts.ts";
+import { liveKeyOf, SCRIPTS } from "../../adapters/redis-scripts.ts";
 import { encodeRecord } from "../../src/record.ts";
 import { idempotency } from "../../src/server.ts";
 import { type IdempotencyStore, newToken } from "../../src/store.ts";
@@ -26,6 +26,9 @@ const client = (options: { protocol?: 2 | 3; connectionName?: string } = {}): Re
 const writeRaw = async (storeKey: string, value: string): Promise<void> => {
   await admin.set(prefix + storeKey, value, "PX", 60_000);
 };
+/** Whether Redis still holds chunk data (a stream, not the commit's small tombstone) beside `storeKey`. */
+const liveChunks = async (storeKey: string): Promise<boolean> =>
+  (await admin.getrange(prefix + liveKeyOf(storeKey, prefix), 0, 0)) === "S";
 
 afterAll(async () => {
   await deletePrefix(admin, prefix);
@@ -33,9 +36,17 @@ afterAll(async () => {
   admin.disconnect();
 });
 
-testStore("ioredisStore (RESP3)", () => ioredisStore({ redis: client() }), { writeRaw });
-testStore("ioredisStore (RESP2)", () => ioredisStore({ redis: client({ protocol: 2 }) }), { writeRaw });
-testStore("ioredisStore (text records)", () => ioredisStore({ redis: client(), binary: false }), { writeRaw });
+testStore("ioredisStore (RESP3)", () => ioredisStore({ redis: client() }), { writeRaw, live: true, liveChunks });
+testStore("ioredisStore (RESP2)", () => ioredisStore({ redis: client({ protocol: 2 }) }), {
+  writeRaw,
+  live: true,
+  liveChunks,
+});
+testStore("ioredisStore (text records)", () => ioredisStore({ redis: client(), binary: false }), {
+  writeRaw,
+  live: true,
+  liveChunks,
+});
 redisCases("ioredisStore", () => ioredisStore({ redis: client() }), {
   keyPrefix: "",
   writeRaw: async (storeKey, value, pxMs) => {

@@ -1,0 +1,243 @@
+// Both ends of a live stream over a store's live-stream capability: the leader's batching writer and a duplicate's reader.
+import type { LiveHead, LiveStore, StoredRecord } from "./store.ts";
+
+/** A live stream a reader held a prefix of ended without its record: the lease was released, lapsed or taken over. */
+export class LiveStreamLostError extends Error {
+  override name = "LiveStreamLostError" as const;
+  /** "ended": no lease and no record; "replaced": another execution holds the key, or committed the record. */
+  readonly reason: "ended" | "replaced";
+  constructor(reason: "ended" | "replaced", message: string) {
+    super(message);
+    this.reason = reason;
+  }
+}
+
+export const isLiveStreamLostError = (error: unknown): error is LiveStreamLostError =>
+  error instanceof LiveStreamLostError || (error as { name?: unknown } | null)?.name === "LiveStreamLostError";
+
+export interface LiveWriterOptions {
+  /** Publish as soon as this many body bytes are queued. Default 16 384. */
+  maxBytes?: number;
+  /** Publish queued bytes at most this many ms after the first of them was written. Default 10. */
+  maxDelayMs?: number;
+  /** Called once when publishing stops on its own: the store refused (`refused`: the lease is gone) or failed. */
+  onStop?: (reason: "refused" | "failed", error?: unknown) => void;
+}
+
+/** The leader's side: batches body bytes into `publishLive` parts, one in flight at a time. */
+export interface LiveWriter {
+  /** Queues body bytes (copied); they are published within `maxDelayMs`, or at once past `maxBytes`. */
+  write(bytes: Uint8Array): void;
+  /** Publishes what is queued now (the head too, if not yet); resolves whether the stream is still published. */
+  flush(): Promise<boolean>;
+  /** Stops publishing and drops what is queued: the commit that follows carries every byte. */
+  close(): void;
+  /** Body bytes the store has accepted. */
+  readonly published: number;
+  /** Whether publishing stopped: refused, failed or closed. */
+  readonly stopped: boolean;
+}
+
+/**
+ * Starts the live stream of `token`'s lease with `head`: the head goes with the first part, within
+ * `maxDelayMs`. A response that ends sooner (close() before then) costs no store operation at all.
+ */
+export function liveWriter(
+  store: LiveStore,
+  storeKey: string,
+  token: string,
+  head: LiveHead,
+  options: LiveWriterOptions = {},
+): LiveWriter {
+  const maxBytes = options.maxBytes ?? 16_384;
+  const maxDelayMs = options.maxDelayMs ?? 10;
+  let queue: Uint8Array[] = [];
+  let queued = 0;
+  let published = 0;
+  let headSent = false;
+  let stopped = false;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  // The publish in flight: parts go one after another, so offsets stay exact.
+  let inFlight: Promise<boolean> = Promise.resolve(true);
+
+  const stop = (reason?: "refused" | "failed", error?: unknown) => {
+    if (stopped) return;
+    stopped = true;
+    if (timer !== undefined) clearTimeout(timer);
+    timer = undefined;
+    queue = [];
+    queued = 0;
+    if (reason) options.onStop?.(reason, error);
+  };
+  const send = async (): Promise<boolean> => {
+    if (stopped) return false;
+    if (headSent && queued === 0) return true;
+    const body = concat(queue, queued);
+    queue = [];
+    queued = 0;
+    const part = headSent ? { offset: published, body } : { head, offset: published, body };
+    try {
+      if (!(await store.publishLive(storeKey, token, part))) {
+        stop("refused");
+        return false;
+      }
+    } catch (error) {
+      // A part that may or may not have landed: a later one would be a gap. Readers then wait for the commit.
+      stop("failed", error);
+      return false;
+    }
+    headSent = true;
+    published += body.length;
+    return !stopped;
+  };
+  const flush = (): Promise<boolean> => {
+    if (timer !== undefined) clearTimeout(timer);
+    timer = undefined;
+    inFlight = inFlight.then(send);
+    return inFlight;
+  };
+  const schedule = () => {
+    if (stopped || timer !== undefined) return;
+    timer = setTimeout(() => {
+      timer = undefined;
+      flush().catch(() => {});
+    }, maxDelayMs);
+  };
+  schedule(); // the head alone, if no byte comes within maxDelayMs
+
+  return {
+    write(bytes) {
+      if (stopped || bytes.length === 0) return;
+      queue.push(new Uint8Array(bytes));
+      queued += bytes.length;
+      if (queued >= maxBytes) flush().catch(() => {});
+      else schedule();
+    },
+    flush,
+    close: () => stop(),
+    get published() {
+      return published;
+    },
+    get stopped() {
+      return stopped;
+    },
+  };
+}
+
+/** What a reader gets, in order: a head, body bytes, then (unless it ends with "absent") the record. */
+export type LiveEvent =
+  /** The stream's head: `stream` names the execution whose bytes follow. */
+  | { type: "head"; stream: string; head: LiveHead }
+  /** The next body bytes. */
+  | { type: "body"; bytes: Uint8Array }
+  /** The record. After a head: its body equals the bytes yielded (the rest came as a last "body"). */
+  | { type: "done"; record: StoredRecord }
+  /** Before any head only: nothing holds the key (released or lapsed): the caller acquires again. */
+  | { type: "absent" };
+
+export interface FollowLiveOptions {
+  /** Aborts the wait (e.g. `waitTimeoutMs` for the first byte): the generator then throws the signal's reason. */
+  signal?: AbortSignal;
+  /** First poll interval when no wake-up comes, in ms; doubles up to `maxPollMs` while nothing changes. Default 25. */
+  minPollMs?: number;
+  /** Longest poll interval, in ms. Default 1000. */
+  maxPollMs?: number;
+}
+
+/**
+ * A duplicate's read of the live stream at `storeKey`, from byte 0, then live, then the end. Woken by
+ * `subscribeLive` and `subscribe` where the store has them, polling with backoff otherwise (and as a safety
+ * net: a lapsed lease wakes no one). Reads at the consumer's pace. Holding nothing, it follows whichever
+ * execution streams; once it yielded a head, it throws LiveStreamLostError rather than yield bytes of another.
+ */
+export async function* followLive(
+  store: LiveStore,
+  storeKey: string,
+  options: FollowLiveOptions = {},
+): AsyncGenerator<LiveEvent, void, undefined> {
+  const minPoll = options.minPollMs ?? 25;
+  const maxPoll = options.maxPollMs ?? 1000;
+  const { signal } = options;
+  let woken = false;
+  let wake: (() => void) | undefined;
+  const onChange = () => {
+    woken = true;
+    wake?.();
+  };
+  const offs = [store.subscribeLive?.(storeKey, onChange), store.subscribe?.(storeKey, onChange)];
+  let stream: string | undefined;
+  let offset = 0;
+  let poll = minPoll;
+  try {
+    for (;;) {
+      signal?.throwIfAborted();
+      woken = false;
+      const read = await store.readLive(storeKey, stream, offset);
+      let progressed = false;
+      if (read.state === "done") {
+        if (stream === undefined) {
+          yield { type: "done", record: read.record };
+          return;
+        }
+        if (read.stream !== stream || read.record.body.length < offset) {
+          throw new LiveStreamLostError("replaced", "idemfetch: another execution committed the stream being read");
+        }
+        if (read.record.body.length > offset) yield { type: "body", bytes: read.record.body.subarray(offset) };
+        yield { type: "done", record: read.record };
+        return;
+      }
+      if (read.state === "absent") {
+        if (stream !== undefined) throw new LiveStreamLostError("ended", "idemfetch: the live stream ended unfinished");
+        yield { type: "absent" };
+        return;
+      }
+      if (read.state === "live") {
+        if (stream === undefined) {
+          stream = read.stream;
+          yield { type: "head", stream, head: read.head };
+          progressed = true;
+        } else if (read.stream !== stream) {
+          throw new LiveStreamLostError("replaced", "idemfetch: another execution took over the stream being read");
+        }
+        if (read.body.length > 0) {
+          offset += read.body.length;
+          progressed = true;
+          yield { type: "body", bytes: read.body };
+        }
+      } else if (stream !== undefined) {
+        // "pending" after a head: the lease changed hands and the new one has not streamed yet.
+        throw new LiveStreamLostError("replaced", "idemfetch: another execution took over the stream being read");
+      }
+      // After progress, too, wait for the next wake-up (one read per publish, not two): a wake-up that came
+      // during the read is not lost (`woken`), and the poll covers a store without notifications.
+      if (progressed) poll = minPoll;
+      if (!woken) {
+        await new Promise<void>((resolve) => {
+          const done = () => {
+            clearTimeout(timer);
+            signal?.removeEventListener("abort", done);
+            wake = undefined;
+            resolve();
+          };
+          const timer = setTimeout(done, poll);
+          wake = done;
+          signal?.addEventListener("abort", done, { once: true });
+        });
+        if (!progressed) poll = Math.min(poll * 2, maxPoll);
+      }
+    }
+  } finally {
+    for (const off of offs) off?.();
+  }
+}
+
+function concat(parts: Uint8Array[], length: number): Uint8Array {
+  if (parts.length === 1) return parts[0] as Uint8Array;
+  const out = new Uint8Array(length);
+  let at = 0;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.length;
+  }
+  return out;
+}

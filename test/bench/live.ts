@@ -1,0 +1,204 @@
+// `npx tsx test/bench/live.ts`: a live stream on Redis, leader and reader in two processes: the reader's chunk
+// latency behind the leader (p50/p99), first bytes for a reader joining mid-stream, store ops/s. Not a test: prints numbers.
+// Uses the Redis at 127.0.0.1:6379 (REDIS_URL to change), under a unique key prefix it deletes at the end.
+import { spawn } from "node:child_process";
+import { createInterface } from "node:readline";
+import { Redis } from "ioredis";
+import { ioredisStore } from "../../adapters/ioredis.ts";
+import { followLive, liveWriter } from "../../src/live.ts";
+import { hasLive, type IdempotencyStore, type LiveStore, newToken } from "../../src/store.ts";
+
+const URL_ = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
+const clock = (): number => performance.timeOrigin + performance.now();
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** Counts store calls by method. */
+function counted(store: IdempotencyStore): { store: LiveStore; ops: Map<string, number> } {
+  const ops = new Map<string, number>();
+  const wrapped = { ...store } as Record<string, unknown>;
+  for (const [name, fn] of Object.entries(store)) {
+    if (typeof fn !== "function" || name === "subscribe" || name === "subscribeLive" || name === "close") continue;
+    wrapped[name] = (...args: unknown[]) => {
+      ops.set(name, (ops.get(name) ?? 0) + 1);
+      return (fn as (...a: unknown[]) => unknown).apply(store, args);
+    };
+  }
+  if (!hasLive(wrapped as unknown as IdempotencyStore)) throw new Error("no live capability");
+  return { store: wrapped as unknown as LiveStore, ops };
+}
+
+/** The reader process: follows `key` from byte 0 and prints, per token, its latency behind the leader's write and publish. */
+async function reader(prefix: string, key: string, waitForGo: boolean): Promise<void> {
+  const redis = new Redis(URL_, { keyPrefix: prefix });
+  await new Promise((resolve) => redis.once("ready", resolve));
+  const { store, ops } = counted(ioredisStore({ redis }));
+  // Connected and subscribed (the first read subscribes; SUBSCRIBE takes effect a moment later): tell the leader.
+  const probe = store.subscribeLive?.(`${key}`, () => {});
+  await new Promise((r) => setTimeout(r, 200));
+  probe?.();
+  console.log("ready");
+  // A late joiner is started before the stream (a process start would take the CPU the stream needs) and waits for "go".
+  if (waitForGo) await new Promise((resolve) => createInterface({ input: process.stdin }).once("line", resolve));
+  // From the first readLive call: the reader has reached the store.
+  let started = Number.NaN;
+  const read = store.readLive.bind(store);
+  store.readLive = (...args) => {
+    if (Number.isNaN(started)) started = clock();
+    return read(...args);
+  };
+  let text = "";
+  let firstBody: number | undefined;
+  let head: number | undefined;
+  const samples: { write: number }[] = [];
+  const arrivals: [number, number][] = [];
+  let bytes = 0;
+  for await (const event of followLive(store, key, { minPollMs: 25, maxPollMs: 250 })) {
+    const now = clock();
+    if (event.type === "head") head = now - started;
+    if (event.type === "body") {
+      firstBody ??= now - started;
+      bytes += event.bytes.length;
+      arrivals.push([bytes, now]);
+      text += decoder.decode(event.bytes);
+      // Lines "t<seq> <written at>".
+      const lines = text.split("\n");
+      text = lines.pop() ?? "";
+      for (const line of lines) {
+        const [, written] = line.split(" ");
+        samples.push({ write: now - Number(written) });
+      }
+    }
+    if (event.type === "done" || event.type === "absent") break;
+  }
+  console.log(JSON.stringify({ head, firstBody, samples, arrivals, ops: Object.fromEntries(ops) }));
+  redis.disconnect();
+}
+
+async function leader(): Promise<void> {
+  const prefix = `idemfetch-bench:live:${newToken().slice(0, 8)}:`;
+  const admin = new Redis(URL_);
+  const redis = new Redis(URL_, { keyPrefix: prefix });
+  const { store, ops } = counted(ioredisStore({ redis }));
+  const head = {
+    status: 200,
+    statusText: "OK",
+    headers: [["content-type", "text/event-stream"]] as [string, string][],
+  };
+
+  const run = async (label: string, tokensPerSecond: number, seconds: number, joinAfterMs: number) => {
+    ops.clear();
+    const key = `stream:${newToken()}`;
+    const lease = await store.acquire(key, "fp", 30_000);
+    if (lease.state !== "acquired") throw new Error("no lease");
+    // When each part was sent, by the body offset it ends at: a part's latency is until a reader holds that offset.
+    const sentAt: [end: number, at: number][] = [];
+    const raw = store.publishLive.bind(store);
+    store.publishLive = (k, t, part) => {
+      sentAt.push([part.offset + part.body.length, clock()]);
+      return raw(k, t, part);
+    };
+    const writer = liveWriter(store, key, lease.token, head);
+    const spawnReader = (wait: boolean) => {
+      const args = ["--import", "tsx", new URL(import.meta.url).pathname, "reader", prefix, key, wait ? "wait" : ""];
+      const child = spawn(process.execPath, args, { stdio: ["pipe", "pipe", "inherit"] });
+      const lines = createInterface({ input: child.stdout });
+      const ready = new Promise<void>((resolve) => lines.once("line", () => resolve()));
+      const result = ready.then(
+        () => new Promise<ReaderResult>((resolve) => lines.once("line", (line) => resolve(JSON.parse(line)))),
+      );
+      return { ready, result, go: () => child.stdin.write("go\n") };
+    };
+    const first = spawnReader(false); // attached before the first byte
+    const second = spawnReader(true); // joins mid-stream
+    await Promise.all([first.ready, second.ready]);
+    const early = first.result;
+    const total = tokensPerSecond * seconds;
+    let body = "";
+    let late: Promise<ReaderResult> | undefined;
+    const started = clock();
+    for (let i = 0; i < total; i++) {
+      const due = started + (i * 1000) / tokensPerSecond;
+      const wait = due - clock();
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+      const line = `t${i} ${clock().toFixed(3)}\n`;
+      body += line;
+      writer.write(encoder.encode(line));
+      if (late === undefined && clock() - started >= joinAfterMs) {
+        second.go();
+        late = second.result;
+      }
+    }
+    await writer.flush();
+    writer.close();
+    store.publishLive = raw;
+    const elapsed = (clock() - started) / 1000;
+    const leaderOps = Object.fromEntries(ops);
+    await store.commit(
+      key,
+      lease.token,
+      { ...head, body: encoder.encode(body), createdAt: Date.now(), fingerprint: "fp" },
+      60_000,
+    );
+    const [a, b] = await Promise.all([early, late as Promise<ReaderResult>]);
+    const writeLatency = a.samples.map((s) => s.write);
+    if (process.env.DEBUG_LIVE)
+      console.log(writeLatency.map((l, i) => [i, Math.round(l)]).filter(([, l]) => (l as number) > 40));
+    console.log(`\n## ${label}: ${tokensPerSecond} tokens/s for ${seconds} s, 10 ms / 16 KiB batches\n`);
+    console.log("| measure | p50 | p99 | max |");
+    console.log("|---|---|---|---|");
+    console.log(
+      `| a token's latency at the remote reader behind the leader's write() (ms, includes the ≤ 10 ms batch) | ${q(writeLatency, 0.5)} | ${q(writeLatency, 0.99)} | ${q(writeLatency, 1)} |`,
+    );
+    const perPart = partLatency(a.arrivals, sentAt);
+    console.log(
+      `| a part's latency at the remote reader behind the leader's publishLive call (ms) | ${q(perPart, 0.5)} | ${q(perPart, 0.99)} | ${q(perPart, 1)} |`,
+    );
+    console.log(
+      `\nreader joining at ${joinAfterMs} ms: head after ${b.head?.toFixed(1)} ms, first body (all past bytes) after ${b.firstBody?.toFixed(1)} ms after its first readLive call; tokens received ${b.samples.length}/${total}`,
+    );
+    const perSecond = (n: number | undefined) => ((n ?? 0) / elapsed).toFixed(1);
+    console.log(
+      `leader store ops: ${JSON.stringify(leaderOps)} over ${elapsed.toFixed(1)} s = ${perSecond(leaderOps.publishLive)} publishLive/s (+ acquire, commit once)`,
+    );
+    console.log(`early reader store ops: ${JSON.stringify(a.ops)} = ${perSecond(a.ops.readLive)} readLive/s`);
+    console.log(`late reader store ops: ${JSON.stringify(b.ops)}`);
+    if (a.samples.length !== total) console.log(`WARNING: the early reader got ${a.samples.length}/${total} tokens`);
+  };
+
+  await run("SSE-like stream", 50, 10, 5000);
+  await run("fast stream", 500, 4, 2000);
+
+  const keys = await admin.keys(`${prefix}*`);
+  if (keys.length) await admin.del(...keys);
+  redis.disconnect();
+  admin.disconnect();
+}
+
+interface ReaderResult {
+  head?: number;
+  firstBody?: number;
+  samples: { write: number }[];
+  arrivals: [number, number][];
+  ops: Record<string, number>;
+}
+
+/** Each part's latency: from the leader's publishLive call to the reader's first read holding the part's last byte. */
+function partLatency(arrivals: [bytes: number, at: number][], sent: [number, number][]): number[] {
+  const out: number[] = [];
+  for (const [end, at] of sent) {
+    const seen = arrivals.find(([bytes]) => bytes >= end);
+    if (seen !== undefined && end > 0) out.push(seen[1] - at);
+  }
+  return out;
+}
+
+function q(xs: number[], p: number): string {
+  const sorted = xs.filter(Number.isFinite).sort((a, b) => a - b);
+  if (sorted.length === 0) return "-";
+  return (sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))] as number).toFixed(1);
+}
+
+if (process.argv[2] === "reader") {
+  await reader(process.argv[3] as string, process.argv[4] as string, process.argv[5] === "wait");
+} else await leader();
