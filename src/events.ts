@@ -18,7 +18,7 @@ export interface EventBase {
 }
 
 /** A store operation, as named in events. */
-export type StoreOp = "acquire" | "commit" | "release" | "renew" | "forget" | "subscribe";
+export type StoreOp = "acquire" | "commit" | "release" | "renew" | "forget" | "subscribe" | "publishLive" | "readLive";
 
 /** Why a store call failed: it timed out, nobody listened (refused, connection gone), it answered an error, or it was skipped. */
 export type StoreFailure = "timeout" | "refused" | "error" | "circuit-open";

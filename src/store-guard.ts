@@ -1,7 +1,7 @@
 // Every store call passes here: one deadline, a late acquire released, failures classified, a circuit breaker, a voice.
 import { IdempotencyError } from "./errors.ts";
 import type { CircuitChange, StoreFailure } from "./events.ts";
-import type { AcquireResult, IdempotencyStore } from "./store.ts";
+import { type AcquireResult, hasLive, type IdempotencyStore } from "./store.ts";
 
 export type { CircuitChange, StoreFailure } from "./events.ts";
 
@@ -223,6 +223,14 @@ export function guardStore(store: IdempotencyStore, options: GuardOptions): Idem
     renew: (storeKey, token, leaseMs) => guarded("renew", () => store.renew(storeKey, token, leaseMs)),
     forget: (storeKey, force) => guarded("forget", () => store.forget(storeKey, force)),
   };
+  // The live-stream capability (docs/protocol.md) stays visible through the guard, under the same deadline.
+  if (hasLive(store)) {
+    guardedStore.publishLive = (storeKey, token, part) =>
+      guarded("publishLive", () => store.publishLive(storeKey, token, part));
+    guardedStore.readLive = (storeKey, stream, offset) =>
+      guarded("readLive", () => store.readLive(storeKey, stream, offset));
+    if (store.subscribeLive) guardedStore.subscribeLive = store.subscribeLive.bind(store);
+  }
   if (store.subscribe) guardedStore.subscribe = store.subscribe.bind(store);
   if (store.close) guardedStore.close = store.close.bind(store);
   Object.defineProperty(guardedStore, "name", { value: name });

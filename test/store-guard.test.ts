@@ -7,7 +7,9 @@ import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { ioredisStore } from "../adapters/ioredis.ts";
 import type { IdempotencyEvent, IdempotencyStore } from "../src/index.ts";
 import { memoryStore } from "../src/index.ts";
+import { liveMemoryStore } from "../src/memory-live.ts";
 import { idempotency } from "../src/server.ts";
+import { hasLive, newToken } from "../src/store.ts";
 import { classify, guardStore, StoreUnavailableError } from "../src/store-guard.ts";
 import { freePort, type PrivateRedis, startPrivateRedis } from "./fixtures/processes.ts";
 import { sleep } from "./fixtures/util.ts";
@@ -375,5 +377,27 @@ describe("a dead Redis behind a default client", () => {
     } finally {
       await hole.close();
     }
+  });
+});
+
+describe("the live-stream capability through the guard", () => {
+  it("stays visible and guarded: a live store is still live, a hung readLive times out, a plain store is not live", async () => {
+    const options = { timeoutMs: 50, breaker: false as const, logger: undefined, onStoreError: "open" as const };
+    const inner = liveMemoryStore();
+    const store = guardStore(inner, options);
+    expect(hasLive(store)).toBe(true);
+    const acquired = await store.acquire("k", "f", 5000);
+    const token = (acquired as { token: string }).token;
+    const head = { status: 200, statusText: "", headers: [["content-type", "text/plain"]] as [string, string][] };
+    expect(await store.publishLive?.("k", token, { head, offset: 0, body: new Uint8Array([1, 2]) })).toBe(true);
+    expect(await store.publishLive?.("k", newToken(), { offset: 2, body: new Uint8Array([3]) })).toBe(false);
+    expect(await store.readLive?.("k", undefined, 0)).toMatchObject({
+      state: "live",
+      head,
+      body: new Uint8Array([1, 2]),
+    });
+    inner.readLive = () => new Promise(() => {});
+    await expect(store.readLive?.("k", undefined, 0)).rejects.toMatchObject({ reason: "timeout" });
+    expect(hasLive(guardStore(memoryStore(), options))).toBe(false);
   });
 });
