@@ -1,14 +1,5 @@
 // The lease's life in one object: taken → heartbeat → committed or released, exactly once (docs/protocol.md "Lifecycles").
-import { type Deadline, Deadlines } from "./deadlines.ts";
 import type { IdempotencyStore, StoredRecord } from "./store.ts";
-
-/** The heartbeats of every lease with one period share a timer that never holds the process open. */
-const heartbeats = new Map<number, Deadlines>();
-const heartbeatsOf = (periodMs: number): Deadlines => {
-  let found = heartbeats.get(periodMs);
-  if (!found) heartbeats.set(periodMs, (found = new Deadlines(periodMs, false)));
-  return found;
-};
 
 /** Reports a store problem or a lost lease; never throws. */
 export type LeaseReport = (type: "store-error" | "stale-token", op: string, error?: unknown) => void;
@@ -20,9 +11,7 @@ export type LeaseReport = (type: "store-error" | "stale-token", op: string, erro
  * deadline passed), never rejects: it is what "durable before delivered" waits on.
  */
 export class Lease {
-  /** The next renewal, every leaseMs / 3 while the lease is held. */
-  private heartbeat: Deadline | undefined;
-  private readonly beats: Deadlines | undefined;
+  private heartbeat: ReturnType<typeof setInterval> | undefined;
   private outcome: Promise<boolean> | undefined;
   private finish!: () => void;
   /** Settles when the lease is committed or released (successfully or not). */
@@ -39,20 +28,8 @@ export class Lease {
     private readonly report: LeaseReport,
   ) {
     if (token === null) return;
-    this.beats = heartbeatsOf(Math.max(1, Math.floor(leaseMs / 3)));
-    this.beat(token);
-  }
-
-  private beat(token: string): void {
-    this.heartbeat = (this.beats as Deadlines).add(() => {
-      this.beat(token);
-      this.renew(token);
-    });
-  }
-
-  private stopHeartbeat(): void {
-    if (this.heartbeat) this.beats?.cancel(this.heartbeat);
-    this.heartbeat = undefined;
+    this.heartbeat = setInterval(() => this.renew(token), Math.max(1, Math.floor(leaseMs / 3)));
+    (this.heartbeat as { unref?: () => void }).unref?.();
   }
 
   /** Stores `record` for `ttlMs` and drops the lease, once; true when the record was stored. */
@@ -67,7 +44,7 @@ export class Lease {
 
   private end(op: "commit" | "release", run: (token: string) => Promise<boolean>): Promise<boolean> {
     if (this.outcome) return this.outcome;
-    this.stopHeartbeat();
+    clearInterval(this.heartbeat);
     const token = this.token;
     this.outcome =
       token === null
@@ -91,7 +68,7 @@ export class Lease {
       (ok) => {
         if (ok || this.outcome) return;
         // Someone else owns the key now; renewing again would only repeat the report.
-        this.stopHeartbeat();
+        clearInterval(this.heartbeat);
         this.report("stale-token", "renew");
       },
       (error: unknown) => {

@@ -1,5 +1,4 @@
 // Every store call passes here: one deadline, a late acquire released, failures classified, a circuit breaker, a voice.
-import { Deadlines } from "./deadlines.ts";
 import { IdempotencyError } from "./errors.ts";
 import type { CircuitChange, StoreFailure } from "./events.ts";
 import type { AcquireResult, IdempotencyStore } from "./store.ts";
@@ -109,8 +108,6 @@ export function guardStore(store: IdempotencyStore, options: GuardOptions): Idem
   let consecutive = 0;
   let openedAt = 0;
   let probeAt = 0;
-  /** Every call's deadline on one timer: all are `timeoutMs` long. */
-  const deadlines = new Deadlines(timeoutMs, true);
 
   const warn = (message: string): void => {
     try {
@@ -181,12 +178,12 @@ export function guardStore(store: IdempotencyStore, options: GuardOptions): Idem
     }
     return new Promise<T>((resolve, reject) => {
       let late = false;
-      const deadline = deadlines.add(() => {
+      const timer = setTimeout(() => {
         late = true;
         const error = new StoreUnavailableError("timeout", `idemfetch: store ${op} timed out after ${timeoutMs} ms`);
         failed(op, "timeout", error);
         reject(error);
-      });
+      }, timeoutMs);
       let pending: Promise<T>;
       try {
         pending = run();
@@ -195,13 +192,13 @@ export function guardStore(store: IdempotencyStore, options: GuardOptions): Idem
       }
       pending.then(
         (value) => {
-          deadlines.cancel(deadline);
+          clearTimeout(timer);
           if (late) return onLate?.(value);
           succeeded();
           resolve(value);
         },
         (error: unknown) => {
-          deadlines.cancel(deadline);
+          clearTimeout(timer);
           if (late) return;
           const reason = classify(error);
           failed(op, reason, error);
