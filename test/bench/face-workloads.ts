@@ -98,9 +98,9 @@ export async function faceThroughput(
     }
   }
   for (const [index, f] of faces.entries()) {
-    const plain = faces.findIndex((p) => p.framework === f.framework && !p.wrapped);
+    const plain = out[faces.findIndex((p) => p.framework === f.framework && !p.wrapped)];
     const t = out[index] as FaceThroughput;
-    t.ratio = t.rps.map((v, i) => v / ((out[plain] as FaceThroughput).rps[i] as number));
+    t.ratio = plain ? t.rps.map((v, i) => v / (plain.rps[i] as number)) : [];
   }
   return out;
 }
