@@ -32,4 +32,4 @@ await host.close();
 const file = readdirSync(dir)
   .map((f) => `${dir}/${f}`)
   .sort((a, b) => statSync(b).size - statSync(a).size)[0] as string; // the main thread, not tsx's loader worker
-console.log(renderSummary(`${id}: ${next} requests in ${seconds} s`, summarise(file, 25)));
+console.log(renderSummary(`${id}: ${next} requests in ${seconds} s`, summarise(file, Number(process.env.TOP ?? 25))));

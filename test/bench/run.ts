@@ -10,6 +10,7 @@ import { bundleSizes } from "./bundle.ts";
 import { clientContenders } from "./client.ts";
 import { clientBurst, clientLatency } from "./client-workloads.ts";
 import { renderSummary, summarise } from "./cpu-profile.ts";
+import { closeFaces, type FaceHost, FRAMEWORKS, faceThroughput, startFaces } from "./face-workloads.ts";
 import { type Host, startHost } from "./lib.ts";
 import type { MemoryResult } from "./memory-host.ts";
 import { type Results, renderChart, renderReport } from "./report.ts";
@@ -23,6 +24,7 @@ import {
   serverBurst,
   serverLatency,
   startServers,
+  type Throughput,
   throughput,
 } from "./server-workloads.ts";
 import { type Target, targets } from "./targets.ts";
@@ -58,6 +60,12 @@ const config = {
   memoryStoreKeys: quick ? 100_000 : 1_000_000,
   memoryUnboundedKeys: quick ? 20_000 : 100_000,
   memoryEngineKeys: quick ? 5_000 : 50_000,
+  /** Issue 15's burst: 100 duplicates of a 50 ms call, on every face and peer. */
+  dupBurst: { size: 100, workMs: 50 },
+  /** Issue 15's face ratios: interleaved rounds of `faceSeconds` each at c=32, after a warm-up round. */
+  faceRounds: flag("rounds", quick ? 3 : 5),
+  faceSeconds: quick ? 0.5 : 1,
+  faceMissCalls: flag("n", quick ? 150 : 1000),
 };
 
 const tag = `b${Date.now().toString(36)}`;
@@ -80,6 +88,32 @@ const SERVERS: ServerSpec[] = [
   { id: "express-plain", name: "express (plain)", store: "–", baseline: null, peer: false },
   { id: "express-idempotency", name: "express-idempotency", store: "memory", baseline: "express-plain", peer: true },
 ];
+
+/** The peers' packages: a peer whose package is not installed is left out, and the tables say so. */
+const PEER_PACKAGES: Partial<Record<ServerSpec["id"], string>> = {
+  "powertools-redis": "@aws-lambda-powertools/idempotency",
+  "node-idempotency-redis": "@node-idempotency/core",
+  "node-idempotency-redis-wait": "@node-idempotency/core",
+  "express-idempotency": "express-idempotency",
+};
+const installed = (spec: ServerSpec): boolean => {
+  const pkg = PEER_PACKAGES[spec.id];
+  if (pkg === undefined) return true;
+  try {
+    import.meta.resolve(pkg);
+    return true;
+  } catch {
+    return false;
+  }
+};
+const missingPeers = [...new Set(Object.values(PEER_PACKAGES))].filter((pkg) => {
+  try {
+    import.meta.resolve(pkg as string);
+    return false;
+  } catch {
+    return true;
+  }
+}) as string[];
 
 const CROSS: ServerSpec[] = [
   { id: "idemfetch-redis", name: "idemfetch (pub/sub)", store: "redis", baseline: null, peer: false },
@@ -115,6 +149,7 @@ async function main(): Promise<Results> {
   const admin = new Redis(redis.url);
   const hosts: Host[] = [];
   let servers: ServerHost[] = [];
+  let faces: FaceHost[] = [];
   try {
     const upstream = await startHost<{ url: string }>("./upstream-host.ts");
     hosts.push(upstream);
@@ -178,7 +213,7 @@ async function main(): Promise<Results> {
     log("client side done");
 
     // ---- server side: every contender in its own process, the same handler, the same private Redis ----
-    servers = await startServers(SERVERS, redis.url);
+    servers = await startServers(SERVERS.filter(installed), redis.url);
     log("servers up");
     await serverLatency(servers, 0, config.warmup, (s, i) => `${tag}-sw-${s}-${i}`);
     const serverMiss0 = await serverLatency(servers, 0, config.missCalls, (s, i) => `${tag}-s${s}-${i}`);
@@ -199,6 +234,10 @@ async function main(): Promise<Results> {
         bursts.push(await serverBurst(s, size, config.workMs, `${tag}-sb${index}-${size}`));
       }
       serverBursts.push(bursts);
+    }
+    const dupBursts = [];
+    for (const [index, s] of servers.entries()) {
+      dupBursts.push(await serverBurst(s, config.dupBurst.size, config.dupBurst.workMs, `${tag}-db${index}`));
     }
     log("server W3 done");
     const probes = [];
@@ -224,7 +263,7 @@ async function main(): Promise<Results> {
     }
     log("commands counted");
     const serverThroughput = servers.map(() =>
-      config.concurrency.map((concurrency) => ({ concurrency, rps: 0, errors: 0 })),
+      config.concurrency.map((concurrency) => ({ concurrency, rps: 0, errors: 0, cpuUs: 0 })),
     );
     for (let run = 0; run < config.throughputRuns; run++) {
       for (let j = 0; j < servers.length; j++) {
@@ -238,11 +277,8 @@ async function main(): Promise<Results> {
             config.throughputWorkMs,
             `${tag}-t${index}-${run}-${concurrency}`,
           );
-          const best = (serverThroughput[index] as { rps: number; errors: number }[])[ci] as {
-            rps: number;
-            errors: number;
-          };
-          if (t.rps > best.rps) Object.assign(best, { rps: t.rps, errors: t.errors });
+          const best = (serverThroughput[index] as Throughput[])[ci] as Throughput;
+          if (t.rps > best.rps) Object.assign(best, { rps: t.rps, errors: t.errors, cpuUs: t.cpuUs });
         }
       }
     }
@@ -252,8 +288,31 @@ async function main(): Promise<Results> {
       serverCannon.push(await cannon(s.host.ready.url, 32, config.throughputSeconds, `${tag}-ac${index}`));
     }
     log("server W5 done (harness and autocannon)");
+    const servedSpecs = servers.map((h) => h.spec);
     await closeServers(servers);
     servers = [];
+
+    // ---- issue 15: the framework faces (memory store) beside their plain frameworks ----
+    faces = await startFaces(FRAMEWORKS);
+    log("faces up");
+    await serverLatency(faces, 0, config.warmup, (f, i) => `${tag}-fw-${f}-${i}`);
+    const faceMiss0 = await serverLatency(faces, 0, config.faceMissCalls, (f, i) => `${tag}-f${f}-${i}`);
+    const faceBursts = [];
+    for (const [index, f] of faces.entries()) {
+      faceBursts.push(
+        f.wrapped ? await serverBurst(f, config.dupBurst.size, config.dupBurst.workMs, `${tag}-fb${index}`) : null,
+      );
+    }
+    const faceTp = await faceThroughput(faces, {
+      rounds: config.faceRounds,
+      seconds: config.faceSeconds,
+      concurrency: 32,
+      tag: `${tag}-ft`,
+    });
+    const faceSpecs = faces.map((f) => ({ id: f.id, framework: f.framework, wrapped: f.wrapped }));
+    await closeFaces(faces);
+    faces = [];
+    log("faces done");
 
     // ---- a CPU profile of idempotency() (memory store) under autocannon c=32 ----
     const profileDir = `${tmpdir()}/idemfetch-bench-profile-${tag}`;
@@ -278,7 +337,7 @@ async function main(): Promise<Results> {
 
     // ---- W4: K processes on one Redis ----
     const cross = [];
-    for (const [index, spec] of CROSS.entries()) {
+    for (const [index, spec] of CROSS.filter(installed).entries()) {
       cross.push(
         await crossProcess(
           spec,
@@ -324,8 +383,10 @@ async function main(): Promise<Results> {
         burstScaling,
         commands: clientCommands,
       },
+      missingPeers,
       server: {
-        specs: SERVERS,
+        specs: servedSpecs,
+        dupBursts,
         miss0: serverMiss0,
         missW: serverMissW,
         replay: serverReplay,
@@ -335,12 +396,14 @@ async function main(): Promise<Results> {
         throughput: serverThroughput,
         cannon: serverCannon,
       },
+      faces: { specs: faceSpecs, miss0: faceMiss0, bursts: faceBursts, throughput: faceTp },
       profile,
       cross,
       memory,
     };
   } finally {
     await closeServers(servers);
+    await closeFaces(faces);
     for (const h of hosts) await h.close();
     admin.disconnect();
     await redis.stop();
@@ -384,7 +447,7 @@ if (!quick || argv.includes("--write")) {
   writeFileSync(new URL("chart.svg", out), renderChart(results));
   writeFileSync(
     new URL("PROFILE.md", out),
-    `# CPU profile of the server at c=32 (after issue 10)\n\n${results.profile}`,
+    `# CPU profile of idempotency() (memory store) at c=32, from the last full \`npm run bench\`\n\n${results.profile}`,
   );
   log("wrote test/bench/RESULTS.md and test/bench/chart.svg");
 }

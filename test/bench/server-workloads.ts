@@ -18,6 +18,12 @@ export interface ServerHost {
   client: LoadClient;
 }
 
+/** What a workload drives: a process answering `count` and `cpu`, and a client to its server (a face host too). */
+export interface Driven {
+  host: Pick<Host, "call">;
+  client: LoadClient;
+}
+
 export const body = (i: number | string) => JSON.stringify({ amount: 100, currency: "eur", order: i });
 
 export async function startServers(
@@ -62,7 +68,7 @@ export interface ServerLatency {
 
 /** Sequential requests number `first` .. `first + n - 1`, interleaved across servers; request i sends body i. */
 export async function serverLatency(
-  hosts: ServerHost[],
+  hosts: Driven[],
   workMs: number,
   n: number,
   keyOf: (host: number, i: number) => string,
@@ -98,11 +104,13 @@ export interface ServerBurst {
   oneCallMs: number;
   executions: number;
   outcomes: string;
+  /** Callers that got a 200 with the same body as the most common 200 (one execution's answer). */
+  same200: number;
   correct: boolean;
 }
 
 /** `size` concurrent identical requests (same key and body) on sockets opened beforehand. */
-export async function serverBurst(h: ServerHost, size: number, workMs: number, tag: string): Promise<ServerBurst> {
+export async function serverBurst(h: Driven, size: number, workMs: number, tag: string): Promise<ServerBurst> {
   const path = `/work?ms=${workMs}`;
   // Open `size` keep-alive sockets first (distinct keys), so the burst measures the layer, not TCP handshakes.
   await Promise.all(Array.from({ length: size }, (_, i) => h.client.send(path, `${tag}-warm-${i}`, body(`w${i}`))));
@@ -121,6 +129,9 @@ export async function serverBurst(h: ServerHost, size: number, workMs: number, t
   );
   const wallMs = performance.now() - started;
   const executions = (await h.host.call<number>("count")) - before;
+  const bodies = new Map<string, number>();
+  for (const r of replies) if (r.status === 200) bodies.set(r.body, (bodies.get(r.body) ?? 0) + 1);
+  const same200 = Math.max(0, ...bodies.values());
   return {
     size,
     workMs,
@@ -128,7 +139,8 @@ export async function serverBurst(h: ServerHost, size: number, workMs: number, t
     oneCallMs: median(singles),
     executions,
     outcomes: tally(replies.map(label)),
-    correct: executions === 1 && replies.every((r) => r.status === 200),
+    same200,
+    correct: executions === 1 && same200 === size,
   };
 }
 
@@ -178,6 +190,8 @@ export interface Throughput {
   concurrency: number;
   rps: number;
   errors: number;
+  /** The server process's CPU time (user + system) per answered request, µs. */
+  cpuUs: number;
 }
 
 /** Requests/s with distinct keys, `concurrency` in flight, for `seconds`. */
@@ -191,6 +205,7 @@ export async function throughput(
   let done = 0;
   let errors = 0;
   let next = 0;
+  const cpu0 = await h.host.call<number>("cpu");
   const deadline = performance.now() + seconds * 1000;
   const started = performance.now();
   await Promise.all(
@@ -203,7 +218,9 @@ export async function throughput(
       }
     }),
   );
-  return { concurrency, rps: done / ((performance.now() - started) / 1000), errors };
+  const rps = done / ((performance.now() - started) / 1000);
+  const cpuUs = ((await h.host.call<number>("cpu")) - cpu0) / Math.max(1, done + errors);
+  return { concurrency, rps, errors, cpuUs };
 }
 
 export interface CrossProcess {
