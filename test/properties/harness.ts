@@ -26,6 +26,8 @@ const SLACK_MS = 2000;
 /** The harness's own bounded waits after the calls: delayed store calls landing, routes ending (see runScenario). */
 const LAND_MS = 5000;
 const ROUTE_END_MS = 3000;
+/** Rounds of waiting for the routes to end and the leases to expire, while routes still start (see runScenario). */
+const QUIET_ROUNDS = 3;
 
 /** What one scenario may take, in ms, derived from its timings; past each bound the watchdog stops waiting. */
 export function scenarioBounds(s: Scenario): { callMs: number; callsMs: number; stepMs: number; totalMs: number } {
@@ -38,7 +40,7 @@ export function scenarioBounds(s: Scenario): { callMs: number; callsMs: number; 
   const stepMs = Math.round(SLACK * callMs + SLACK_MS);
   // Calls, aborted callers settling, the durable check, store calls landing, routes ending, leases expiring,
   // the store-key probes and closing: a backstop for anything the bounded steps miss.
-  const totalMs = callsMs + stepMs * 4 + LAND_MS + ROUTE_END_MS + T.leaseMs + 250 + SLACK_MS;
+  const totalMs = callsMs + stepMs * 4 + LAND_MS + QUIET_ROUNDS * (ROUTE_END_MS + T.leaseMs + 250) + SLACK_MS;
   return { callMs, callsMs, stepMs, totalMs };
 }
 
@@ -722,12 +724,20 @@ async function scenarioBody(
   if (!landed.ok) v("lifecycle", `a delayed store call had still not landed ${LAND_MS} ms after every call settled`);
   // A caller that cancelled its body settled, but its route may stream on (the engine reads on for the record):
   // wait (boundedly) for every route to end, and measure lease lifetimes from the last moment anything ran.
-  watch.stage = "waiting for the routes to end";
-  for (let waited = 0; waited < ROUTE_END_MS && execs.some((e) => endOf(e) === undefined); waited += 20)
-    await sleep(20);
-  const lastBusy = Math.max(lastSettled, ...execs.map((e) => endOf(e) ?? e.start));
-  watch.stage = "waiting for leases to expire";
-  await sleep(Math.max(0, lastBusy + T.leaseMs + 250 - performance.now()));
+  // A server face follows no client signal: a route may even start after its caller left (the engine took the
+  // lease once the request arrived), so look again after each wait until nothing new ran.
+  const busy = () => Math.max(lastSettled, ...execs.map((e) => endOf(e) ?? e.start));
+  let lastBusy = lastSettled;
+  for (let round = 0; round < QUIET_ROUNDS; round++) {
+    watch.stage = "waiting for the routes to end";
+    for (let waited = 0; waited < ROUTE_END_MS && execs.some((e) => endOf(e) === undefined); waited += 20)
+      await sleep(20);
+    const now = busy();
+    if (round > 0 && now <= lastBusy) break;
+    lastBusy = now;
+    watch.stage = "waiting for leases to expire";
+    await sleep(Math.max(0, lastBusy + T.leaseMs + 250 - performance.now()));
+  }
   if (unhandled.length > unhandledBefore) {
     v("c", `unhandled: ${unhandled.slice(unhandledBefore).map(describeError).join("; ")}`);
   }
