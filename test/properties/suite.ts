@@ -78,7 +78,8 @@ export function invariantSuite(title: string, env: StoreEnv & { close?: () => Pr
       ? `, FAILED (path ${result.counterexamplePath}; ${counter.failed} failing batches while shrinking)`
       : "";
     const hung = stats.hung - before.hung;
-    const notes = `${hung > 0 ? `; ${hung} scenario(s) stopped by the watchdog` : ""}`;
+    const excused = stats.durableExcused - before.durableExcused;
+    const notes = `${hung > 0 ? `; ${hung} scenario(s) stopped by the watchdog` : ""}${excused > 0 ? `; ${excused} durable check(s) skipped: a store call answered after storeTimeoutMs or a heartbeat ran late` : ""}`;
     console.log(
       `[properties] ${env.name} / ${name}: ${examples} examples, ${counter.runs} scenarios (${faces}) in ${seconds} s, seed ${result.seed}${failed}${note}${notes}`,
     );
