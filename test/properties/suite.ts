@@ -20,9 +20,9 @@ const SEED_RUNS = 3;
  * harness's watchdog), so a check always ends with a result, its seed and its counterexample.
  */
 const BUDGET_MS = Number(process.env.PROPERTY_BUDGET_S ?? 150) * 1000;
-const SHRINK_MS = Number(process.env.PROPERTY_SHRINK_S ?? 120) * 1000;
-const SEED_BUDGET_MS = 40_000;
-const SEED_SHRINK_MS = 20_000;
+const SHRINK_MS = Number(process.env.PROPERTY_SHRINK_S ?? 60) * 1000;
+const SEED_BUDGET_MS = 30_000;
+const SEED_SHRINK_MS = 15_000;
 /** The replayed known scenarios: a few each, and one that hangs is stopped by the watchdog well before this. */
 const KNOWN_TIMEOUT_MS = 120_000;
 const TIMEOUT_MS = Math.max(
@@ -85,7 +85,11 @@ export function invariantSuite(title: string, env: StoreEnv & { close?: () => Pr
     );
     if (result.failed) {
       const cause = result.errorInstance instanceof Error ? result.errorInstance.message : String(result.errorInstance);
-      throw new Error(`${fc.defaultReportMessage(result) ?? "property failed"}\nviolations:\n${cause}`);
+      // `npm run fuzz` runs the same property: it replays this failure and shrinks it further, for as long as asked.
+      const replay = `FUZZ_STORE=${env.name} FUZZ_DURABLE=${chaos ? 0 : 1} FUZZ_SEED=${result.seed} FUZZ_PATH=${result.counterexamplePath} FUZZ_SECONDS=600 FUZZ_SHRINK_SECONDS=600 npm run fuzz`;
+      throw new Error(
+        `${fc.defaultReportMessage(result) ?? "property failed"}\nreplay and shrink on: ${replay}\nviolations:\n${cause}`,
+      );
     }
   };
 
