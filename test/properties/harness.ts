@@ -709,7 +709,7 @@ async function scenarioBody(
     // The watchdog: name what hangs, then stop it (abort every caller, cancel its body) so the scenario ends.
     v(
       "d",
-      `hung: not settled ${bounds.callsMs} ms after the scenario started (its bound: last start + waitTimeoutMs + 2×storeTimeoutMs + upstream + marginMs = ${bounds.callsMs - SLACK_MS} ms at slack ×${SLACK}, + ${SLACK_MS} ms); still pending: ${watch.describe()}; meanwhile: ${context()}`,
+      `hung: not settled ${bounds.callsMs} ms after the scenario started (last start + waitTimeoutMs + 2×storeTimeoutMs + upstream + marginMs = ${Math.round((bounds.callsMs - SLACK_MS) / SLACK)} ms, ×${SLACK} + ${SLACK_MS} ms of slack); still pending: ${watch.describe()}; meanwhile: ${context()}`,
     );
     stats.hung++;
     for (const [id, stop] of stoppers) {
