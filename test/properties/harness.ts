@@ -1050,9 +1050,15 @@ function checkLeases(
       // machine) it may have gone either way, so such an acquire counts as given and as failed.
       const latency = (x: LogEntry) => (x.answeredAt ?? Number.POSITIVE_INFINITY) - x.askedAt;
       const slack = 20;
-      const got = acquires.find(
-        (x) => x.result === "acquired" && latency(x) < T.storeTimeoutMs + slack && (x.answeredAt ?? 0) <= e.start + 1,
-      );
+      // With onStoreError "closed" nothing runs on a failed acquire: an execution there ran on the lease it got,
+      // however late the answer looked (a stalled event loop delays the engine's timeout as much as the answer).
+      const got =
+        acquires.find(
+          (x) => x.result === "acquired" && latency(x) < T.storeTimeoutMs + slack && (x.answeredAt ?? 0) <= e.start + 1,
+        ) ??
+        (s.onStoreError === "closed"
+          ? acquires.find((x) => x.result === "acquired" && (x.answeredAt ?? 0) <= e.start + 1)
+          : undefined);
       if (got) {
         consumed.add(got);
         protectedOnes.push(e);
