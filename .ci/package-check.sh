@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The package as a user gets it: packs the built dist with npm pack, runs attw and publint on that tarball,
-# compares the ESM and CJS runtime exports of every subpath, and type-checks a consumer importing every subpath
-# under nodenext (ESM and CJS), node16 and bundler with lib es2022 and no DOM. Needs `npm run build` first.
+# compares the ESM and CJS runtime exports of every subpath, checks what each entry says without its optional peer
+# (.ci/missing-peers.ts), and type-checks a consumer importing every subpath under nodenext (ESM and CJS), node16 and
+# bundler with lib es2022 and no DOM. Needs `npm run build` first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -22,9 +23,9 @@ npx publint --strict "$tmp/$tarball"
 
 # A consumer project: the tarball unpacked into node_modules, peers and tools linked from this repo's.
 consumer=$tmp/consumer
-mkdir -p "$consumer/node_modules/"{@types,@mswjs,@upstash,@remix-run,@opentelemetry}
+mkdir -p "$consumer/node_modules/"{@types,@mswjs,@upstash,@opentelemetry}
 tar xzf "$tmp/$tarball" -C "$tmp" && mv "$tmp/package" "$consumer/node_modules/idemfetch"
-for dep in typescript @types/node hono ioredis @upstash/redis idb-keyval @mswjs/interceptors @remix-run/node-fetch-server fastify @opentelemetry/api; do
+for dep in typescript @types/node hono ioredis @upstash/redis idb-keyval @mswjs/interceptors fastify @opentelemetry/api; do
   ln -s "$repo/node_modules/$dep" "$consumer/node_modules/$dep"
 done
 subpaths=$(node -p 'Object.keys(require("./package.json").exports).filter((s) => s !== "./package.json").join(" ")')
@@ -43,6 +44,14 @@ for (const subpath of process.argv.slice(2)) {
 }
 JS
 (cd "$consumer" && node exports.mjs $subpaths)
+
+# A project without any optional peer: each entry fails with the message docs/install.md documents, or loads.
+bare=$tmp/bare
+mkdir -p "$bare/node_modules/@remix-run"
+tar xzf "$tmp/$tarball" -C "$tmp" && mv "$tmp/package" "$bare/node_modules/idemfetch"
+ln -s "$repo/node_modules/@remix-run/node-fetch-server" "$bare/node_modules/@remix-run/node-fetch-server"
+echo '{ "nodeModulesDir": "manual" }' >"$bare/deno.json"
+npx tsx .ci/missing-peers.ts "$bare"
 
 # Types: one file importing every subpath, compiled per module setting; errors in idemfetch's files fail.
 imports() { # [cjs]: a CommonJS file cannot require the ESM-only browser bundle under node16

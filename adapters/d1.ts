@@ -5,21 +5,22 @@
 // are each one round trip and atomic. Waiters in this isolate are woken by its own commits and releases; others poll.
 
 import { keyedListeners } from "../src/listeners.ts";
-import { type IdempotencyStore, newToken } from "../src/store.ts";
+import type { IdempotencyStore } from "../src/store.ts";
+import { type OptionNames, strictOptions } from "../src/strict.ts";
 import {
   acquireResult,
   commitParams,
-  forgetResult,
   partStatements,
   type ReadRow,
   type SqliteSweepOptions,
   type SqliteTableOptions,
   schemaSql as schemaSqlOf,
   schemaStatements,
+  sqlStore,
   statements,
-  sweepLimit,
+  sweepOptions,
   tableName,
-  wholeMs,
+  tableOption,
 } from "./sqlite-sql.ts";
 
 export type { SqliteSweepOptions, SqliteTableOptions } from "./sqlite-sql.ts";
@@ -66,7 +67,7 @@ function checkDatabase(caller: string, db: D1Like): void {
 /** Creates the table and its index if missing (idempotent): one batch, one round trip. */
 export async function migrate(db: D1Like, options: SqliteTableOptions = {}): Promise<void> {
   checkDatabase("migrate", db);
-  const table = tableName("migrate", options.table);
+  const table = tableOption("migrate", options);
   await db.batch(schemaStatements(table, true).map((sql) => db.prepare(sql)));
 }
 
@@ -76,8 +77,7 @@ export async function migrate(db: D1Like, options: SqliteTableOptions = {}): Pro
  */
 export async function sweep(db: D1Like, options: SqliteSweepOptions = {}): Promise<number> {
   checkDatabase("sweep", db);
-  const table = tableName("sweep", options.table);
-  const limit = sweepLimit(options);
+  const { table, limit } = sweepOptions(options);
   const [rows] = await db.batch([
     db.prepare(statements(table).sweep).bind(limit),
     db.prepare(partStatements(table).sweep).bind(limit),
@@ -87,6 +87,7 @@ export async function sweep(db: D1Like, options: SqliteSweepOptions = {}): Promi
 
 /** An IdempotencyStore on one D1 table. */
 export function d1Store(options: D1StoreOptions): IdempotencyStore {
+  strictOptions(options, { db: true, table: true, migrate: true } satisfies OptionNames<D1StoreOptions>, "d1Store()");
   const { db } = options;
   checkDatabase("d1Store", db);
   const table = tableName("d1Store", options.table);
@@ -95,7 +96,6 @@ export function d1Store(options: D1StoreOptions): IdempotencyStore {
   }
   const sql = statements(table);
   const parts = partStatements(table);
-  const listeners = keyedListeners();
   let ready: Promise<void> | undefined = options.migrate === false ? Promise.resolve() : undefined;
   // A failed migration is tried again by the next operation.
   const prepared = (): Promise<void> =>
@@ -112,22 +112,17 @@ export function d1Store(options: D1StoreOptions): IdempotencyStore {
         .all()
     ).results;
   };
-  const took = (found: unknown[], storeKey: string): boolean => {
-    if (found.length === 0) return false;
-    listeners.notify(storeKey);
-    return true;
-  };
 
-  return {
-    async acquire(storeKey, fingerprint, leaseMs) {
-      const ms = wholeMs("d1Store", leaseMs);
-      await prepared();
-      // One transaction: the claim sees exactly the row the read returned.
-      for (let attempt = 0; attempt < 3; attempt++) {
-        const token = newToken();
+  return sqlStore(
+    "d1",
+    "d1Store",
+    {
+      async acquire(storeKey, token, fingerprint, leaseMs) {
+        await prepared();
+        // One transaction: the claim sees exactly the row the read returned.
         const [read, claim] = await db.batch([
           db.prepare(sql.read).bind(storeKey),
-          db.prepare(sql.claim).bind(storeKey, token, fingerprint, ms),
+          db.prepare(sql.claim).bind(storeKey, token, fingerprint, leaseMs),
         ]);
         const row = read?.results[0] as ReadRow | undefined;
         const claimed = (claim?.results.length ?? 0) > 0;
@@ -136,50 +131,40 @@ export function d1Store(options: D1StoreOptions): IdempotencyStore {
         if (!claimed && count > 0 && Number(row?.live) === 1) {
           // A body over one part: a second round trip, for large replays only.
           body = (await db.prepare(parts.read).bind(storeKey, row?.body_id).all()).results;
-          if (body.length !== count) continue; // replaced since the read: read again
+          if (body.length !== count) return undefined; // replaced since the read: read again
         }
-        const result = acquireResult(row, claimed, token, body);
-        if (result) return result;
-      }
-      throw new Error("d1Store: acquire found the key neither free nor held three times in a row");
+        return acquireResult(row, claimed, token, body);
+      },
+      async commit(storeKey, token, record, ttlMs) {
+        const count = Math.ceil(record.body.length / PART_BYTES) - 1;
+        if (count <= 0) return rows(sql.commit, ...commitParams(record, ttlMs, "d1Store"), storeKey, token);
+        await prepared();
+        // One transaction: the key's parts of records that are gone go, the new ones are written only while the
+        // lease is ours, and the record with them.
+        const part = (n: number) => record.body.subarray(n * PART_BYTES, (n + 1) * PART_BYTES);
+        const writes = Array.from({ length: count }, (_, i) =>
+          db.prepare(parts.write).bind(storeKey, token, i + 1, part(i + 1), storeKey, token),
+        );
+        const params = commitParams(record, ttlMs, "d1Store", count, PART_BYTES);
+        const results = await db.batch([
+          db.prepare(parts.drop).bind(storeKey, storeKey),
+          ...writes,
+          db.prepare(sql.commit).bind(...params, storeKey, token),
+        ]);
+        return results.at(-1)?.results ?? [];
+      },
+      release: (storeKey, token) => rows(sql.release, storeKey, token),
+      renew: (storeKey, token, leaseMs) => rows(sql.renew, leaseMs, storeKey, token),
+      async forget(storeKey, force) {
+        await prepared();
+        const [deleted, left] = await db.batch([
+          db.prepare(sql.forget).bind(storeKey, force),
+          db.prepare(sql.forgetLeft).bind(storeKey),
+          db.prepare(parts.drop).bind(storeKey, storeKey),
+        ]);
+        return [deleted?.results ?? [], left?.results ?? []];
+      },
     },
-    async commit(storeKey, token, record, ttlMs) {
-      const count = Math.ceil(record.body.length / PART_BYTES) - 1;
-      if (count <= 0) {
-        return took(await rows(sql.commit, ...commitParams(record, ttlMs, "d1Store"), storeKey, token), storeKey);
-      }
-      await prepared();
-      // One transaction: the key's parts of records that are gone go, the new ones are written only while the
-      // lease is ours, and the record with them.
-      const part = (n: number) => record.body.subarray(n * PART_BYTES, (n + 1) * PART_BYTES);
-      const writes = Array.from({ length: count }, (_, i) =>
-        db.prepare(parts.write).bind(storeKey, token, i + 1, part(i + 1), storeKey, token),
-      );
-      const params = commitParams(record, ttlMs, "d1Store", count, PART_BYTES);
-      const results = await db.batch([
-        db.prepare(parts.drop).bind(storeKey, storeKey),
-        ...writes,
-        db.prepare(sql.commit).bind(...params, storeKey, token),
-      ]);
-      return took(results.at(-1)?.results ?? [], storeKey);
-    },
-    async release(storeKey, token) {
-      return took(await rows(sql.release, storeKey, token), storeKey);
-    },
-    async renew(storeKey, token, leaseMs) {
-      return (await rows(sql.renew, wholeMs("d1Store", leaseMs), storeKey, token)).length > 0;
-    },
-    async forget(storeKey, force) {
-      await prepared();
-      const [deleted, left] = await db.batch([
-        db.prepare(sql.forget).bind(storeKey, force === true ? 1 : 0),
-        db.prepare(sql.forgetLeft).bind(storeKey),
-        db.prepare(parts.drop).bind(storeKey, storeKey),
-      ]);
-      const result = forgetResult(deleted?.results ?? [], left?.results ?? []);
-      if (result === "forgotten") listeners.notify(storeKey);
-      return result;
-    },
-    subscribe: (storeKey, onChange) => listeners.add(storeKey, onChange),
-  };
+    keyedListeners(),
+  );
 }

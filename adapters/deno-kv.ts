@@ -193,7 +193,8 @@ export function denoKvStore(options: DenoKvStoreOptions): IdempotencyStore {
     },
   });
 
-  const store: IdempotencyStore = {
+  const store: IdempotencyStore & { readonly name: string } = {
+    name: "deno-kv",
     acquire: (storeKey, fingerprint, leaseMs) => run(storeKey, { op: "acquire", fingerprint, leaseMs }),
     commit: (storeKey, token, record, ttlMs) =>
       run(storeKey, { op: "commit", token, record: { ...record, body: compactBytes(record.body) }, ttlMs }),

@@ -2,6 +2,7 @@
 import { keyedListeners } from "../src/listeners.ts";
 import { type IdempotencyStore, newToken, type StoredRecord } from "../src/store.ts";
 import { decide, type Entry, type Operation, parseEntry, type Replies } from "../src/store-state.ts";
+import { type OptionNames, strictOptions } from "../src/strict.ts";
 
 /** The part of DurableObjectStorage the object uses (both the SQLite and the key-value backend have it). */
 export interface DurableObjectStorageLike {
@@ -225,6 +226,7 @@ export function durableObjectStore(
   if (typeof namespace?.idFromName !== "function" || typeof namespace.get !== "function") {
     throw new TypeError("durableObjectStore: pass the Durable Object namespace binding of IdempotencyObject");
   }
+  strictOptions(options, { waitMs: true } satisfies OptionNames<DurableObjectStoreOptions>, "durableObjectStore()");
   const waitMs = options.waitMs ?? 20_000;
   if (!Number.isFinite(waitMs) || waitMs <= 0 || waitMs > MAX_WAIT_MS) {
     throw new TypeError(`durableObjectStore: waitMs must be in (0, ${MAX_WAIT_MS}], got ${String(waitMs)}`);
@@ -273,7 +275,8 @@ export function durableObjectStore(
     },
   });
 
-  return {
+  const store: IdempotencyStore & { readonly name: string } = {
+    name: "durable-object",
     async acquire(storeKey, fingerprint, leaseMs) {
       const { meta, bytes } = await call(storeKey, "acquire", { fingerprint, leaseMs });
       const result = meta as Replies["acquire"];
@@ -295,6 +298,7 @@ export function durableObjectStore(
       waits.clear();
     },
   };
+  return store;
 }
 
 /** One message between store and object: a 4-byte length, that many bytes of JSON, then raw body bytes. */

@@ -105,7 +105,8 @@ export function indexedDBStore(options: IndexedDBStoreOptions = {}): Idempotency
     }).catch(() => {});
   };
 
-  return {
+  const store: IdempotencyStore & { readonly name: string } = {
+    name: "indexeddb",
     async acquire(storeKey, fingerprint, leaseMs) {
       const result = await run(storeKey, { op: "acquire", fingerprint, leaseMs });
       sweep();
@@ -126,4 +127,5 @@ export function indexedDBStore(options: IndexedDBStoreOptions = {}): Idempotency
       channel = undefined;
     },
   };
+  return store;
 }

@@ -192,7 +192,8 @@ export function ioredisStore(options: IoredisStoreOptions): IdempotencyStore {
   const unlisten = (sub: IoredisSubscriber, channel: string, mode: Mode): Promise<unknown> =>
     mode === "sharded" && sub.sunsubscribe ? sub.sunsubscribe(unprefixed(channel)) : sub.unsubscribe(channel);
 
-  const store: IdempotencyStore = {
+  const store: IdempotencyStore & { readonly name: string } = {
+    name: "ioredis",
     ...ops,
     async close() {
       listeners.clear();

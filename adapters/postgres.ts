@@ -247,7 +247,8 @@ export function postgresStore(options: PostgresStoreOptions): IdempotencyStore {
   const sql = statements(table);
   const rowsOf = async (text: string, params: unknown[]): Promise<unknown[]> => (await client.query(text, params)).rows;
 
-  const store: IdempotencyStore = {
+  const store: IdempotencyStore & { readonly name: string } = {
+    name: "postgres",
     async acquire(storeKey, fingerprint, leaseMs) {
       const token = newToken();
       const params = [storeKey, token, fingerprint, positiveMs(leaseMs)];

@@ -6,7 +6,15 @@
 // the clock of the database's own server, shared by every isolate. Parameters are anonymous `?`, in order (the
 // one placeholder better-sqlite3, node:sqlite, bun:sqlite and D1 all accept); no statement reads a boolean.
 
-import type { AcquireResult, ForgetResult, StoredRecord } from "../src/store.ts";
+import type { KeyedListeners } from "../src/listeners.ts";
+import {
+  type AcquireResult,
+  type ForgetResult,
+  type IdempotencyStore,
+  newToken,
+  type StoredRecord,
+} from "../src/store.ts";
+import { type OptionNames, strictOptions } from "../src/strict.ts";
 
 export const DEFAULT_TABLE = "idemfetch";
 const IDENTIFIER = /^[a-z_][a-z0-9_]*$/;
@@ -82,16 +90,23 @@ export interface SqliteSweepOptions extends SqliteTableOptions {
 
 /** The CREATE statements for `table` (default "idemfetch"), idempotent: for a migration file (wrangler d1 migrations). */
 export function schemaSql(options: SqliteTableOptions = {}, parts = false): string {
-  return `${schemaStatements(tableName("schemaSql", options.table), parts).join(";\n")};`;
+  return `${schemaStatements(tableOption("schemaSql", options), parts).join(";\n")};`;
 }
 
-/** The sweep statement's limit, validated. */
-export function sweepLimit(options: SqliteSweepOptions): number {
+/** The table of `options` ({ table } and nothing else), validated; `caller` names the function in errors. */
+export function tableOption(caller: string, options: SqliteTableOptions): string {
+  strictOptions(options, { table: true } satisfies OptionNames<SqliteTableOptions>, `${caller}()`);
+  return tableName(caller, options.table);
+}
+
+/** sweep's options, validated: the table and the most rows one call deletes. */
+export function sweepOptions(options: SqliteSweepOptions): { table: string; limit: number } {
+  strictOptions(options, { table: true, limit: true } satisfies OptionNames<SqliteSweepOptions>, "sweep()");
   const limit = options.limit ?? 1000;
   if (!Number.isInteger(limit) || limit < 1) {
     throw new TypeError(`sweep: limit must be a positive integer, got ${String(options.limit)}`);
   }
-  return limit;
+  return { table: tableName("sweep", options.table), limit };
 }
 
 /** The statements of one table, each with its parameters in order. */
@@ -244,7 +259,7 @@ export function commitParams(
 }
 
 /** forget's answer from the rows `forget` deleted and the rows `forgetLeft` then found. */
-export function forgetResult(deleted: unknown[], left: unknown[]): ForgetResult {
+function forgetResult(deleted: unknown[], left: unknown[]): ForgetResult {
   if (deleted.some((row) => Number((row as { live: unknown }).live) === 1)) return "forgotten";
   return left.length > 0 ? "in-progress" : "absent";
 }
@@ -256,4 +271,66 @@ export function bytesOf(value: unknown): Uint8Array {
   if (value instanceof ArrayBuffer) return new Uint8Array(value.slice(0));
   if (Array.isArray(value)) return Uint8Array.from(value as number[]);
   throw new Error(`SQLite store: unexpected BLOB value from the driver (${typeof value})`);
+}
+
+type Awaitable<T> = T | Promise<T>;
+
+/** What one driver does per operation: it runs the statements above and hands back their rows. */
+export interface SqlSteps {
+  /**
+   * `read`, then `claim` for `token` (lease in whole ms): acquire's answer (see acquireResult), or undefined when
+   * the row changed between the two, and the store reads again.
+   */
+  acquire(storeKey: string, token: string, fingerprint: string, leaseMs: number): Awaitable<AcquireResult | undefined>;
+  /** The rows `commit` returned: one when the record took the lease's place. */
+  commit(storeKey: string, token: string, record: StoredRecord, ttlMs: number): Awaitable<unknown[]>;
+  /** The rows `release` returned. */
+  release(storeKey: string, token: string): Awaitable<unknown[]>;
+  /** The rows `renew` returned (lease in whole ms). */
+  renew(storeKey: string, token: string, leaseMs: number): Awaitable<unknown[]>;
+  /** The rows of `forget` and then `forgetLeft`, run in one transaction. */
+  forget(storeKey: string, force: 0 | 1): Awaitable<[deleted: unknown[], left: unknown[]]>;
+}
+
+/**
+ * The store both SQLite adapters are, over their driver's `steps`: the rows decide each answer, and a commit,
+ * release or forget that took effect wakes `listeners` (this process's or isolate's waiters; others poll).
+ * `name` names the store in the engine's warnings ("sqlite", "d1").
+ */
+export function sqlStore(name: string, caller: string, steps: SqlSteps, listeners: KeyedListeners): IdempotencyStore {
+  const took = (rows: unknown[], storeKey: string): boolean => {
+    if (rows.length === 0) return false;
+    listeners.notify(storeKey);
+    return true;
+  };
+  const store: IdempotencyStore & { readonly name: string } = {
+    name,
+    async acquire(storeKey, fingerprint, leaseMs) {
+      const ms = wholeMs(caller, leaseMs);
+      // An unused token is never written: one serves every round.
+      const token = newToken();
+      for (let attempt = 0; attempt < 3; attempt++) {
+        const result = await steps.acquire(storeKey, token, fingerprint, ms);
+        if (result) return result;
+      }
+      throw new Error(`${caller}: acquire found the key neither free nor held three times in a row`);
+    },
+    async commit(storeKey, token, record, ttlMs) {
+      return took(await steps.commit(storeKey, token, record, ttlMs), storeKey);
+    },
+    async release(storeKey, token) {
+      return took(await steps.release(storeKey, token), storeKey);
+    },
+    async renew(storeKey, token, leaseMs) {
+      return (await steps.renew(storeKey, token, wholeMs(caller, leaseMs))).length > 0;
+    },
+    async forget(storeKey, force) {
+      const [deleted, left] = await steps.forget(storeKey, force === true ? 1 : 0);
+      const result = forgetResult(deleted, left);
+      if (result === "forgotten") listeners.notify(storeKey);
+      return result;
+    },
+    subscribe: (storeKey, onChange) => listeners.add(storeKey, onChange),
+  };
+  return store;
 }

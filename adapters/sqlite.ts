@@ -5,20 +5,20 @@
 // Waiters in this process are woken by this process's own commits and releases; waiters in other processes poll.
 
 import { type KeyedListeners, keyedListeners } from "../src/listeners.ts";
-import { type IdempotencyStore, newToken } from "../src/store.ts";
+import type { IdempotencyStore } from "../src/store.ts";
+import { type OptionNames, strictOptions } from "../src/strict.ts";
 import {
   acquireResult,
   commitParams,
-  forgetResult,
   type ReadRow,
   type SqliteSweepOptions,
   type SqliteTableOptions,
   schemaSql as schemaSqlOf,
   schemaStatements,
+  sqlStore,
   statements,
-  sweepLimit,
+  sweepOptions,
   tableName,
-  wholeMs,
 } from "./sqlite-sql.ts";
 
 export type { SqliteSweepOptions, SqliteTableOptions } from "./sqlite-sql.ts";
@@ -93,6 +93,11 @@ function transaction<T>(db: SqliteDatabase, body: () => T): T {
  * (WAL needs shared memory: not a network file system) and give each process its own connection.
  */
 export function sqliteStore(options: SqliteStoreOptions): IdempotencyStore {
+  strictOptions(
+    options,
+    { db: true, table: true, busyTimeoutMs: true } satisfies OptionNames<SqliteStoreOptions>,
+    "sqliteStore()",
+  );
   const { db } = options;
   checkDatabase("sqliteStore", db);
   const table = tableName("sqliteStore", options.table);
@@ -110,47 +115,28 @@ export function sqliteStore(options: SqliteStoreOptions): IdempotencyStore {
     keyof typeof sql,
     SqliteStatement
   >;
-  const listeners = listenersOf(db, table);
-  const took = (rows: unknown[], storeKey: string): boolean => {
-    if (rows.length === 0) return false;
-    listeners.notify(storeKey);
-    return true;
-  };
-
-  return {
-    async acquire(storeKey, fingerprint, leaseMs) {
-      const ms = wholeMs("sqliteStore", leaseMs);
-      const token = newToken();
-      // Read first: a replay or a wait round only reads, which WAL never blocks. Another process may take the key
-      // between the read and the claim: read again then.
-      for (let attempt = 0; attempt < 3; attempt++) {
+  return sqlStore(
+    "sqlite",
+    "sqliteStore",
+    {
+      acquire(storeKey, token, fingerprint, leaseMs) {
+        // Read first: a replay or a wait round only reads, which WAL never blocks. Another process may take the key
+        // between the read and the claim: the store reads again then.
         const row = prepared.read.all(storeKey)[0] as ReadRow | undefined;
-        const seen = acquireResult(row, false, token);
-        if (seen) return seen;
-        const claimed = prepared.claim.all(storeKey, token, fingerprint, ms).length > 0;
-        const result = acquireResult(row, claimed, token);
-        if (result) return result;
-      }
-      throw new Error("sqliteStore: acquire found the key neither free nor held three times in a row");
+        return (
+          acquireResult(row, false, token) ??
+          acquireResult(row, prepared.claim.all(storeKey, token, fingerprint, leaseMs).length > 0, token)
+        );
+      },
+      commit: (storeKey, token, record, ttlMs) =>
+        prepared.commit.all(...commitParams(record, ttlMs, "sqliteStore"), storeKey, token),
+      release: (storeKey, token) => prepared.release.all(storeKey, token),
+      renew: (storeKey, token, leaseMs) => prepared.renew.all(leaseMs, storeKey, token),
+      forget: (storeKey, force) =>
+        transaction(db, () => [prepared.forget.all(storeKey, force), prepared.forgetLeft.all(storeKey)]),
     },
-    async commit(storeKey, token, record, ttlMs) {
-      return took(prepared.commit.all(...commitParams(record, ttlMs, "sqliteStore"), storeKey, token), storeKey);
-    },
-    async release(storeKey, token) {
-      return took(prepared.release.all(storeKey, token), storeKey);
-    },
-    async renew(storeKey, token, leaseMs) {
-      return prepared.renew.all(wholeMs("sqliteStore", leaseMs), storeKey, token).length > 0;
-    },
-    async forget(storeKey, force) {
-      const result = transaction(db, () =>
-        forgetResult(prepared.forget.all(storeKey, force === true ? 1 : 0), prepared.forgetLeft.all(storeKey)),
-      );
-      if (result === "forgotten") listeners.notify(storeKey);
-      return result;
-    },
-    subscribe: (storeKey, onChange) => listeners.add(storeKey, onChange),
-  };
+    listenersOf(db, table),
+  );
 }
 
 /**
@@ -159,6 +145,6 @@ export function sqliteStore(options: SqliteStoreOptions): IdempotencyStore {
  */
 export function sweep(db: SqliteDatabase, options: SqliteSweepOptions = {}): number {
   checkDatabase("sweep", db);
-  const table = tableName("sweep", options.table);
-  return db.prepare(statements(table).sweep).all(sweepLimit(options)).length;
+  const { table, limit } = sweepOptions(options);
+  return db.prepare(statements(table).sweep).all(limit).length;
 }

@@ -52,11 +52,13 @@ export function upstashStore(options: UpstashStoreOptions): IdempotencyStore {
       // an abort here would hide from it (the command may still run on Redis).
     });
   }
-  return scriptStore("upstashStore", (script, key, args) =>
+  const ops = scriptStore("upstashStore", (script, key, args) =>
     evalWithFallback(
       script,
       (sha1) => redis.evalsha(sha1, [key], args),
       (lua) => redis.eval(lua, [key], args),
     ),
   );
+  const store: IdempotencyStore & { readonly name: string } = { name: "upstash", ...ops };
+  return store;
 }

@@ -1,4 +1,5 @@
-// Reading request bodies for a fingerprint: whole when bounded, never more than a limit, nothing lost past it.
+// Reading bodies: request bodies for a fingerprint (whole when bounded, never past a limit, nothing lost) and answers as far as in memory.
+import type { Source } from "./call.ts";
 
 /** The Content-Length a request declares, when it is a valid one. */
 export function declaredLength(headers: Headers): number | null {
@@ -79,9 +80,7 @@ export function concat(chunks: Uint8Array[], size: number): Uint8Array {
 }
 
 /** What `readReady` found: the whole body, or the chunks read so far and the read still pending (if any). */
-export type ReadyBody =
-  | { whole: Uint8Array }
-  | { chunks: Uint8Array[]; next: Promise<ReadableStreamReadResult<Uint8Array>> | undefined };
+export type ReadyBody = { whole: Uint8Array } | { chunks: Uint8Array[]; next: ReturnType<Source["read"]> | undefined };
 
 /** Settles once `promise` does, or with `undefined` after a few microtasks: a read that is not in memory yet. */
 const soon = <T>(promise: Promise<T>): Promise<{ value: T } | { error: unknown } | undefined> =>
@@ -102,16 +101,17 @@ const soon = <T>(promise: Promise<T>): Promise<{ value: T } | { error: unknown }
  * Stops past `limit` bytes, at a read that would wait (a live stream: SSE), or at an error, and hands back
  * what it read with that pending read so nothing is lost or read twice.
  */
-export async function readReady(reader: ReadableStreamDefaultReader<Uint8Array>, limit: number): Promise<ReadyBody> {
+export async function readReady(source: Source, limit: number): Promise<ReadyBody> {
   const chunks: Uint8Array[] = [];
   let size = 0;
   while (size <= limit) {
-    const next = reader.read();
+    const next = source.read();
     const got = await soon(next);
     if (got === undefined || "error" in got) return { chunks, next };
     if (got.value.done) return { whole: concat(chunks, size) };
-    chunks.push(got.value.value);
-    size += got.value.value.length;
+    const chunk = got.value.value as Uint8Array;
+    chunks.push(chunk);
+    size += chunk.length;
   }
   return { chunks, next: undefined };
 }

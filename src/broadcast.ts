@@ -1,18 +1,24 @@
-// The leader's response body handed live to every caller of a flight, with each caller's own bytes and bounded buffering.
+// The leader's answer body handed live to every caller of a flight, with each caller's own bytes and bounded buffering.
 import { concat } from "./body.ts";
+import type { Source, Tap } from "./call.ts";
 
 /** Past the record limit, how far the fastest reader may run ahead of the slowest, in bytes. */
 const AHEAD_BYTES = 64 * 1024;
+/**
+ * Past the record limit, how long a reader may hold the others back (they wait, it does not pull) before its
+ * body is errored and the others go on, in ms (docs/protocol.md "Sharing a live answer").
+ */
+export const STALL_MS = 1000;
 
 export interface BroadcastHooks {
   /**
    * The source ended: `body` holds every byte when they fit the limit, else null. Readers end only once
-   * the returned promise settles (the commit or release): durable before delivered.
+   * the returned promise settles (the leader's end: store write, flight closed): durable before delivered.
    */
   end(body: Uint8Array | null): Promise<void>;
   /** The body passed the limit: it will not be kept for a record. */
   overflow(): void;
-  /** The source failed; readers fail once the returned promise settles (the release). */
+  /** The source failed; readers fail once the returned promise settles. */
   error(error: unknown): Promise<void>;
 }
 
@@ -21,12 +27,15 @@ interface Reader {
   cursor: number;
   /** Set while the reader waits for a chunk. */
   wake: (() => void) | undefined;
+  /** Set once this reader was stopped: by its caller, or for holding the others back. */
+  failure: unknown;
 }
 
 /**
  * Reads the source once. While the body fits `limit` every chunk is kept (the record needs them) and the
  * source is read as fast as it comes, whoever reads; past the limit chunks are dropped as soon as every
- * reader has had them, and the source is read only as fast as the slowest reader (backpressure).
+ * reader has had them, and the source is read only as fast as the slowest reader (backpressure), unless that
+ * reader stalls the others for STALL_MS.
  */
 export class Broadcast {
   /** Chunks from index `base` on; while keeping, base is 0 and this is the whole body so far. */
@@ -34,34 +43,40 @@ export class Broadcast {
   private base = 0;
   private windowBytes = 0;
   private size = 0;
-  private keeping = true;
+  private keep = true;
   private state: "open" | "ending" | "ended" | "failing" | "failed" = "open";
   private failure: unknown;
   private readonly readers = new Set<Reader>();
   private reading = false;
-  /** A read started before this broadcast took the source (by `readReady`), consumed first. */
-  private next: Promise<ReadableStreamReadResult<Uint8Array>> | undefined;
-
+  private stallTimer: ReturnType<typeof setTimeout> | undefined;
   /** Chunks read before this broadcast took the source; pushed once readers exist, so none is trimmed unseen. */
   private primed: Uint8Array[] = [];
 
   constructor(
-    private readonly source: ReadableStreamDefaultReader<Uint8Array>,
+    private readonly source: Source,
     private readonly limit: number,
     private readonly hooks: BroadcastHooks,
   ) {}
 
+  /** A read started before this broadcast took the source (by `readReady`), consumed first. */
+  private next: ReturnType<Source["read"]> | undefined;
+
   /** Goes on from what `readReady` took of the source: its chunks, then its pending read (if any). */
-  resume(read: { chunks: Uint8Array[]; next: Promise<ReadableStreamReadResult<Uint8Array>> | undefined }): void {
+  resume(read: { chunks: Uint8Array[]; next: ReturnType<Source["read"]> | undefined }): void {
     this.primed = read.chunks;
     this.next = read.next;
   }
 
-  /** Starts reading; call once the first callers have their readers, so no chunk is dropped before them. */
+  /** Starts reading; call once the first callers have their taps, so no chunk is dropped before them. */
   start(): void {
     for (const chunk of this.primed) this.push(chunk);
     this.primed = [];
     void this.pump();
+  }
+
+  /** Whether every byte is still kept for a record (the body has not passed the limit). */
+  get keeping(): boolean {
+    return this.keep;
   }
 
   /** Whether a new reader still gets the whole body. */
@@ -69,74 +84,48 @@ export class Broadcast {
     return this.base === 0 && this.state !== "failed" && this.state !== "failing";
   }
 
-  /** A stream of the whole body for one caller; its signal aborting errors only this stream. */
-  reader(signal: AbortSignal | undefined, onAbort: () => void): ReadableStream<Uint8Array> {
-    const r: Reader = { cursor: 0, wake: undefined };
+  /** The whole body for one caller, from the first byte. */
+  tap(): Tap {
+    const r: Reader = { cursor: 0, wake: undefined, failure: undefined };
     this.readers.add(r);
-    let stopListening = (): void => {};
-    return new ReadableStream<Uint8Array>(
-      {
-        start: (controller) => {
-          if (!signal) return;
-          const aborted = (): void => {
-            if (!this.readers.has(r)) return;
-            this.detach(r);
-            controller.error(signal.reason);
-            onAbort();
-          };
-          if (signal.aborted) return aborted();
-          signal.addEventListener("abort", aborted, { once: true });
-          stopListening = () => signal.removeEventListener("abort", aborted);
-        },
-        pull: (controller) => this.feed(r, controller, stopListening),
-        cancel: () => {
-          stopListening();
-          this.detach(r);
-        },
-      },
-      { highWaterMark: 0 },
-    );
+    const cancel = (): void => this.detach(r, new Error("idemfetch: this body was cancelled"));
+    return { pull: () => this.pull(r), cancel, abandon: cancel };
   }
 
-  private feed(
-    r: Reader,
-    controller: ReadableStreamDefaultController<Uint8Array>,
-    done: () => void,
-  ): Promise<void> | undefined {
-    if (!this.readers.has(r)) return;
-    const i = r.cursor - this.base;
-    if (i < 0) {
-      this.detach(r);
-      done();
-      controller.error(new Error("idemfetch: this response body is no longer available"));
-      return;
-    }
-    const chunk = this.window[i];
-    if (chunk !== undefined) {
-      r.cursor++;
-      // A copy: Buffer#slice is a view, and no caller may change another's bytes or the record.
-      controller.enqueue(new Uint8Array(chunk));
-      if (!this.keeping) {
-        this.trim();
-        void this.pump();
+  private async pull(r: Reader): Promise<Uint8Array | null> {
+    for (;;) {
+      if (r.failure !== undefined) throw r.failure;
+      const i = r.cursor - this.base;
+      if (i < 0) {
+        this.detach(r, new Error("idemfetch: this response body is no longer available"));
+        continue;
       }
-      return;
+      const chunk = this.window[i];
+      if (chunk !== undefined) {
+        r.cursor++;
+        if (!this.keep) {
+          this.trim();
+          void this.pump();
+        }
+        return chunk;
+      }
+      if (this.state === "ended") {
+        this.readers.delete(r);
+        return null;
+      }
+      if (this.state === "failed") {
+        this.readers.delete(r);
+        throw this.failure;
+      }
+      const waited = new Promise<void>((resolve) => {
+        r.wake = () => {
+          r.wake = undefined;
+          resolve();
+        };
+      });
+      void this.pump();
+      await waited;
     }
-    if (this.state === "ended" || this.state === "failed") {
-      this.detach(r);
-      done();
-      if (this.state === "ended") controller.close();
-      else controller.error(this.failure);
-      return;
-    }
-    const waited = new Promise<void>((resolve) => {
-      r.wake = () => {
-        r.wake = undefined;
-        resolve();
-      };
-    });
-    void this.pump();
-    return waited.then(() => this.feed(r, controller, done));
   }
 
   private async pump(): Promise<void> {
@@ -148,7 +137,7 @@ export class Broadcast {
         this.next = undefined;
         const { done, value } = await pending;
         if (done) return this.finish();
-        this.push(value);
+        this.push(value as Uint8Array);
       }
     } catch (error) {
       this.fail(error);
@@ -159,16 +148,36 @@ export class Broadcast {
 
   /** Keeping reads ahead (the record needs every byte); past the limit only a waiting reader pulls, within bounds. */
   private wanted(): boolean {
-    if (this.keeping) return true;
+    if (this.keep) return true;
     if (this.readers.size === 0) {
       // Nobody will read what is not kept: stop the source.
       this.state = "ended";
-      this.source.cancel().catch(() => {});
+      Promise.resolve(this.source.cancel()).catch(() => {});
       return false;
     }
-    if (this.windowBytes >= AHEAD_BYTES) return false;
-    for (const r of this.readers) if (r.wake) return true;
-    return false;
+    const waiting = [...this.readers].some((r) => r.wake);
+    if (this.windowBytes >= AHEAD_BYTES) {
+      if (waiting) this.watchStall();
+      return false;
+    }
+    return waiting;
+  }
+
+  /** The window is full and someone waits: the readers at its start get STALL_MS to pull, else they are dropped. */
+  private watchStall(): void {
+    if (this.stallTimer) return;
+    const slowest = this.base;
+    const timer = setTimeout(() => {
+      this.stallTimer = undefined;
+      if (this.base !== slowest || this.state !== "open") return;
+      for (const r of this.readers) {
+        if (r.cursor === slowest && !r.wake) {
+          this.detach(r, new Error(`idemfetch: this body fell behind the other callers for ${STALL_MS} ms`));
+        }
+      }
+    }, STALL_MS);
+    (timer as { unref?: () => void }).unref?.();
+    this.stallTimer = timer;
   }
 
   private push(value: Uint8Array): void {
@@ -176,8 +185,8 @@ export class Broadcast {
     this.size += value.length;
     this.window.push(value);
     this.windowBytes += value.length;
-    if (this.keeping && this.size > this.limit) {
-      this.keeping = false;
+    if (this.keep && this.size > this.limit) {
+      this.keep = false;
       this.hooks.overflow();
       this.trim();
     }
@@ -186,7 +195,7 @@ export class Broadcast {
 
   private finish(): void {
     this.state = "ending";
-    const body = this.keeping ? concat(this.window, this.size) : null;
+    const body = this.keep ? concat(this.window, this.size) : null;
     this.hooks.end(body).then(() => {
       this.state = "ended";
       this.wakeAll();
@@ -202,10 +211,11 @@ export class Broadcast {
     });
   }
 
-  private detach(r: Reader): void {
+  private detach(r: Reader, failure: unknown): void {
     if (!this.readers.delete(r)) return;
-    r.wake = undefined;
-    if (this.keeping) return;
+    r.failure = failure;
+    r.wake?.();
+    if (this.keep) return;
     this.trim();
     void this.pump();
   }
@@ -218,6 +228,10 @@ export class Broadcast {
       const chunk = this.window.shift() as Uint8Array;
       this.windowBytes -= chunk.length;
       this.base++;
+    }
+    if (this.stallTimer && this.windowBytes < AHEAD_BYTES) {
+      clearTimeout(this.stallTimer);
+      this.stallTimer = undefined;
     }
   }
 

@@ -64,9 +64,33 @@ const TITLES: Record<IdempotencyErrorCode, string> = {
 /** Where each problem type is described (RFC 9457 `type`). */
 export const PROBLEM_TYPE_BASE = "https://github.com/idemfetch/idemfetch/blob/main/docs/protocol.md#";
 
+/** The parts of an error answer: its content type and its body text. Built in this one place. */
+export function errorBody(
+  code: IdempotencyErrorCode,
+  status: number,
+  message: string = MESSAGES[code],
+  format: ErrorFormat = "reliapi",
+): { contentType: string; text: string } {
+  if (format === "problem") {
+    const text = JSON.stringify({
+      type: `${PROBLEM_TYPE_BASE}${code.toLowerCase()}`,
+      title: TITLES[code],
+      status,
+      detail: message,
+      code,
+    });
+    return { contentType: "application/problem+json", text };
+  }
+  const text = JSON.stringify({
+    success: false,
+    error: { type: status >= 500 ? "server_error" : "client_error", code, message },
+  });
+  return { contentType: "application/json", text };
+}
+
 /**
- * The error response every surface answers with, built in this one place. ReliAPI JSON by default;
- * `format: "problem"` gives RFC 9457 with `type`, `title`, `status`, `detail` and the same `code`.
+ * The error response every surface answers with. ReliAPI JSON by default; `format: "problem"` gives
+ * RFC 9457 with `type`, `title`, `status`, `detail` and the same `code`.
  */
 export function errorResponse(
   code: IdempotencyErrorCode,
@@ -75,19 +99,6 @@ export function errorResponse(
   headers: Record<string, string> = {},
   format: ErrorFormat = "reliapi",
 ): Response {
-  if (format === "problem") {
-    const body = JSON.stringify({
-      type: `${PROBLEM_TYPE_BASE}${code.toLowerCase()}`,
-      title: TITLES[code],
-      status,
-      detail: message,
-      code,
-    });
-    return new Response(body, { status, headers: { "content-type": "application/problem+json", ...headers } });
-  }
-  const body = JSON.stringify({
-    success: false,
-    error: { type: status >= 500 ? "server_error" : "client_error", code, message },
-  });
-  return new Response(body, { status, headers: { "content-type": "application/json", ...headers } });
+  const { contentType, text } = errorBody(code, status, message, format);
+  return new Response(text, { status, headers: { "content-type": contentType, ...headers } });
 }

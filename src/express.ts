@@ -1,9 +1,7 @@
-// idemfetch/express: the server middleware as an Express (or Connect) middleware, a thin layer over server.ts.
-import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from "node:http";
-import { createRequest, faceOf, type NodeFace, routeHeaders, sendResponse } from "./node-http.ts";
-import { DEFAULTS } from "./options.ts";
-import { NULL_BODY } from "./record.ts";
-import { idempotencyLayer, type ServerIdempotencyOptions } from "./server.ts";
+// idemfetch/express: the server middleware as an Express (or Connect) middleware, on the Node face (src/node-http.ts).
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { headersOf, type NodeFace, nodeLayer, unreadBody } from "./node-http.ts";
+import type { ServerIdempotencyOptions } from "./server.ts";
 
 export type { ServerIdempotencyOptions } from "./server.ts";
 
@@ -26,196 +24,71 @@ export const keepRawBody = (req: IncomingMessage, _res: ServerResponse, buf: Buf
 
 /**
  * `app.post("/orders", idempotency(options), handler)`: duplicate requests run the routes behind it once.
- * Works before or after a body parser. Options are those of `idemfetch/server`.
+ * Put it before the body parser (or give the parser `verify: keepRawBody`): it then fingerprints the raw
+ * bytes. Options are those of `idemfetch/server`.
  */
 export const idempotency = (options: ServerIdempotencyOptions = {}): IdempotencyMiddleware => {
-  const layer = idempotencyLayer(options);
-  const limit = options.maxBodyBytes ?? DEFAULTS.maxBodyBytes;
-
-  async function run(req: ExpressRequest, res: ServerResponse, next: Next): Promise<void> {
-    const own = { writeHead: res.writeHead, write: res.write, end: res.end, flushHeaders: res.flushHeaders };
-    const before = res.getHeaders();
-    const body = await bodyOf(req, limit);
-    // node-fetch-server converts the head (URL, headers, abort on close); shown a bodyless GET, it builds no
-    // body stream over `req`. The body is the face's: a parser may have read it already, or the routes must
-    // still read it from `req` (peek puts it back), so the library must not consume it.
-    const head = createRequest(
-      Object.create(req, { method: { value: "GET" }, url: { value: req.originalUrl ?? req.url } }),
-      res,
-    );
-    const request = new Request(head, { method: String(req.method), body: body as BodyInit | null });
-    const response = await layer.handle(request, () => capture(res, before, next));
-    await sendResponse(unpatched(res, own), response);
-  }
-
-  const middleware = function idempotency(req: IncomingMessage, res: ServerResponse, next: Next): void {
-    run(req, res, next).catch(next);
+  const layer = nodeLayer(options);
+  let warned = false;
+  const middleware = function idempotency(req: ExpressRequest, res: ServerResponse, next: Next): void {
+    if (!layer.handles(req.method)) {
+      next();
+      return;
+    }
+    const body = bodyOf(req);
+    if (body.incomparable && !warned) {
+      warned = true;
+      console.warn(
+        "idemfetch/express: a body parser ran before idempotency() and kept no raw bytes; a JSON body whose numbers " +
+          "are not all safe integers cannot be compared, so a retry of it answers 409, never a replay. Put " +
+          "idempotency() first, or give the parser `verify: keepRawBody`.",
+      );
+    }
+    layer
+      .serve(req, res, {
+        path: req.originalUrl ?? req.url ?? "/",
+        ...body,
+        before: headersOf(res),
+        route: () => next(),
+      })
+      .catch(next);
   };
-  return Object.assign(middleware, faceOf(layer));
+  return Object.assign(middleware, { stats: layer.stats, forget: layer.forget, close: layer.close });
 };
 
 const encoder = new TextEncoder();
 
-/** The request body as the engine needs it, leaving `req` as the routes behind expect it. */
-async function bodyOf(req: ExpressRequest, limit: number): Promise<Uint8Array | null> {
-  if (req.method === "GET" || req.method === "HEAD") return null;
-  const length = req.headers["content-length"];
-  if ((length === undefined || length === "0") && req.headers["transfer-encoding"] === undefined) return null;
-  if (!req.readableEnded) return peek(req, limit);
-  // A body parser ran first: its raw bytes when its `verify` kept them, else its value re-serialized (JSON
-  // is fingerprinted canonically, so that equals the raw bytes' fingerprint).
+/**
+ * The request body as the engine needs it, leaving `req` as the routes behind expect it: still on the
+ * socket (read on demand and put back), or, behind a body parser, its raw bytes when its `verify` kept them.
+ * Without them the parsed value is all there is: re-serialized when it is exact, else not comparable.
+ */
+function bodyOf(req: ExpressRequest): { body: Uint8Array | null | ReturnType<typeof unreadBody>; incomparable?: true } {
+  if (!req.readableEnded) return { body: unreadBody(req) };
   const { rawBody, body } = req;
-  if (rawBody instanceof Uint8Array) return rawBody;
-  if (body instanceof Uint8Array) return body;
-  if (typeof body === "string") return encoder.encode(body);
-  return body === undefined ? null : encoder.encode(JSON.stringify(body));
+  if (rawBody instanceof Uint8Array) return { body: rawBody };
+  if (body instanceof Uint8Array) return { body };
+  if (typeof body === "string") return { body: encoder.encode(body) };
+  if (
+    body === undefined ||
+    (typeof body === "object" && body !== null && Object.keys(body).length === 0 && !hasBody(req))
+  ) {
+    return { body: null };
+  }
+  const text = JSON.stringify(body);
+  // A parser rounds numbers past 2^53 and decimals: two different amounts would look alike.
+  return exact(body) ? { body: encoder.encode(text) } : { body: encoder.encode(text), incomparable: true };
 }
 
-/**
- * Reads up to `limit + 1` bytes of an unread body and puts them back (`unshift`, before 'end' is emitted),
- * so the routes (and their body parser) still read the whole body from `req`; past the limit the rest is
- * never read here and streams to the routes as it arrives.
- */
-function peek(req: IncomingMessage, limit: number): Promise<Uint8Array> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    const finish = (error?: unknown): void => {
-      req.off("readable", onReadable);
-      req.off("error", finish);
-      req.off("close", onClose);
-      if (error !== undefined) {
-        reject(error);
-        return;
-      }
-      const bytes = Buffer.concat(chunks, size);
-      if (size > 0) req.unshift(bytes);
-      resolve(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.length));
-    };
-    const onClose = (): void => finish(new Error("idemfetch: the request closed before its body was read"));
-    function onReadable(): void {
-      while (size <= limit) {
-        const chunk: Buffer | null = req.read();
-        if (chunk === null) {
-          // `complete` is set before the end of the stream is pushed: null now means the body is all here.
-          if (req.complete) finish();
-          return;
-        }
-        chunks.push(chunk);
-        size += chunk.length;
-      }
-      finish();
-    }
-    req.on("readable", onReadable);
-    req.once("error", finish);
-    req.once("close", onClose);
-  });
-}
+/** Whether the request declared a body at all (a parser sets `req.body = {}` for none). */
+const hasBody = (req: IncomingMessage): boolean =>
+  req.headers["transfer-encoding"] !== undefined || (req.headers["content-length"] ?? "0") !== "0";
 
-type Own = Pick<ServerResponse, "writeHead" | "write" | "end" | "flushHeaders">;
-
-/** Bytes queued for the slowest reader before write() returns false, as a socket's buffer would. */
-const HIGH_WATER_BYTES = 64 * 1024;
-
-/**
- * What the routes write to `res`, as a live Web Response. The head resolves at the first writeHead, write,
- * flushHeaders or end; chunks flow on as they are written (an SSE stream reaches joiners live); write()
- * returns false once 64 KiB wait unread and 'drain' follows when the reader pulls, so a piping route is held
- * back like a slow socket would hold it. Nothing reaches the socket here: the face sends what the layer answers.
- */
-function capture(res: ServerResponse, before: OutgoingHttpHeaders, next: Next): Promise<Response> {
-  return new Promise<Response>((resolve) => {
-    let controller!: ReadableStreamDefaultController<Uint8Array>;
-    let needDrain = false;
-    let ended = false;
-    const body = new ReadableStream<Uint8Array>(
-      {
-        start: (c) => {
-          controller = c;
-        },
-        pull: () => {
-          if (!needDrain) return;
-          needDrain = false;
-          res.emit("drain");
-        },
-        cancel: () => {
-          ended = true;
-        },
-      },
-      new ByteLengthQueuingStrategy({ highWaterMark: HIGH_WATER_BYTES }),
-    );
-    let headed = false;
-    const head = (): void => {
-      if (headed) return;
-      headed = true;
-      const status = res.statusCode;
-      const headers = routeHeaders(before, res.getHeaders());
-      resolve(new Response(NULL_BODY.has(status) ? null : body, { status, statusText: res.statusMessage, headers }));
-    };
-    const enqueue = (chunk: unknown, encoding: unknown): void => {
-      if (ended || chunk === undefined || chunk === null || typeof chunk === "function") return;
-      const bytes =
-        typeof chunk === "string"
-          ? Buffer.from(chunk, typeof encoding === "string" ? (encoding as BufferEncoding) : "utf8")
-          : (chunk as Uint8Array);
-      if (bytes.length === 0) return;
-      controller.enqueue(bytes);
-      if ((controller.desiredSize ?? 1) <= 0) needDrain = true;
-    };
-    const callback = (args: unknown[]): (() => void) | undefined =>
-      args.find((a): a is () => void => typeof a === "function");
-
-    const patch: Own = {
-      writeHead(this: ServerResponse, status: number, ...rest: unknown[]) {
-        if (!headed) {
-          res.statusCode = status;
-          if (typeof rest[0] === "string") res.statusMessage = rest.shift() as string;
-          const headers = rest[0];
-          if (Array.isArray(headers)) {
-            for (let i = 0; i + 1 < headers.length; i += 2) res.appendHeader(String(headers[i]), headers[i + 1]);
-          } else if (headers && typeof headers === "object") {
-            for (const [name, value] of Object.entries(headers)) if (value !== undefined) res.setHeader(name, value);
-          }
-        }
-        head();
-        return res;
-      },
-      write(chunk: unknown, ...rest: unknown[]) {
-        head();
-        enqueue(chunk, rest[0]);
-        const cb = callback(rest);
-        if (cb) queueMicrotask(cb);
-        return !needDrain;
-      },
-      end(...args: unknown[]) {
-        head();
-        enqueue(args[0], args[1]);
-        const cb = callback(args);
-        if (cb) res.once("finish", cb);
-        if (!ended) {
-          ended = true;
-          controller.close();
-        }
-        return res;
-      },
-      flushHeaders() {
-        head();
-      },
-    } as unknown as Own;
-    Object.assign(res, patch);
-    next();
-  });
-}
-
-/**
- * `res` with its methods as they were before capture, for the library that sends the answer while the
- * routes may still be writing to the capture. Functions are bound to the real `res`.
- */
-function unpatched(res: ServerResponse, own: Own): ServerResponse {
-  return new Proxy(res, {
-    get(target, name) {
-      const value = name in own ? own[name as keyof Own] : Reflect.get(target, name, target);
-      return typeof value === "function" ? value.bind(target) : value;
-    },
-  });
+/** Whether a parsed JSON value holds only what survives parsing unchanged: no number but safe integers. */
+function exact(value: unknown, depth = 0): boolean {
+  if (typeof value === "number") return Number.isSafeInteger(value);
+  if (typeof value !== "object" || value === null) return true;
+  if (depth > 128) return false;
+  for (const item of Array.isArray(value) ? value : Object.values(value)) if (!exact(item, depth + 1)) return false;
+  return true;
 }

@@ -1,11 +1,12 @@
 // createIdempotentFetch: the fetch-shaped face over the engine.
-import { type CallOptions, createEngine, type Face, type ForgetOptions, type Send, type Stats } from "./engine.ts";
+import { type CallOptions, createEngine, type Face, type ForgetOptions, type Stats } from "./engine.ts";
 import { KEY_HEADER, validateKey } from "./key.ts";
 import { callTtlMs, type IdempotencyOptions, KNOWN, type NormalizedOptions, normalizeOptions } from "./options.ts";
 import { DECODED_BODY_HEADERS } from "./record.ts";
 import { normalizeRetry, type RetryOptions, retrying } from "./retry.ts";
 import type { ForgetResult } from "./store.ts";
 import { strictOptions } from "./strict.ts";
+import { clientCall, lazyClientCall, type WebSend, webResult } from "./web.ts";
 
 /** Per-call settings, passed as `init.idempotency`; `false` sends the call untouched. */
 export interface IdempotencyCallOptions {
@@ -41,12 +42,12 @@ const encoder = new TextEncoder();
 export function clientFace(o: NormalizedOptions): Face {
   return {
     autoKey: o.autoKey,
-    target: (url) => url.href,
+    target: (url) => url,
     sendKeyHeader: (url) =>
       o.sendKeyHeader === "always" ||
       (o.sendKeyHeader === "same-origin" &&
         // A new header on a cross-origin request triggers a CORS preflight the server may refuse.
-        (typeof location === "undefined" || !location.origin || location.origin === url.origin)),
+        (typeof location === "undefined" || !location.origin || location.origin === new URL(url).origin)),
     dropHeaders: DECODED_BODY_HEADERS,
     keylessBodies: "in-memory",
   };
@@ -59,11 +60,15 @@ export function createIdempotentFetch(options: IdempotencyOptions = {}): Idempot
   const engine = createEngine(o, clientFace(o));
   // The runtime's fetch takes (request, init) as they are; a fetch of the user's gets one fresh Request it
   // can clone and read (a signing fetch does), not one whose body the engine already read.
-  const direct: Send =
+  const direct: WebSend =
     options.fetch === undefined
       ? (request, init) => o.getFetch()(request, init)
       : (request, init) => o.getFetch()(init ? new Request(request, init) : request);
   const send = retrying(direct, o.retry);
+  const handle = (request: Request, call: CallOptions, sendThis: WebSend, bytes?: Uint8Array): Promise<Response> =>
+    engine
+      .handle(clientCall(request, call, bytes, sendThis))
+      .then((result) => webResult(result, request.url, call.signal));
 
   const idempotentFetch = (input: Request | string | URL, init?: IdempotentRequestInit): Promise<Response> => {
     const perCall = init?.idempotency;
@@ -95,19 +100,21 @@ export function createIdempotentFetch(options: IdempotencyOptions = {}): Idempot
       if (perCall?.key !== undefined) call.key = perCall.key;
       if (perCall?.ttlSeconds !== undefined) call.ttlSeconds = perCall.ttlSeconds;
       if (perCall?.waitUntil !== undefined) call.waitUntil = perCall.waitUntil;
-      if (!same) return engine.handle(new Request(input, own), sendThis, call);
+      if (!same) return handle(new Request(input, own), call, sendThis);
       call.sameAs = same.id;
       // Taken now: `handle` may run after the caller changed its init or URL object, and must see what `id` saw.
       const snapshot: RequestInit = { ...own, headers: same.headers };
-      if (typeof snapshot.body === "string") call.bytes = encoder.encode(snapshot.body);
+      const bytes = typeof snapshot.body === "string" ? encoder.encode(snapshot.body) : undefined;
       // An identical call in flight is joined before building a Request, reading a body or hashing.
-      return engine.join(same.id, call, () => {
-        try {
-          return engine.handle(new Request(same.url, snapshot), sendThis, call);
-        } catch (error) {
-          return Promise.reject(error);
-        }
-      });
+      return engine
+        .join<Response>(same.id, call, () => {
+          try {
+            return engine.handle(lazyClientCall(same.url, snapshot, bytes, call, sendThis));
+          } catch (error) {
+            return Promise.reject(error);
+          }
+        })
+        .then((result) => webResult(result, same.url, call.signal));
     } catch (error) {
       return Promise.reject(error);
     }

@@ -1,36 +1,42 @@
 // A flight: one upstream call (or wait, or replay) per store key in this process, and the callers attached to it.
 import { Broadcast } from "./broadcast.ts";
-import { NULL_BODY, replayHeaders, replayResponse, storableHeaders } from "./record.ts";
+import type { Reply, Tap } from "./call.ts";
+import { NULL_BODY, replayPairs, storablePairs } from "./record.ts";
 import type { StoredRecord } from "./store.ts";
 
-/** What a flight ends with; every caller turns it into a Response of its own. */
+/** What a flight ends with; every caller turns it into a reply of its own. */
 export type Outcome =
-  /** The leader's response, its body shared live, or whole (already committed) when it was all in memory. */
-  | { kind: "live"; head: Response; body: Broadcast | Uint8Array | null }
-  /** A response no copy can be made of (opaque, status 0): clones. */
-  | { kind: "raw"; response: Response }
-  /** A stored record, already proven to make a Response. */
+  /** The leader's answer, its body shared live, or whole (already committed) when it was all in memory. */
+  | { kind: "live"; head: Head; body: Broadcast | Uint8Array | null }
+  /** An answer no copy can be made of (opaque, status 0): the face's own object. */
+  | { kind: "raw"; native: unknown }
+  /** A stored record, already checked to make a reply. */
   | { kind: "record"; record: StoredRecord }
   /** An answer of the library's own (conflict, in progress, unavailable). */
-  | { kind: "answer"; make: () => Response }
+  | { kind: "answer"; reply: () => Reply }
   | { kind: "fail"; error: unknown };
 
-/** How this flight's responses look to callers who did not lead it. */
+/** The head of the leader's answer. */
+export interface Head {
+  status: number;
+  statusText: string;
+  headers: [string, string][];
+  url?: string | undefined;
+}
+
+/** How this flight's answers look to callers who did not lead it. */
 export interface View {
   /** Set-Cookie never reaches another caller unless the scope proves it is the same client. */
   dropSetCookie: boolean;
-  /** Headers a shared response never carries. */
+  /** Headers a shared answer never carries. */
   dropHeaders: ReadonlySet<string>;
-  /** The request URL, for `Response.url` of replays. */
-  url: string;
   /** Counts the first caller's replay (joiners were counted when they joined). */
   replayed(record: StoredRecord): void;
 }
 
 interface Caller {
-  resolve: (response: Response) => void;
+  resolve: (reply: Reply) => void;
   reject: (error: unknown) => void;
-  signal: AbortSignal | undefined;
   first: boolean;
 }
 
@@ -50,10 +56,8 @@ export class Flight {
   private waiting: Caller[] = [];
   private callers = 0;
   private aborted = 0;
-  /** The first caller's replay, made by `prepare` while checking the record. */
-  private prepared: Response | undefined;
-  /** Headers every caller but the first gets, made once: a Response copies the Headers it is given. */
-  private shared: Headers | undefined;
+  /** Headers every caller but the first gets, made once. */
+  private shared: [string, string][] | undefined;
 
   constructor(
     readonly fingerprint: string,
@@ -62,6 +66,11 @@ export class Flight {
     private readonly onClose: () => void,
   ) {
     this.abort = abortable ? new AbortController() : undefined;
+  }
+
+  /** How many callers have attached so far (aborted ones included). */
+  get attached(): number {
+    return this.callers;
   }
 
   get joinable(): boolean {
@@ -75,26 +84,26 @@ export class Flight {
     this.onClose();
   }
 
-  attach(signal: AbortSignal | undefined, first: boolean): Promise<Response> {
+  attach(signal: AbortSignal | undefined, first: boolean): Promise<Reply> {
     this.callers++;
-    return new Promise<Response>((resolve, reject) => {
-      const caller: Caller = { resolve, reject, signal, first };
+    return new Promise<Reply>((resolve, reject) => {
+      const caller: Caller = { resolve, reject, first };
       if (this.outcome) {
         this.deliver(caller, this.outcome);
         return;
       }
       this.waiting.push(caller);
-      signal?.addEventListener(
-        "abort",
-        () => {
-          const at = this.waiting.indexOf(caller);
-          if (at < 0) return;
-          this.waiting.splice(at, 1);
-          reject(signal.reason);
-          this.abortOne();
-        },
-        { once: true },
-      );
+      if (!signal) return;
+      const aborted = (): void => {
+        const at = this.waiting.indexOf(caller);
+        if (at < 0) return;
+        this.waiting.splice(at, 1);
+        reject(signal.reason);
+        this.abortOne();
+      };
+      // Aborted between the caller's check and here (the same tick): no event will come.
+      if (signal.aborted) aborted();
+      else signal.addEventListener("abort", aborted, { once: true });
     });
   }
 
@@ -109,78 +118,61 @@ export class Flight {
     if (outcome.kind === "live" && outcome.body instanceof Broadcast) outcome.body.start();
   }
 
-  /** Makes the first caller's replay of `record` now; false when no Response can be made of it (a foreign record). */
-  prepare(record: StoredRecord): boolean {
-    // Headers made from an earlier record (one that failed, or another the store returned since) never carry over.
-    this.shared = undefined;
-    try {
-      this.prepared = this.replay(record);
-      return true;
-    } catch {
-      return false;
-    }
-  }
-
-  private replay(record: StoredRecord): Response {
-    const { view } = this;
-    this.shared ??= replayHeaders(record.headers, view.dropSetCookie);
-    return withUrl(replayResponse(record, view.dropSetCookie, this.shared), view.url);
-  }
-
-  /** One caller gave up; the last one stops the upstream call. */
-  private abortOne(): void {
+  /** One caller's live body was given up; the last one stops the upstream call. */
+  readonly abortOne = (): void => {
     if (++this.aborted < this.callers) return;
     this.close();
     this.abort?.abort(new DOMException("Every caller of this request aborted", "AbortError"));
+  };
+
+  private tap(body: Broadcast): Tap {
+    const tap = body.tap();
+    return {
+      pull: tap.pull,
+      cancel: tap.cancel,
+      abandon: () => {
+        tap.cancel();
+        // A body still kept for its record is read to its end and stored: the next retry wants it.
+        if (!body.keeping) this.abortOne();
+      },
+    };
   }
 
   private deliver(caller: Caller, outcome: Outcome): void {
-    if (outcome.kind === "fail") {
-      caller.reject(outcome.error);
-      return;
-    }
-    try {
-      caller.resolve(this.responseFor(caller, outcome));
-    } catch (error) {
-      // Building a Response can throw (a header of a foreign record); that caller gets the error, nobody hangs.
-      caller.reject(error);
-    }
+    if (outcome.kind === "fail") caller.reject(outcome.error);
+    else caller.resolve(this.replyFor(caller, outcome));
   }
 
-  private responseFor(caller: Caller, outcome: Exclude<Outcome, { kind: "fail" }>): Response {
+  private replyFor(caller: Caller, outcome: Exclude<Outcome, { kind: "fail" }>): Reply {
     const { view } = this;
     switch (outcome.kind) {
       case "answer":
-        return outcome.make();
+        return outcome.reply();
       case "raw":
-        return caller.first ? outcome.response : outcome.response.clone();
+        return { native: outcome.native, first: caller.first };
       case "record": {
-        if (!caller.first) return this.replay(outcome.record);
-        view.replayed(outcome.record);
-        const prepared = this.prepared;
-        this.prepared = undefined;
-        return prepared ?? this.replay(outcome.record);
+        const { record } = outcome;
+        if (caller.first) view.replayed(record);
+        this.shared ??= replayPairs(record.headers, view.dropSetCookie);
+        const body = NULL_BODY.has(record.status) ? null : record.body;
+        return { status: record.status, statusText: record.statusText, headers: this.shared, body, own: false };
       }
       case "live": {
         const { head, body } = outcome;
-        // Bytes need no copy: a Response copies the BufferSource it is given, so every caller owns its own.
-        const content =
-          body instanceof Broadcast ? body.reader(caller.signal, () => this.abortOne()) : (body as BodyInit | null);
-        const response = new Response(NULL_BODY.has(head.status) ? null : content, {
+        const content = NULL_BODY.has(head.status) ? null : body instanceof Broadcast ? this.tap(body) : body;
+        const headers = caller.first
+          ? head.headers
+          : (this.shared ??= replayPairs(storablePairs(head.headers, view.dropHeaders), view.dropSetCookie));
+        const reply: Reply = {
           status: head.status,
           statusText: head.statusText,
-          headers: caller.first
-            ? head.headers
-            : (this.shared ??= replayHeaders(storableHeaders(head.headers, view.dropHeaders), view.dropSetCookie)),
-        });
-        return withUrl(response, head.url || view.url);
+          headers,
+          body: content,
+          own: caller.first,
+        };
+        if (head.url) reply.url = head.url;
+        return reply;
       }
     }
   }
-}
-
-/** Sets `url` on a Response made here (so its own is ""); never reads it: on @hono/node-server that builds a full Response. */
-function withUrl(response: Response, url: string): Response {
-  if (url) Object.defineProperty(response, "url", { value: url });
-  return response;
 }

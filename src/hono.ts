@@ -14,16 +14,21 @@ export type IdempotencyMiddleware = MiddlewareHandler & Controls;
  */
 export const idempotency = (options: ServerIdempotencyOptions = {}): IdempotencyMiddleware => {
   const layer = idempotencyLayer(options);
+  let hasContext = true;
   const middleware: MiddlewareHandler = async function idempotency(c, next) {
     // A body an earlier middleware read through c.req is cached by Hono; rebuild the Request from that cache.
     const raw = c.req.raw.bodyUsed ? await cloneRawRequest(c.req) : c.req.raw;
     const call: ServerCallOptions = {};
-    try {
-      // Workers and other edge runtimes: the store write outlives the response. Elsewhere the getter throws.
-      const ctx = c.executionCtx;
-      call.waitUntil = (promise) => ctx.waitUntil(promise);
-    } catch {
-      // No execution context (Node, Deno, Bun): the process outlives the response anyway.
+    if (hasContext) {
+      try {
+        // Workers and other edge runtimes: the store write outlives the response. Elsewhere the getter throws.
+        const ctx = c.executionCtx;
+        call.waitUntil = (promise) => ctx.waitUntil(promise);
+      } catch {
+        // No execution context (Node, Deno, Bun): the process outlives the response anyway, and the
+        // runtime does not change, so the getter (which builds an Error) is not asked again.
+        hasContext = false;
+      }
     }
     const response = await layer.handle(
       raw,

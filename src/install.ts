@@ -6,6 +6,7 @@ import { type IdempotencyOptions, KNOWN, normalizeOptions } from "./options.ts";
 import { retrying } from "./retry.ts";
 import { type ForgetResult, type IdempotencyStore, newToken } from "./store.ts";
 import { strictOptions } from "./strict.ts";
+import { clientCall, webResult } from "./web.ts";
 
 /** The options of `createIdempotentFetch` except `fetch`: an install sends upstream with the runtime's own fetch. */
 export type InstallOptions = Omit<IdempotencyOptions, "fetch">;
@@ -121,7 +122,8 @@ export function createInstall(runtime: Runtime): (options?: InstallOptions) => U
         }
         let response: Response;
         try {
-          response = await engine.handle(upstream, send, { signal: upstream.signal });
+          const call = clientCall(upstream, { signal: upstream.signal }, undefined, send);
+          response = webResult(await engine.handle(call), upstream.url, upstream.signal);
         } catch (error) {
           answer(controller, () => controller.errorWith(error instanceof Error ? error : new Error(String(error))));
           return;

@@ -6,12 +6,13 @@ export type LeaseReport = (type: "store-error" | "stale-token", op: string, erro
 
 /**
  * The leader's hold on a store key. `commit` and `release` are the only ways out; whichever runs first
- * wins, the other returns the same settlement. `ended` resolves once the store has answered (or the
+ * wins, the other returns the same settlement: whether the store took it (false: the store failed, the
+ * token was stale, or the call ran without a lease). `ended` resolves once the store has answered (or the
  * deadline passed), never rejects: it is what "durable before delivered" waits on.
  */
 export class Lease {
   private heartbeat: ReturnType<typeof setInterval> | undefined;
-  private outcome: Promise<void> | undefined;
+  private outcome: Promise<boolean> | undefined;
   private finish!: () => void;
   /** Settles when the lease is committed or released (successfully or not). */
   readonly ended: Promise<void> = new Promise<void>((resolve) => {
@@ -31,28 +32,32 @@ export class Lease {
     (this.heartbeat as { unref?: () => void }).unref?.();
   }
 
-  /** Stores `record` for `ttlMs` and drops the lease, once. */
-  commit(record: StoredRecord, ttlMs: number): Promise<void> {
+  /** Stores `record` for `ttlMs` and drops the lease, once; true when the record was stored. */
+  commit(record: StoredRecord, ttlMs: number): Promise<boolean> {
     return this.end("commit", (token) => this.store.commit(this.storeKey, token, record, ttlMs));
   }
 
   /** Drops the lease without storing anything, once. */
-  release(): Promise<void> {
+  release(): Promise<boolean> {
     return this.end("release", (token) => this.store.release(this.storeKey, token));
   }
 
-  private end(op: "commit" | "release", run: (token: string) => Promise<boolean>): Promise<void> {
+  private end(op: "commit" | "release", run: (token: string) => Promise<boolean>): Promise<boolean> {
     if (this.outcome) return this.outcome;
     clearInterval(this.heartbeat);
     const token = this.token;
     this.outcome =
       token === null
-        ? Promise.resolve()
+        ? Promise.resolve(false)
         : run(token).then(
             (ok) => {
               if (!ok) this.report("stale-token", op);
+              return ok === true;
             },
-            (error: unknown) => this.report("store-error", op, error),
+            (error: unknown) => {
+              this.report("store-error", op, error);
+              return false;
+            },
           );
     this.outcome.then(this.finish);
     return this.outcome;

@@ -64,44 +64,31 @@ export const DECODED_BODY_HEADERS: ReadonlySet<string> = new Set([...FRAMING_HEA
 /** Statuses whose Response must have a null body. */
 export const NULL_BODY = new Set([101, 103, 204, 205, 304]);
 
-/** Header pairs of a response as stored: lower-case names, without the `dropped` ones. */
-export function storableHeaders(headers: Headers, dropped: ReadonlySet<string>): [string, string][] {
+/** Header pairs as stored: without the `dropped` ones. */
+export function storablePairs(pairs: [string, string][], dropped: ReadonlySet<string>): [string, string][] {
+  return pairs.filter(([name]) => !dropped.has(name));
+}
+
+/** Header pairs of an answer a caller did not cause: stored pairs plus `Idempotent-Replayed: true`. */
+export function replayPairs(pairs: [string, string][], dropSetCookie: boolean): [string, string][] {
   const out: [string, string][] = [];
-  headers.forEach((value, name) => {
-    if (!dropped.has(name)) out.push([name, value]);
-  });
+  for (const pair of pairs) {
+    if (pair[0] === "idempotent-replayed" || (dropSetCookie && pair[0] === "set-cookie")) continue;
+    out.push(pair);
+  }
+  out.push(["idempotent-replayed", "true"]);
   return out;
 }
 
-/** Headers of a response a caller did not cause: stored pairs plus `Idempotent-Replayed: true`. */
-export function replayHeaders(pairs: [string, string][], dropSetCookie: boolean): Headers {
-  const headers = new Headers();
-  for (const [name, value] of pairs) {
-    if (dropSetCookie && name === "set-cookie") continue;
-    headers.append(name, value);
-  }
-  headers.set("idempotent-replayed", "true");
-  return headers;
-}
-
-/** A fresh Response for one caller (never a shared body). Throws when the record holds what no Response can. */
-export function replayResponse(
-  record: StoredRecord,
-  dropSetCookie: boolean,
-  /** The record's `replayHeaders`, made once for many callers: a Response copies the Headers it is given. */
-  headers: Headers = replayHeaders(record.headers, dropSetCookie),
-): Response {
-  return new Response(NULL_BODY.has(record.status) ? null : new Uint8Array(record.body), {
-    status: record.status,
-    statusText: record.statusText,
-    headers,
-  });
-}
+/** An HTTP token (a header name), and a field value or reason phrase: what every face can write. */
+const TOKEN = /^[!#$%&'*+.^_`|~0-9a-z-]+$/i;
+const FIELD = /^[\t\x20-\x7e\x80-\xff]*$/;
 
 /**
- * Whether `value` has every field of a StoredRecord with its type (status 200-599, header pairs of two
- * strings, bytes as Uint8Array). The one record validator: a stored value is untrusted (another version,
- * another library, a store bug), and a record that fails this is absent, never replayed.
+ * Whether `value` has every field of a StoredRecord with its type, and holds what every face can answer with
+ * (status 200-599, header pairs of a lower-case token and a field value, bytes as Uint8Array). The one record
+ * validator: a stored value is untrusted (another version, another library, a store bug), and a record that
+ * fails this is absent, never replayed.
  */
 export function isStoredRecord(value: unknown): value is StoredRecord {
   if (typeof value !== "object" || value === null) return false;
@@ -111,10 +98,20 @@ export function isStoredRecord(value: unknown): value is StoredRecord {
     (r.status as number) >= 200 &&
     (r.status as number) <= 599 &&
     typeof r.statusText === "string" &&
+    FIELD.test(r.statusText) &&
     r.body instanceof Uint8Array &&
     typeof r.createdAt === "number" &&
     typeof r.fingerprint === "string" &&
     Array.isArray(r.headers) &&
-    r.headers.every((p) => Array.isArray(p) && p.length === 2 && typeof p[0] === "string" && typeof p[1] === "string")
+    r.headers.every(
+      (p) =>
+        Array.isArray(p) &&
+        p.length === 2 &&
+        typeof p[0] === "string" &&
+        typeof p[1] === "string" &&
+        TOKEN.test(p[0]) &&
+        FIELD.test(p[1]) &&
+        p[0] === p[0].toLowerCase(),
+    )
   );
 }

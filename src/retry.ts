@@ -1,6 +1,7 @@
 // The `retry` option: its policy (validated once) and the one loop that re-sends a led call with the same key.
 import { parseJsonBody } from "./fingerprint.ts";
 import { KEY_HEADER, keyFromJson } from "./key.ts";
+import type { WebSend } from "./web.ts";
 
 /** How a keyed call is re-sent after a transient failure. A number is `{ limit }`. */
 export interface RetryOptions {
@@ -41,7 +42,7 @@ export interface RetryEvent {
   status?: number;
 }
 
-type Send = (request: Request, init?: RequestInit, emit?: (event: RetryEvent) => void) => Promise<Response>;
+type Send = WebSend;
 
 const DEFAULT_LIMIT = 2;
 const DEFAULT_METHODS = ["POST", "PUT", "PATCH", "DELETE", "GET", "HEAD", "OPTIONS"];

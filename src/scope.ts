@@ -30,10 +30,14 @@ const ANONYMOUS: Scope = { kind: "anonymous", hash: "anonymous" };
  * The scope of a request: the custom `scope` option's value, else the first of `credentialHeaders` that has
  * a value (an empty or blank one is no credential), else anonymous. `request` is built only when needed.
  */
-export async function scopeOf(o: ScopeOptions, headers: Headers, request: () => Request): Promise<Scope> {
+export async function scopeOf(
+  o: ScopeOptions,
+  header: (name: string) => string | null,
+  request: () => Request,
+): Promise<Scope> {
   if (o.scope) return { kind: "custom", hash: await sha256(`scope\n${await o.scope(request())}`) };
   for (const name of o.credentialHeaders) {
-    const value = headers.get(name);
+    const value = header(name);
     // The hash input is unchanged since the first version, so records stored then still match.
     if (value !== null && value.trim() !== "")
       return { kind: "credential", hash: await sha256(`credential\n${value}`) };
@@ -49,6 +53,11 @@ export async function forgetScope(o: ScopeOptions, options: ForgetOptions = {}):
     return sha256(`scope\n${options.scope}`);
   }
   if (o.scope) throw new TypeError("idemfetch: forget() needs `scope`: this instance uses a custom scope option");
-  const scope = await scopeOf(o, new Headers(options.headers), () => new Request("http://forget.invalid"));
+  const headers = new Headers(options.headers);
+  const scope = await scopeOf(
+    o,
+    (name) => headers.get(name),
+    () => new Request("http://forget.invalid"),
+  );
   return scope.hash;
 }

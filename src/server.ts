@@ -1,10 +1,11 @@
 // idempotency(): the Request -> Response face of the engine, for any Web-standard handler (Deno.serve, Bun, Hono, workers).
-import { type CallOptions, createEngine, type Face, type ForgetOptions, type Stats } from "./engine.ts";
+import { type Call, createEngine, type ForgetOptions, type Stats } from "./engine.ts";
 import { errorResponse, isIdempotencyKeyError } from "./errors.ts";
 import { type ClientOnlyOption, callTtlMs, type IdempotencyOptions, KNOWN, normalizeOptions } from "./options.ts";
-import { FRAMING_HEADERS } from "./record.ts";
+import { DEFAULT_METHODS, methodSet, SERVER_FACE, serverOptions } from "./server-policy.ts";
 import type { ForgetResult } from "./store.ts";
 import { strictOptions } from "./strict.ts";
+import { webAnswer, webPlan, webResponse } from "./web.ts";
 
 /** Options of the server middleware: the shared ones (no client-only settings) plus the server's own. */
 export interface ServerIdempotencyOptions extends Omit<IdempotencyOptions, ClientOnlyOption> {
@@ -63,52 +64,17 @@ export interface IdempotencyLayer extends Controls {
   ): Promise<Response>;
 }
 
-/**
- * The server's policy: no auto keys (two identical requests to a server are often meant), path and query
- * fingerprinted (hosts differ behind a load balancer), bodies stored as sent (their encoding with them),
- * keyless uploads read only when they are JSON objects.
- */
-const SERVER_FACE: Face = {
-  autoKey: false,
-  target: (url) => url.pathname + url.search,
-  sendKeyHeader: () => false,
-  dropHeaders: FRAMING_HEADERS,
-  keylessBodies: "sniff",
-};
+export { DEFAULT_METHODS } from "./server-policy.ts";
 
 /** Marks an error thrown by the handler, so only the client's bad key becomes a 400. */
 class HandlerFailure {
   constructor(readonly cause: unknown) {}
 }
 
-export const DEFAULT_METHODS = ["POST", "PUT", "PATCH", "DELETE"] as const;
-
-const methodSet = (name: string, value: unknown, fallback: readonly string[]): ReadonlySet<string> => {
-  const list = value ?? fallback;
-  if (!Array.isArray(list) || list.some((m) => typeof m !== "string" || m.length === 0)) {
-    throw new TypeError(`idemfetch: option "${name}" must be an array of method names, got ${JSON.stringify(value)}`);
-  }
-  return new Set(list.map((m: string) => m.toUpperCase()));
-};
-
 /** Validates `options` once and returns the per-request form of the middleware. */
 export function idempotencyLayer(options: ServerIdempotencyOptions = {}): IdempotencyLayer {
-  strictOptions(options, KNOWN.server, "idempotency()");
-  const { requireKey = false, methods, ietf = false, waitUntil, ...shared } = options;
-  if (waitUntil !== undefined && typeof waitUntil !== "function") {
-    throw new TypeError(`idemfetch: option "waitUntil" must be a function, got ${typeof waitUntil}`);
-  }
-  if (typeof ietf !== "boolean") throw new TypeError(`idemfetch: option "ietf" must be a boolean, got ${String(ietf)}`);
+  const { shared, methods, required, waitUntil } = serverOptions(options);
   const handled = methodSet("methods", methods, DEFAULT_METHODS);
-  const required =
-    requireKey === false
-      ? new Set<string>()
-      : methodSet("requireKey", requireKey === true ? undefined : requireKey, ["POST", "PATCH"]);
-  if (ietf) {
-    shared.conflictStatus ??= 422;
-    shared.waitTimeoutMs ??= 0;
-    shared.errorFormat ??= "problem";
-  }
   const normalized = normalizeOptions(shared, "server");
   const engine = createEngine(normalized, SERVER_FACE);
 
@@ -119,32 +85,38 @@ export function idempotencyLayer(options: ServerIdempotencyOptions = {}): Idempo
       callTtlMs(call.ttlSeconds, "call.ttlSeconds");
       const method = request.method.toUpperCase();
       if (!handled.has(method)) return handler(request);
-      const send = async (upstream: Request, init?: RequestInit): Promise<Response> => {
+      const run = async (body: BodyInit | null | undefined): Promise<Response> => {
         try {
-          // A fresh Request from parts: copying `upstream` would first turn a lightweight server request
+          // A fresh Request from parts: copying `request` would first turn a lightweight server request
           // (@hono/node-server) into a full one, only to replace its body.
           return await handler(
-            init
-              ? new Request(upstream.url, {
-                  method: upstream.method,
-                  headers: init.headers ?? upstream.headers,
-                  body: init.body ?? null,
-                  signal: init.signal ?? null,
+            body === undefined
+              ? request
+              : new Request(request.url, {
+                  method: request.method,
+                  headers: request.headers,
+                  body,
                   // A body the engine read past its limit goes on as the stream of every byte.
-                  ...(init.body instanceof ReadableStream ? { duplex: "half" } : {}),
-                } as RequestInit)
-              : upstream,
+                  ...(body instanceof ReadableStream ? { duplex: "half" } : {}),
+                } as RequestInit),
           );
         } catch (error) {
           throw new HandlerFailure(error);
         }
       };
-      const engineCall: CallOptions = { requireKey: required.has(method) };
+      const { plan, passInit } = webPlan(request, undefined, false);
+      const engineCall: Call<Response> = {
+        plan,
+        requireKey: required.has(method),
+        send: async (upstream) => webAnswer(await run(upstream.body as BodyInit | null)),
+        pass: () => run(passInit()?.body),
+      };
       if (call.ttlSeconds !== undefined) engineCall.ttlSeconds = call.ttlSeconds;
       const hook = call.waitUntil ?? waitUntil;
       if (hook) engineCall.waitUntil = hook;
       try {
-        return await engine.handle(request, send, engineCall);
+        const result = await engine.handle(engineCall);
+        return "passed" in result ? result.passed : webResponse(result, request.url);
       } catch (error) {
         // The handler's own failures (joined duplicates get the same one) go on as they were thrown.
         if (error instanceof HandlerFailure) throw error.cause;

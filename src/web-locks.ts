@@ -97,7 +97,9 @@ export function withWebLocks(store: IdempotencyStore, options: WebLocksOptions =
     if (seen.size > MAX_SEEN) seen.delete(seen.keys().next().value as string);
   };
 
-  return {
+  const wrapped: IdempotencyStore & { name?: unknown } = {
+    // The wrapped store's name, for the engine's warnings.
+    name: (store as { name?: unknown }).name,
     async acquire(storeKey, fingerprint, leaseMs) {
       const holder = await holderOf(storeKey);
       if (holder) {
@@ -156,4 +158,5 @@ export function withWebLocks(store: IdempotencyStore, options: WebLocksOptions =
       await store.close?.();
     },
   };
+  return wrapped;
 }

@@ -7,6 +7,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { idempotency, keepRawBody } from "../src/express.ts";
 import type { ServerIdempotencyOptions } from "../src/server.ts";
 import { expectOuterHeaderPerCaller, faceSuite, Routes, type Started } from "./fixtures/node-face-suite.ts";
+import { sleep } from "./fixtures/util.ts";
 
 /** Where the body parser sits relative to the middleware. */
 type Order = "parser first" | "parser first, raw bytes kept" | "idempotency first";
@@ -127,5 +128,107 @@ describe("express face specifics", () => {
     expect(await again.text()).toBe("ok");
     expect(calls).toBe(2);
     expect(face.stats()).toMatchObject({ upstreamCalls: 2, notStored: 1 });
+  });
+
+  it("16.1: a route that writes, then fails, ends its answer badly: the key is released and a retry runs again", async () => {
+    const app = express();
+    const face = idempotency();
+    let calls = 0;
+    app.post("/late", face, (_req, res, next) => {
+      calls++;
+      res.write("partial");
+      next(new Error("late failure"));
+    });
+    // An error handler that ends a half-sent answer the way Express's own does: by destroying the socket.
+    app.use((_error: unknown, _req: express.Request, res: express.Response, _next: express.NextFunction) => {
+      res.destroy();
+    });
+    const started = await listen(app, face);
+    running.push(started);
+    const send = () =>
+      fetch(`${started.url}/late`, {
+        method: "POST",
+        headers: { "Idempotency-Key": "late" },
+        body: "x",
+        signal: AbortSignal.timeout(3000),
+      }).then((r) => r.text());
+    await expect(send()).rejects.toMatchObject({ name: "TypeError" });
+    await expect(send()).rejects.toMatchObject({ name: "TypeError" });
+    expect(calls).toBe(2);
+  });
+
+  it("16.2: an SSE route that stops on 'close' without end(): its client leaving releases the key", async () => {
+    const app = express();
+    const face = idempotency();
+    let runs = 0;
+    let closed!: () => void;
+    const routeClosed = new Promise<void>((resolve) => {
+      closed = resolve;
+    });
+    app.post("/sse", face, (_req, res) => {
+      runs++;
+      res.writeHead(200, { "content-type": "text/event-stream" });
+      res.write("data: 0\n\n");
+      const timer = setInterval(() => res.write("data: more\n\n"), 50);
+      res.on("close", () => {
+        clearInterval(timer);
+        closed();
+      });
+    });
+    const started = await listen(app, face);
+    running.push(started);
+    const ctrl = new AbortController();
+    const send = (signal: AbortSignal) =>
+      fetch(`${started.url}/sse`, { method: "POST", headers: { "Idempotency-Key": "sse" }, body: "x", signal });
+    const first = await send(ctrl.signal);
+    await (first.body as ReadableStream<Uint8Array>).getReader().read();
+    ctrl.abort();
+    await routeClosed;
+    await sleep(20);
+    const second = await send(AbortSignal.timeout(3000));
+    expect(second.headers.get("idempotent-replayed")).toBeNull();
+    expect(runs).toBe(2);
+    await second.body?.cancel();
+  });
+
+  it("16.3: behind express.json(), two amounts that differ only past 2^53 are never one request (a conflict, not a replay)", async () => {
+    for (const order of ["parser first", "parser first, raw bytes kept"] as const) {
+      const { routes, url } = await start(order);
+      const send = (amount: string) =>
+        fetch(`${url}/orders`, {
+          method: "POST",
+          headers: { "content-type": "application/json", "Idempotency-Key": `amount-${order}` },
+          body: `{"amount":${amount}}`,
+        });
+      const first = await send("9007199254740993");
+      expect(first.status).toBe(200);
+      await first.text();
+      const second = await send("9007199254740992");
+      expect(second.headers.get("idempotent-replayed")).toBeNull();
+      expect(second.status).toBe(409);
+      expect(routes.orders).toBe(1);
+    }
+  });
+
+  it("a route that never answers holds its key at most leaseMs after its client left; then a retry runs again", async () => {
+    const app = express();
+    const face = idempotency({ leaseMs: 300 });
+    let runs = 0;
+    app.post("/never", face, () => {
+      runs++;
+    });
+    const started = await listen(app, face);
+    running.push(started);
+    const send = () =>
+      fetch(`${started.url}/never`, {
+        method: "POST",
+        headers: { "Idempotency-Key": "never" },
+        body: "x",
+        signal: AbortSignal.timeout(150),
+      });
+    await expect(send()).rejects.toMatchObject({ name: "TimeoutError" });
+    await sleep(600);
+    await expect(send()).rejects.toMatchObject({ name: "TimeoutError" });
+    expect(runs).toBe(2);
   });
 });

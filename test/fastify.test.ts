@@ -145,4 +145,29 @@ describe("fastify face specifics", () => {
     expect(await (await send()).text()).toBe("raw");
     expect(calls).toBe(2);
   });
+
+  it("a streamed reply that fails after its first bytes ends badly: the key is released and a retry runs again", async () => {
+    const app = Fastify({ forceCloseConnections: true, logger: false });
+    const face = idempotency();
+    await app.register(face);
+    let calls = 0;
+    app.post("/late", async (_request, reply) => {
+      calls++;
+      const body = new PassThrough();
+      body.write("partial");
+      setTimeout(() => body.destroy(new Error("late failure")), 20);
+      return reply.type("text/plain").send(body);
+    });
+    const { url } = await start(app, face);
+    const send = () =>
+      fetch(`${url}/late`, {
+        method: "POST",
+        headers: { "Idempotency-Key": "late" },
+        body: "x",
+        signal: AbortSignal.timeout(3000),
+      }).then((r) => r.text());
+    await expect(send()).rejects.toMatchObject({ name: "TypeError" });
+    await expect(send()).rejects.toMatchObject({ name: "TypeError" });
+    expect(calls).toBe(2);
+  });
 });

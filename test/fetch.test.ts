@@ -629,3 +629,15 @@ describe("options and events", () => {
     expect((await f(`${up.url}/echo`, json({}, "l"))).status).toBe(200);
   });
 });
+
+describe("issue 16", () => {
+  it("16.6: an abort in the same tick as the call (during the engine's set-up) rejects with the reason and sends nothing", async () => {
+    const f = createIdempotentFetch();
+    const ctrl = new AbortController();
+    const call = f(`${up.url}/echo`, { ...json({ a: 1 }, "setup-abort"), signal: ctrl.signal });
+    ctrl.abort();
+    await expect(call).rejects.toMatchObject({ name: "AbortError" });
+    await f.close();
+    expect(up.count()).toBe(0);
+  });
+});

@@ -449,3 +449,23 @@ describe("21: durable before delivered", () => {
     expect(probe.state).toBe("done");
   });
 });
+
+describe("issue 16.9: 'stored' only when the commit took effect", () => {
+  it.each([
+    ["a commit that fails", () => Promise.reject(new Error("store down"))],
+    ["a commit with a stale token", () => Promise.resolve(false)],
+  ])("%s emits no 'stored'", async (_name, commit) => {
+    const store = memoryStore();
+    const events: string[] = [];
+    const f = createIdempotentFetch({
+      store: { ...store, commit },
+      onEvent: (event) => events.push(event.type),
+      fetch: async () => new Response("ok"),
+    });
+    const res = await f("http://stored.test/a", { method: "POST", headers: { "Idempotency-Key": "k" }, body: "x" });
+    expect(await res.text()).toBe("ok");
+    await f.close();
+    expect(events).toContain("execute");
+    expect(events).not.toContain("stored");
+  });
+});

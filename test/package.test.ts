@@ -40,6 +40,7 @@ const EXPORTS: Record<string, string[]> = {
   "./hono": ["idempotency"],
   "./express": ["idempotency", "keepRawBody"],
   "./fastify": ["idempotency"],
+  "./node": ["idempotency"],
   "./store": [
     "base64ToBytes",
     "bytesToBase64",

@@ -548,3 +548,34 @@ describe("idemfetch/hono", () => {
     expect(state.count).toBe(0);
   });
 });
+
+describe("issue 16.12: one abandoned reader of a large answer", () => {
+  it("stalls the other callers past maxBodyBytes for at most STALL_MS, then they go on", async () => {
+    const { STALL_MS = 1000 } = (await import("../src/broadcast.ts")) as { STALL_MS?: number };
+    const chunk = new Uint8Array(64 * 1024).fill(7);
+    const total = 2 * 1024 * 1024;
+    const handler = idempotency(
+      async () => {
+        let sent = 0;
+        return new Response(
+          new ReadableStream<Uint8Array>({
+            pull(controller) {
+              if (sent >= total) return controller.close();
+              sent += chunk.length;
+              controller.enqueue(chunk);
+            },
+          }),
+        );
+      },
+      { maxBodyBytes: 64 * 1024 },
+    );
+    const request = () => new Request("http://x.test/big", { method: "POST", headers: { "Idempotency-Key": "stall" } });
+    const [abandoned, reader] = await Promise.all([handler(request()), handler(request())]);
+    const started = performance.now();
+    const bytes = await reader.arrayBuffer();
+    expect(bytes.byteLength).toBe(total);
+    expect(performance.now() - started).toBeLessThan(STALL_MS + 2000);
+    // The abandoned caller's body was errored, not held: reading it now fails.
+    await expect(abandoned.arrayBuffer()).rejects.toThrow();
+  });
+});

@@ -4,10 +4,13 @@ import express from "express";
 import Fastify from "fastify";
 import { Hono } from "hono";
 import { describe, expect, it } from "vitest";
+import { migrate as d1Migrate, schemaSql as d1SchemaSql, d1Store, sweep as d1Sweep } from "../adapters/d1.ts";
 import { denoKvStore } from "../adapters/deno-kv.ts";
+import { durableObjectStore } from "../adapters/durable-object.ts";
 import { indexedDBStore } from "../adapters/indexeddb.ts";
 import { ioredisStore } from "../adapters/ioredis.ts";
 import { migrate, pgListen, postgresStore, schemaSql, sweep } from "../adapters/postgres.ts";
+import { schemaSql as sqliteSchemaSql, sqliteStore, sweep as sqliteSweep } from "../adapters/sqlite.ts";
 import { upstashStore } from "../adapters/upstash.ts";
 import { idempotency as expressIdempotency } from "../src/express.ts";
 import { idempotency as fastifyIdempotency } from "../src/fastify.ts";
@@ -20,6 +23,9 @@ import { idempotency, idempotencyLayer } from "../src/server.ts";
 
 const handler = async () => new Response("ok");
 const noClient = { query: async () => ({ rows: [] }) };
+/** Shapes that pass the client checks: the option check comes first, so nothing is ever called on them. */
+const noDb = { prepare: () => ({}), exec: () => {}, batch: async () => [] };
+const noNamespace = { idFromName: () => ({}), get: () => ({ fetch: async () => new Response() }) };
 
 /** Every factory with one typo'd option, the option it meant, and what it is called in the message. */
 const factories: [string, () => unknown, string][] = [
@@ -42,6 +48,12 @@ const factories: [string, () => unknown, string][] = [
   ["schemaSql()", () => schemaSql({ tabel: "t" } as never), "table"],
   ["pgListen()", () => pgListen(() => ({}) as never, { retry: 5 } as never), "retryMs"],
   ["denoKvStore()", () => denoKvStore({ kv: {}, prefx: ["a"] } as never), "prefix"],
+  ["sqliteStore()", () => sqliteStore({ db: noDb, busyTimeout: 5 } as never), "busyTimeoutMs"],
+  ["schemaSql()", () => sqliteSchemaSql({ tabl: "t" } as never), "table"],
+  ["sweep()", () => sqliteSweep(noDb as never, { limits: 5 } as never), "limit"],
+  ["d1Store()", () => d1Store({ db: noDb, migrat: false } as never), "migrate"],
+  ["schemaSql()", () => d1SchemaSql({ Table: "t" } as never), "table"],
+  ["durableObjectStore()", () => durableObjectStore(noNamespace, { waitMS: 5 } as never), "waitMs"],
   ["withWebLocks()", () => withWebLocks(memoryStore(), { nam: "x" } as never), "name"],
   ["openTelemetry()", () => openTelemetry({ tracr: {} } as never), "tracer"],
 ];
@@ -62,6 +74,8 @@ describe("every factory refuses an unknown option, naming the closest known one"
   it.each([
     ["migrate()", () => migrate(noClient as never, { tabel: "t" } as never), "table"],
     ["sweep()", () => sweep(noClient as never, { limt: 5 } as never), "limit"],
+    ["migrate()", () => d1Migrate(noDb as never, { tabel: "t" } as never), "table"],
+    ["sweep()", () => d1Sweep(noDb as never, { limt: 5 } as never), "limit"],
   ])("%s rejects before it queries", async (where, make, meant) => {
     await expect(make()).rejects.toThrow(new RegExp(`${where.replace(/[()]/g, "\\$&")} has no option .*"${meant}"`));
   });

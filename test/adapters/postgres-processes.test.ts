@@ -8,7 +8,7 @@ import { type PrivatePostgres, startPrivatePostgres } from "../fixtures/postgres
 import { spawnWorker, type Worker } from "../fixtures/processes.ts";
 import { startUpstream, type Upstream } from "../fixtures/upstream.ts";
 import { sleep } from "../fixtures/util.ts";
-import type { Outcome } from "../fixtures/worker.ts";
+import { processCases } from "./process-cases.ts";
 
 const SHARED = "postgres://postgres@127.0.0.1:5432/test";
 const table = `idemfetch_proc_${newToken().slice(0, 10)}`;
@@ -26,8 +26,6 @@ afterAll(async () => {
 });
 beforeEach(() => up.reset());
 
-const decode = (o: Outcome) => Buffer.from(o.body, "base64").toString("utf8");
-
 describe("across processes via postgresStore", () => {
   let workers: Worker[] = [];
   const spawnAll = async (k: number, extra: Record<string, string> = {}) => {
@@ -40,37 +38,7 @@ describe("across processes via postgresStore", () => {
     await Promise.all(workers.map((w) => w.exit()));
   });
 
-  it("4 processes × 25 concurrent calls with one key make 1 upstream call and get identical bytes; another body gets 409", async () => {
-    const ws = await spawnAll(4);
-    const call = { url: `${up.url}/echo?ms=200`, key: `same-${newToken()}`, body: '{"prompt":"hi"}' };
-    const results = (await Promise.all(ws.map((w) => w.fire(Array.from({ length: 25 }, () => call))))).flat();
-    expect(results).toHaveLength(100);
-    expect(results.map((r) => r.status)).toEqual(Array(100).fill(200));
-    expect(new Set(results.map((r) => r.body)).size).toBe(1);
-    expect(up.count()).toBe(1);
-    const [other] = await (ws[2] as Worker).fire([{ ...call, body: '{"prompt":"other"}' }]);
-    expect(other?.status).toBe(409);
-    expect(up.count()).toBe(1);
-    await Promise.all(ws.map((w) => w.exit()));
-  });
-
-  it("kill -9 of the leader mid-request: nothing runs twice while its lease lives; a waiter takes over after it", async () => {
-    const [leader, waiter] = await spawnAll(2, { LEASE_MS: "600" });
-    const call = { url: `${up.url}/echo?ms=3000`, key: `crash-${newToken()}`, body: "{}" };
-    void (leader as Worker).fire([call]);
-    await (leader as Worker).waitForEvent("execute");
-    const waiting = (waiter as Worker).fire([call]);
-    await (waiter as Worker).waitForEvent("wait");
-    await sleep(1500); // 2.5 leases: the leader's heartbeat (renew) keeps its lease alive
-    expect(up.count()).toBe(1);
-    (leader as Worker).child.kill("SIGKILL");
-    const [outcome] = await waiting;
-    expect(outcome?.status).toBe(200);
-    expect(JSON.parse(decode(outcome as Outcome)).n).toBe(2);
-    expect((waiter as Worker).events).toContain("takeover");
-    expect(up.count()).toBe(2);
-    await Promise.all(workers.map((w) => w.exit()));
-  });
+  processCases({ upstream: () => up, spawn: spawnAll });
 });
 
 describe("a PostgreSQL restart under load", () => {

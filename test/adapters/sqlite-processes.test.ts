@@ -11,8 +11,7 @@ import { newToken } from "../../src/store.ts";
 import { spawnWorker, type Worker } from "../fixtures/processes.ts";
 import { openSqlite } from "../fixtures/sqlite.ts";
 import { startUpstream, type Upstream } from "../fixtures/upstream.ts";
-import { sleep } from "../fixtures/util.ts";
-import type { Outcome } from "../fixtures/worker.ts";
+import { processCases } from "./process-cases.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "idemfetch-sqlite-proc-"));
 const file = join(dir, "store.db");
@@ -31,7 +30,6 @@ afterAll(async () => {
 });
 beforeEach(() => up.reset());
 
-const decode = (o: Outcome) => Buffer.from(o.body, "base64").toString("utf8");
 const spawnAll = async (k: number, extra: Record<string, string> = {}) => {
   workers = await Promise.all(
     Array.from({ length: k }, () => spawnWorker({ STORE: "sqlite", SQLITE_FILE: file, ...extra })),
@@ -40,43 +38,7 @@ const spawnAll = async (k: number, extra: Record<string, string> = {}) => {
 };
 
 describe("across processes on one SQLite file", () => {
-  it("4 processes × 25 concurrent calls per key, 3 keys: 1 execution per key, identical bytes; another body gets 409", async () => {
-    const ws = await spawnAll(4);
-    const keys = [0, 1, 2].map((i) => `same-${i}-${newToken()}`);
-    const calls = keys.map((key) => ({ url: `${up.url}/echo?ms=200`, key, body: '{"prompt":"hi"}' }));
-    const plan = Array.from({ length: 25 }, (_, i) => calls[i % 3] as (typeof calls)[number]);
-    const results = (await Promise.all(ws.map((w) => w.fire(plan)))).flat();
-    expect(results).toHaveLength(100);
-    expect(results.map((r) => r.status)).toEqual(Array(100).fill(200));
-    for (const key of keys) {
-      expect(up.keys.filter((k) => k === key)).toHaveLength(1);
-      const bodies = results.filter((_, i) => plan[i % 25]?.key === key).map((r) => r.body);
-      expect(new Set(bodies).size).toBe(1);
-    }
-    expect(up.count()).toBe(3);
-    const [other] = await (ws[2] as Worker).fire([{ ...(calls[0] as (typeof calls)[number]), body: '{"prompt":"x"}' }]);
-    expect(other?.status).toBe(409);
-    expect(up.count()).toBe(3);
-    await Promise.all(ws.map((w) => w.exit()));
-  });
-
-  it("kill -9 of the leader mid-request: nothing runs twice while its lease lives; a waiter takes over after it", async () => {
-    const [leader, waiter] = await spawnAll(2, { LEASE_MS: "600" });
-    const call = { url: `${up.url}/echo?ms=3000`, key: `crash-${newToken()}`, body: "{}" };
-    void (leader as Worker).fire([call]);
-    await (leader as Worker).waitForEvent("execute");
-    const waiting = (waiter as Worker).fire([call]);
-    await (waiter as Worker).waitForEvent("wait");
-    await sleep(1500); // 2.5 leases: the leader's heartbeat (renew) keeps its lease alive
-    expect(up.count()).toBe(1);
-    (leader as Worker).child.kill("SIGKILL");
-    const [outcome] = await waiting;
-    expect(outcome?.status).toBe(200);
-    expect(JSON.parse(decode(outcome as Outcome)).n).toBe(2);
-    expect((waiter as Worker).events).toContain("takeover");
-    expect(up.count()).toBe(2);
-    await Promise.all(workers.map((w) => w.exit()));
-  });
+  processCases({ upstream: () => up, spawn: spawnAll }, 3);
 
   it("processes that exit the moment they have read the body lose nothing: 1 execution, the later ones replay", async () => {
     const key = `exit-${newToken()}`;

@@ -2,6 +2,7 @@
 // upstream on loopback, and defines the checks every runtime passes (edgeSuite).
 import { createHash, randomBytes } from "node:crypto";
 import { Redis } from "ioredis";
+import { Miniflare } from "miniflare";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startUpstashFixture, type UpstashFixture } from "../fixtures/upstash-server.ts";
 import { startUpstream, type Upstream } from "../fixtures/upstream.ts";
@@ -9,7 +10,8 @@ import type { EdgeEnv } from "./app.ts";
 
 /**
  * Bundles an entry of test/edge for an isolate: browser/worker conditions, every dependency inlined
- * (hono, @upstash/redis), and no Node built-in allowed in (esbuild fails on one).
+ * (hono, @upstash/redis), and no Node built-in allowed in (esbuild fails on one). `cloudflare:workers` is
+ * workerd's own module, left for it to provide.
  */
 export async function bundle(entry: string, format: "esm" | "iife"): Promise<string> {
   const { build } = await import("esbuild");
@@ -21,9 +23,46 @@ export async function bundle(entry: string, format: "esm" | "iife"): Promise<str
     conditions: ["workerd", "worker", "browser"],
     format,
     target: "es2022",
+    external: ["cloudflare:workers"],
     logLevel: "silent",
   });
   return (result.outputFiles[0] as { text: string }).text;
+}
+
+/** What a quick start's Worker is given: its `bindings` (env) and Durable Object classes, as wrangler.toml would. */
+export interface QuickstartConfig {
+  bindings?: Record<string, string>;
+  durableObjects?: Record<string, { className: string; useSQLite?: boolean }>;
+}
+
+/** A README quick start (a Worker module under test/edge/quickstart) running in workerd through Miniflare. */
+export async function startQuickstart(entry: string, config: QuickstartConfig): Promise<Miniflare> {
+  const script = await bundle(entry, "esm");
+  return new Miniflare({ modules: true, script, compatibilityDate: "2025-09-01", ...config });
+}
+
+/** The quick starts' call: POST /orders for one book under `key`. */
+export const order = (worker: Miniflare, key: string) =>
+  worker.dispatchFetch("http://worker/orders", {
+    method: "POST",
+    headers: { "content-type": "application/json", "idempotency-key": key },
+    body: JSON.stringify({ item: "book" }),
+  });
+
+type Answer = Awaited<ReturnType<typeof order>>;
+
+/**
+ * Answers to duplicates of one order, read to the end, then a retry sent: one order created, every answer its
+ * bytes, the retry a replay.
+ */
+export async function expectOneOrder(duplicates: Answer[], sendRetry: () => Promise<Answer>): Promise<void> {
+  const bodies = await Promise.all(duplicates.map((r) => r.text()));
+  expect(duplicates.map((r) => r.status)).toEqual(duplicates.map(() => 201));
+  expect(new Set(bodies).size).toBe(1);
+  const retry = await sendRetry();
+  expect(retry.headers.get("idempotent-replayed")).toBe("true");
+  expect(await retry.text()).toBe(bodies[0]);
+  expect(JSON.parse(bodies[0] as string)).toMatchObject({ item: "book" });
 }
 
 /** One runtime's two isolates, each answering a request path of the app. */

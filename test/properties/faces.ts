@@ -1,7 +1,9 @@
 // The faces the fault harness drives, one entry each: in-process (fetch wrapper, Web handler) or a framework over real HTTP.
-import type { Server } from "node:http";
+import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
+import { Readable } from "node:stream";
 import { buffer } from "node:stream/consumers";
+import type { ReadableStream as NodeWebStream } from "node:stream/web";
 import { serve } from "@hono/node-server";
 import express from "express";
 import Fastify from "fastify";
@@ -11,7 +13,7 @@ import { idempotency as expressIdempotency } from "../../src/express.ts";
 import { idempotency as fastifyIdempotency } from "../../src/fastify.ts";
 import { createIdempotentFetch } from "../../src/fetch.ts";
 import { idempotency as honoIdempotency } from "../../src/hono.ts";
-import { nodeStream } from "../../src/node-http.ts";
+import { idempotency as nodeIdempotency } from "../../src/node.ts";
 import type { IdempotencyEvent } from "../../src/options.ts";
 import { idempotency } from "../../src/server.ts";
 import type { ForgetResult, IdempotencyStore } from "../../src/store.ts";
@@ -52,6 +54,9 @@ export interface Face {
 }
 
 const nothingToClose = async (): Promise<void> => {};
+
+/** A Web body as a Node stream (what a Fastify route sends). */
+const nodeStream = (body: ReadableStream<Uint8Array>): Readable => Readable.fromWeb(body as NodeWebStream);
 
 export interface FaceEntry {
   /** The route behaviours this face can show. */
@@ -101,6 +106,23 @@ export const FACES = {
         forget: forgetWith(h),
         close: nothingToClose,
       };
+    },
+  },
+  node: {
+    kinds: NODE_KINDS,
+    http: true,
+    sendsAborted: false,
+    async start({ store, options, upstream }) {
+      const handler = nodeIdempotency(
+        async (req, res) => {
+          const response = await upstream(webRequest(req.url ?? "/", req.headers, await nodeBody(req)));
+          res.writeHead(response.status, Object.fromEntries(response.headers));
+          // A plain node:http route that fails after its first write has nobody to tell: it destroys its socket.
+          if ((await pump(response, res)) === "error") res.destroy(new Error("the route failed after its first write"));
+        },
+        { ...options, store },
+      );
+      return overHttp(createServer(handler).listen(0, "127.0.0.1"), handler);
     },
   },
   express: {
