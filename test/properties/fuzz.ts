@@ -6,7 +6,7 @@
 import fc from "fast-check";
 import { memoryEnv, redisEnv } from "./envs.ts";
 import { FACE_NAMES, type FaceName } from "./faces.ts";
-import { type Avoid, invariantProperty, listenForUnhandled, type Scenario, type StoreEnv } from "./harness.ts";
+import { type Avoid, invariantProperty, listenForUnhandled, type Scenario, type StoreEnv, stats } from "./harness.ts";
 
 const env = process.env;
 const faces = (env.FUZZ_FACES ? env.FUZZ_FACES.split(",") : FACE_NAMES) as FaceName[];
@@ -46,6 +46,9 @@ for (const name of stores) {
     if (more.failed) result = more;
   }
   const seconds = ((Date.now() - started) / 1000).toFixed(1);
+  console.log(
+    `[${name}] so far in this process: ${stats.hung} scenario(s) stopped by the watchdog, ${stats.durableExcused} durable check(s) skipped (a store call past storeTimeoutMs or a late heartbeat)`,
+  );
   if (result.failed) {
     failed = true;
     console.log(`\n[${name}] FAILED after ${counter.runs} scenarios in ${seconds} s`);

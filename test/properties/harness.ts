@@ -17,6 +17,113 @@ import { withoutKnownDefects } from "./known.ts";
 /** Timings of every scenario, in ms: short so an example runs in about a second. */
 export const T = { leaseMs: 300, storeTimeoutMs: 60, waitTimeoutMs: 1000, maxBodyBytes: 16_384, marginMs: 1500 };
 
+/**
+ * The watchdog's slack over a scenario's own bounds, for a loaded 2-core CI machine: each bound is multiplied by
+ * PROPERTY_SLACK (default 2) and SLACK_MS is added. Past it the harness stops waiting and records (d).
+ */
+const SLACK = Math.max(1, Number(process.env.PROPERTY_SLACK ?? 2));
+const SLACK_MS = 2000;
+/** The harness's own bounded waits after the calls: delayed store calls landing, routes ending (see runScenario). */
+const LAND_MS = 5000;
+const ROUTE_END_MS = 3000;
+/** Rounds of waiting for the routes to end and the leases to expire, while routes still start (see runScenario). */
+const QUIET_ROUNDS = 3;
+
+/** What one scenario may take, in ms, derived from its timings; past each bound the watchdog stops waiting. */
+export function scenarioBounds(s: Scenario): { callMs: number; callsMs: number; stepMs: number; totalMs: number } {
+  const maxUpstream = Math.max(...[...s.upstream, DEFAULT_UPSTREAM].map((p) => p.delayMs + p.chunks * p.chunkDelayMs));
+  // Invariant (d)'s bound for one call.
+  const callMs = T.waitTimeoutMs + 2 * T.storeTimeoutMs + maxUpstream + T.marginMs;
+  const lastStart = Math.max(0, ...s.callers.map((c) => c.startMs), ...(s.forgets ?? []).map((f) => f.atMs));
+  const callsMs = Math.round(SLACK * (lastStart + callMs) + SLACK_MS);
+  // One of the harness's own calls after the callers settled (the durable check, a store-key probe, a close).
+  const stepMs = Math.round(SLACK * callMs + SLACK_MS);
+  // Calls, aborted callers settling, the durable check, store calls landing, routes ending, leases expiring,
+  // the store-key probes and closing: a backstop for anything the bounded steps miss.
+  const totalMs = callsMs + stepMs * 4 + LAND_MS + QUIET_ROUNDS * (ROUTE_END_MS + T.leaseMs + 250) + SLACK_MS;
+  return { callMs, callsMs, stepMs, totalMs };
+}
+
+/** What the harness let pass or cut short in this process, for the suite's log line. */
+export const stats = {
+  /** Durable checks whose violation was dropped: a store call answered after storeTimeoutMs, or a heartbeat ran late. */
+  durableExcused: 0,
+  /** Scenarios the watchdog stopped. */
+  hung: 0,
+};
+
+type Settled<X> = { ok: true; value: X } | { ok: false };
+/** `p`, or `{ ok: false }` once `ms` passed first (the promise goes on, unwatched). */
+function within<X>(p: Promise<X>, ms: number): Promise<Settled<X>> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<Settled<X>>((resolve) => {
+    timer = setTimeout(() => resolve({ ok: false }), ms);
+  });
+  return Promise.race([p.then((value): Settled<X> => ({ ok: true, value })), late]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * What a running scenario still waits for (named, with its phase) and how to stop it: the watchdog's view. A
+ * scenario that never settles is then a (d) violation naming what hung, with its seed and counterexample,
+ * instead of a test runner's timeout.
+ */
+class Watch {
+  readonly out: Violation[] = [];
+  readonly t0 = performance.now();
+  /** Where the scenario is, for a report made by the backstop. */
+  stage = "starting its faces";
+  private readonly pending = new Map<string, { what: string; since: number }>();
+  private readonly teardown: { label: string; run: () => Promise<unknown> | unknown; last: boolean }[] = [];
+  private stopping: Promise<string[]> | undefined;
+  private end!: () => void;
+  /** Resolves when the scenario is over (settled or stopped): waits of its routes that never end, end on it. */
+  readonly over = new Promise<void>((resolve) => {
+    this.end = resolve;
+  });
+  v = (inv: Invariant, msg: string): void => {
+    this.out.push({ inv, msg });
+  };
+  set(label: string, what: string): void {
+    const since = this.pending.get(label)?.since ?? performance.now();
+    this.pending.set(label, { what, since });
+  }
+  done(label: string): void {
+    this.pending.delete(label);
+  }
+  describe(): string {
+    const now = performance.now();
+    const list = [...this.pending].map(([label, p]) => `${label}: ${p.what} (for ${Math.round(now - p.since)} ms)`);
+    return list.length === 0 ? "nothing the harness tracks" : list.join("; ");
+  }
+  /** Runs at the end, or when the backstop gives up on the scenario, once and bounded; `last` after the others. */
+  onTeardown(label: string, run: () => Promise<unknown> | unknown, last = false): void {
+    this.teardown.push({ label, run, last });
+  }
+  /** Runs every teardown (each bounded by `ms`); answers the labels of those that did not finish. */
+  stop(ms: number): Promise<string[]> {
+    this.stopping ??= (async () => {
+      this.end();
+      const run = async (list: typeof this.teardown) => {
+        const late = await Promise.all(
+          list.map(async (t) => {
+            const r = await within(
+              Promise.resolve()
+                .then(t.run)
+                .catch(() => {}),
+              ms,
+            );
+            return r.ok ? undefined : t.label;
+          }),
+        );
+        return late.filter((x): x is string => x !== undefined);
+      };
+      const first = await run(this.teardown.filter((t) => !t.last));
+      return [...first, ...(await run(this.teardown.filter((t) => t.last)))];
+    })();
+    return this.stopping;
+  }
+}
+
 export type Invariant = "a" | "b" | "c" | "d" | "e" | "f" | "lifecycle" | "durable";
 export const INVARIANTS: Record<Invariant, string> = {
   a: "at most one upstream execution per key while a lease is live (unless fail-open)",
@@ -311,11 +418,37 @@ const sameBytes = (a: Uint8Array, b: Uint8Array): boolean => a.length === b.leng
 const storable = (p: UpstreamPlan, size: number): boolean =>
   p.kind === "ok" && p.status < 500 && p.status !== 408 && p.status !== 429 && size <= T.maxBodyBytes;
 
-/** Runs one scenario and returns every invariant it broke. */
+/**
+ * Runs one scenario and returns every invariant it broke. It never hangs: past its bounds (scenarioBounds) the
+ * watchdog records (d) naming what is still pending, aborts the callers, closes the servers and returns.
+ */
 export async function runScenario(s: Scenario, env: StoreEnv): Promise<Violation[]> {
+  const bounds = scenarioBounds(s);
+  const watch = new Watch();
+  const ran = await within(scenarioBody(s, env, watch, bounds), bounds.totalMs);
+  if (ran.ok) return ran.value;
+  stats.hung++;
+  // The backstop: a wait the bounded steps below do not cover.
+  watch.v(
+    "d",
+    `the scenario (${s.face}) still ran ${bounds.totalMs} ms after it started, while ${watch.stage}; still pending: ${watch.describe()}`,
+  );
+  const left = await watch.stop(bounds.stepMs);
+  if (left.length > 0) watch.v("d", `teardown did not finish in ${bounds.stepMs} ms: ${left.join(", ")}`);
+  // A copy: the abandoned run may still add to `out`.
+  return [...watch.out];
+}
+
+async function scenarioBody(
+  s: Scenario,
+  env: StoreEnv,
+  watch: Watch,
+  bounds: ReturnType<typeof scenarioBounds>,
+): Promise<Violation[]> {
   const { store: inner, other, namespace, cleanup } = env.make();
-  const out: Violation[] = [];
-  const v = (inv: Invariant, msg: string) => out.push({ inv, msg });
+  watch.onTeardown("the store's cleanup", cleanup, true);
+  const out = watch.out;
+  const v = watch.v;
   const unhandledBefore = unhandled.length;
   const execs: Exec[] = [];
   const knownErrors = new Set<unknown>();
@@ -375,8 +508,9 @@ export async function runScenario(s: Scenario, env: StoreEnv): Promise<Violation
           return;
         }
         if (i === plan.chunks && plan.kind === "noEnd") {
-          // Every chunk written, and no end: it stops only when its reader goes away (cancel).
-          await new Promise(() => {});
+          // Every chunk written, and no end: it stops only when its reader goes away (cancel), or the scenario ends.
+          await watch.over;
+          return;
         }
         if ((plan.kind === "midError" || plan.kind === "destroy") && i === plan.chunks - 1) {
           const error = new Error(`upstream execution ${n} body failed midway`);
@@ -400,17 +534,21 @@ export async function runScenario(s: Scenario, env: StoreEnv): Promise<Violation
   const logs: LogEntry[][] = [];
   const chaos: ChaosStore[] = [];
   const faces = await Promise.all(
-    s.plans.map((p) => {
+    s.plans.map(async (p, proc) => {
       const log: LogEntry[] = [];
       logs.push(log);
       const store = chaosStore(inner, p, log);
       chaos.push(store);
-      return makeFace(s.face, s, store, namespace, scope, upstream);
+      const face = await makeFace(s.face, s, store, namespace, scope, upstream);
+      watch.onTeardown(`closing the ${s.face} face of proc ${proc}`, () => face.close());
+      return face;
     }),
   );
 
   const outcomes: Outcome[] = [];
   let firstDurable: Promise<void> | undefined;
+  /** What the durable check found: reported once the store calls are known to have answered in time (below). */
+  const durable: Violation[] = [];
   // Only checked where every store call answers in time (a failed commit cannot be durable) and nothing is
   // forgotten (a forget removes the record on purpose).
   const chaosFree =
@@ -422,7 +560,13 @@ export async function runScenario(s: Scenario, env: StoreEnv): Promise<Violation
     );
   const t0 = performance.now();
 
+  /** Per caller still running: how the watchdog stops it (aborts its signal, cancels its body). */
+  const stoppers = new Map<number, () => void>();
+  /** Callers the watchdog gave up on: their (d) is recorded, their outcome is not checked further. */
+  const hung = new Set<number>();
   const runCaller = async (c: CallerPlan, id: number): Promise<void> => {
+    const label = `caller ${id} (${s.face}, proc ${c.proc}, ${c.cred}, k${c.key}, variant ${c.variant}, abort ${c.abort.kind}, read ${c.read})`;
+    watch.set(label, `not started (starts at ${c.startMs} ms)`);
     await sleep(c.startMs);
     const o: Outcome = { caller: id, startedAt: performance.now(), aborted: false };
     outcomes.push(o);
@@ -432,8 +576,15 @@ export async function runScenario(s: Scenario, env: StoreEnv): Promise<Violation
       o.aborted = true;
       ctrl.abort(reason);
     };
+    let reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
+    stoppers.set(id, () => {
+      const stop = new DOMException(`caller ${id} stopped by the harness's watchdog`, "AbortError");
+      ctrl.abort(stop);
+      void reader?.cancel(stop).catch(() => {});
+    });
     if (c.abort.kind === "before") abortNow();
     if (c.abort.kind === "after") setTimeout(abortNow, c.abort.ms);
+    watch.set(label, "waiting for its response");
     let res: Response;
     try {
       res = await (faces[c.proc] as (typeof faces)[number]).send(c, id, ctrl.signal, callerBody(c));
@@ -441,31 +592,37 @@ export async function runScenario(s: Scenario, env: StoreEnv): Promise<Violation
       o.error = error;
       o.stage = "call";
       o.settledAt = performance.now();
+      watch.done(label);
+      stoppers.delete(id);
       return;
     }
+    const head = `status ${res.status}, execution ${res.headers.get("x-exec") ?? "none"} (route ${res.headers.get("x-kind") ?? "none"})`;
     try {
       const chunks: Uint8Array[] = [];
+      watch.set(label, `reading its body (${head}): no chunk yet`);
       if (res.body) {
-        const reader = res.body.getReader();
+        const body = res.body.getReader();
+        reader = body;
         // A route that never ends: its client reads every byte the route wrote, then goes away.
         const noEnd = res.headers.get("x-kind") === "noEnd" ? execs[Number(res.headers.get("x-exec"))] : undefined;
         let got = 0;
         // Node 20's fetch can leave a read pending for good once its signal aborts mid-body (undici, no idemfetch
         // involved): a client that aborts over HTTP drops the body itself, and its call ends as aborted.
         const http = FACES[s.face].http;
-        if (http) ctrl.signal.addEventListener("abort", () => void reader.cancel(reason).catch(() => {}));
+        if (http) ctrl.signal.addEventListener("abort", () => void body.cancel(reason).catch(() => {}));
         for (;;) {
-          const { done, value } = await reader.read();
+          const { done, value } = await body.read();
           if (done && http && o.aborted) throw reason;
           if (done) break;
           chunks.push(new Uint8Array(value));
           got += value.length;
+          watch.set(label, `reading its body (${head}): ${chunks.length} chunk(s), ${got} bytes so far`);
           // Another caller's bytes must not change when this one scribbles over its own chunk.
           if (c.read === "mutate") value.fill(0xee);
           if (c.abort.kind === "midStream" && !o.aborted) abortNow();
           if (c.read === "cancel" || (noEnd?.body && got >= noEnd.body.length)) {
             o.cancelled = true;
-            await reader.cancel("this caller stopped reading");
+            await body.cancel("this caller stopped reading");
             break;
           }
         }
@@ -482,6 +639,8 @@ export async function runScenario(s: Scenario, env: StoreEnv): Promise<Violation
       o.stage = "body";
     }
     o.settledAt = performance.now();
+    watch.done(label);
+    stoppers.delete(id);
     const execHeader = res.headers.get("x-exec");
     const exec = execHeader === null ? undefined : execs[Number(execHeader)];
     if (
@@ -492,21 +651,33 @@ export async function runScenario(s: Scenario, env: StoreEnv): Promise<Violation
       exec &&
       storable(exec.plan, exec.body?.length ?? 0)
     ) {
-      firstDurable = checkDurable(s, other, namespace, scope, c, callerBody(c), o.response.bytes, v);
+      const note = (inv: Invariant, msg: string) => durable.push({ inv, msg });
+      firstDurable = checkDurable(s, other, namespace, scope, c, callerBody(c), o.response.bytes, note, watch);
     }
   };
 
   const forgets = (s.forgets ?? []).map(async (f, i) => {
+    const label = `forget ${i} (${s.face}, proc ${f.proc}, ${f.cred}, k${f.key})`;
+    watch.set(label, `not started (starts at ${f.atMs} ms)`);
     await sleep(f.atMs);
+    watch.set(label, "waiting for its answer");
     const face = faces[f.proc];
-    if (!face) return;
+    if (!face) return watch.done(label);
     const credential = f.cred === "anon" ? undefined : `Bearer ${f.cred}`;
     const options: ForgetOptions =
       s.scopeMode === "custom"
         ? { scope: credential ?? "nobody", force: f.force }
         : { headers: credential ? { authorization: credential } : {}, force: f.force };
     const at = performance.now();
-    const faulted = () => (s.plans[f.proc]?.forget ?? []).some((x) => x && x.kind !== "pass");
+    // A forget that answered after storeTimeoutMs (a loaded machine, no fault) rightly rejects too.
+    const faulted = () =>
+      (s.plans[f.proc]?.forget ?? []).some((x) => x && x.kind !== "pass") ||
+      (logs[f.proc] ?? []).some(
+        (x) =>
+          x.op === "forget" &&
+          x.askedAt >= at - 1 &&
+          (x.answeredAt ?? Number.POSITIVE_INFINITY) - x.askedAt >= T.storeTimeoutMs - 15,
+      );
     try {
       const result = await face.forget(`k${f.key}`, options);
       if (!["forgotten", "absent", "in-progress"].includes(result)) v("b", `forget ${i} answered ${String(result)}`);
@@ -515,45 +686,121 @@ export async function runScenario(s: Scenario, env: StoreEnv): Promise<Violation
     }
     const took = performance.now() - at;
     if (took > T.storeTimeoutMs + T.marginMs) v("d", `forget ${i} settled after ${Math.round(took)} ms`);
+    watch.done(label);
   });
-  const all = Promise.all([...s.callers.map(runCaller), ...forgets]);
-  const watchdog = 9000;
-  const finished = await Promise.race([all.then(() => true), sleep(watchdog).then(() => false)]);
-  if (!finished) v("d", `a call still had not settled after ${watchdog} ms (hung)`);
-  await firstDurable;
-  const lastSettled = Math.max(t0, ...outcomes.map((o) => o.settledAt ?? 0));
-  // A store call that lands late must still be checked: wait for every one, and say so when one never lands.
-  const landed = await Promise.race([Promise.all(chaos.map((c) => c.settled())).then(() => true), sleep(5000)]);
-  if (!landed) v("lifecycle", "a delayed store call had still not landed 5 s after every call settled");
-  // A caller that cancelled its body settled, but its route may stream on (the engine reads on for the record):
-  // wait (boundedly) for every route to end, and measure lease lifetimes from the last moment anything ran.
   const endOf = (e: Exec) =>
     e.endAt ?? (e.body === undefined || [204, 304].includes(e.plan.status) ? e.headAt : undefined);
-  // A server runs a route whose client already left (it follows no client signal), sometimes only after that
-  // client settled: wait until every route ended and none has started for QUIET_MS.
-  const QUIET_MS = 100;
-  const busy = () =>
-    execs.some((e) => endOf(e) === undefined) ||
-    performance.now() - Math.max(lastSettled, ...execs.map((e) => e.start)) < QUIET_MS;
-  for (let waited = 0; waited < 3000 && busy(); waited += 20) await sleep(20);
-  const lastBusy = Math.max(lastSettled, ...execs.map((e) => endOf(e) ?? e.start));
-  await sleep(Math.max(0, lastBusy + T.leaseMs + 250 - performance.now()));
+  /** What else was going on, for the watchdog's report: routes still running, store calls never answered. */
+  const context = (): string => {
+    const routes = execs
+      .filter((e) => endOf(e) === undefined)
+      .map((e) => `execution ${e.n} (${e.group}, route ${e.plan.kind}, for caller ${e.caller}) still running`);
+    const calls = logs.flatMap((log, proc) =>
+      log
+        .filter((x) => x.answeredAt === undefined && x.op !== "subscribe")
+        .map((x) => `proc ${proc}'s ${x.op} #${x.seq} unanswered (fault ${x.fault.kind})`),
+    );
+    return [...routes, ...calls].join("; ") || "no route running, no store call unanswered";
+  };
+
+  watch.stage = "running its callers";
+  const all = Promise.all([...s.callers.map(runCaller), ...forgets]);
+  if (!(await within(all, bounds.callsMs)).ok) {
+    // The watchdog: name what hangs, then stop it (abort every caller, cancel its body) so the scenario ends.
+    v(
+      "d",
+      `hung: not settled ${bounds.callsMs} ms after the scenario started (last start + waitTimeoutMs + 2×storeTimeoutMs + upstream + marginMs = ${Math.round((bounds.callsMs - SLACK_MS) / SLACK)} ms, ×${SLACK} + ${SLACK_MS} ms of slack); still pending: ${watch.describe()}; meanwhile: ${context()}`,
+    );
+    stats.hung++;
+    for (const [id, stop] of stoppers) {
+      hung.add(id);
+      stop();
+    }
+    watch.stage = "waiting for the callers the watchdog aborted";
+    if (!(await within(all, bounds.stepMs)).ok) {
+      v("d", `still pending ${bounds.stepMs} ms after the watchdog aborted every caller: ${watch.describe()}`);
+    }
+  }
+  if (firstDurable) {
+    watch.stage = "checking durability from another process";
+    if (!(await within(firstDurable, bounds.stepMs)).ok) {
+      v(
+        "d",
+        `the durable check (a second process replaying) did not settle in ${bounds.stepMs} ms: ${watch.describe()}`,
+      );
+    }
+  }
+  const lastSettled = Math.max(t0, ...outcomes.map((o) => o.settledAt ?? 0));
+  // A store call that lands late must still be checked: wait for every one, and say so when one never lands.
+  watch.stage = "waiting for delayed store calls to land";
+  const landed = await within(Promise.all(chaos.map((c) => c.settled())), LAND_MS);
+  if (!landed.ok) v("lifecycle", `a delayed store call had still not landed ${LAND_MS} ms after every call settled`);
+  if (durable.length > 0) {
+    // Durability is promised for store calls that answer in time. On a loaded machine a plain call (no fault) can
+    // take longer than storeTimeoutMs: the engine then rightly goes on without it, and there is nothing to check.
+    // Likewise a lease lost because its heartbeat ran late (an event loop stalled about leaseMs): its commit
+    // answers false, and the protocol only asks that the body end after the commit settled.
+    const entries = logs.flat().filter((x) => x.op !== "subscribe");
+    const slow = entries.filter((x) => (x.answeredAt ?? Number.POSITIVE_INFINITY) - x.askedAt >= T.storeTimeoutMs - 15);
+    const beats = (token: string | undefined) =>
+      entries
+        .filter((x) => x.token === token && (x.op === "acquire" || x.op === "renew") && x.result !== false)
+        .map((x) => x.performedAt ?? x.askedAt);
+    const gapOf = (x: LogEntry) => {
+      const times = [...beats(x.token), x.performedAt ?? x.askedAt].sort((a, b) => a - b);
+      return Math.max(0, ...times.slice(1).map((at, i) => at - (times[i] as number)));
+    };
+    const lost = entries.filter((x) => x.op === "commit" && x.result === false && gapOf(x) >= T.leaseMs - 50);
+    const commits = entries
+      .filter((x) => x.op === "commit")
+      .map(
+        (x) =>
+          `${String(x.result)} in ${Math.round((x.answeredAt ?? Number.NaN) - x.askedAt)} ms (longest gap between its lease's acquire/renews ${Math.round(gapOf(x))} ms)`,
+      );
+    if (slow.length === 0 && lost.length === 0) {
+      for (const x of durable) v(x.inv, `${x.msg} (commits: ${commits.join(", ") || "none"})`);
+    } else stats.durableExcused++;
+  }
+  // A caller that cancelled its body settled, but its route may stream on (the engine reads on for the record):
+  // wait (boundedly) for every route to end, and measure lease lifetimes from the last moment anything ran.
+  // A server face follows no client signal: a route may even start after its caller left (the engine took the
+  // lease once the request arrived), so look again after each wait until nothing new ran.
+  const busy = () => Math.max(lastSettled, ...execs.map((e) => endOf(e) ?? e.start));
+  let lastBusy = lastSettled;
+  for (let round = 0; round < QUIET_ROUNDS; round++) {
+    watch.stage = "waiting for the routes to end";
+    for (let waited = 0; waited < ROUTE_END_MS && execs.some((e) => endOf(e) === undefined); waited += 20)
+      await sleep(20);
+    const now = busy();
+    if (round > 0 && now <= lastBusy) break;
+    lastBusy = now;
+    watch.stage = "waiting for leases to expire";
+    await sleep(Math.max(0, lastBusy + T.leaseMs + 250 - performance.now()));
+  }
   if (unhandled.length > unhandledBefore) {
     v("c", `unhandled: ${unhandled.slice(unhandledBefore).map(describeError).join("; ")}`);
   }
 
-  const maxUpstream = Math.max(...[...s.upstream, DEFAULT_UPSTREAM].map((p) => p.delayMs + p.chunks * p.chunkDelayMs));
+  watch.stage = "working out the store keys";
   const storeKeys = new Map<string, string>();
   for (const c of s.callers) {
     const g = `${c.cred}|k${c.key}`;
-    if (!storeKeys.has(g)) storeKeys.set(g, await storeKeyOf(s, namespace, scope, c));
+    if (storeKeys.has(g)) continue;
+    const found = await within(storeKeyOf(s, namespace, scope, c, watch), bounds.stepMs);
+    if (found.ok) storeKeys.set(g, found.value);
+    else
+      v(
+        "d",
+        `working out the store key of ${g} (one call against a store that fails) did not settle in ${bounds.stepMs} ms`,
+      );
   }
+  watch.stage = "checking outcomes";
   for (const o of outcomes) {
     const c = s.callers[o.caller] as CallerPlan;
     const who = `caller ${o.caller} (${c.cred}, k${c.key}, variant ${c.variant}, ${s.bodies[c.key]?.[c.variant]} body, proc ${c.proc}, abort ${c.abort.kind})`;
+    if (hung.has(o.caller)) continue;
     const took = (o.settledAt ?? Number.POSITIVE_INFINITY) - o.startedAt;
-    const bound = T.waitTimeoutMs + 2 * T.storeTimeoutMs + maxUpstream + T.marginMs;
-    if (took > bound) v("d", `${who} settled after ${Math.round(took)} ms (bound ${bound})`);
+    if (took > bounds.callMs) v("d", `${who} settled after ${Math.round(took)} ms (bound ${bounds.callMs})`);
     if (o.settledAt === undefined) continue;
     checkOutcome(s, c, o, who, execs, knownErrors, callerBody(c), v);
   }
@@ -588,19 +835,24 @@ export async function runScenario(s: Scenario, env: StoreEnv): Promise<Violation
     if (saw) v("b", `caller ${o.caller} waited on another owner's lease, then answered 503 on a store error`);
   }
   checkLeases(s, logs, execs, lastBusy, storeKeys, v);
+  watch.stage = "probing the leases left";
   const keys = new Set(logs.flat().map((e) => e.storeKey));
   for (const k of keys) {
-    try {
-      const found = await inner.acquire(k, "probe-fingerprint", 1);
-      if (found.state === "pending") {
-        v("e", `a lease on ${k.slice(0, 40)}… is still live ${T.leaseMs + 250} ms after every call settled`);
-      }
-    } catch (error) {
-      v("e", `probe failed: ${describeError(error)}`);
-    }
+    const probe = await within(
+      inner.acquire(k, "probe-fingerprint", 1).then(
+        (found) => found.state,
+        (error: unknown) => `failed: ${describeError(error)}`,
+      ),
+      bounds.stepMs,
+    );
+    if (!probe.ok) v("e", `probe of ${k.slice(0, 40)}… did not answer in ${bounds.stepMs} ms`);
+    else if (probe.value === "pending")
+      v("e", `a lease on ${k.slice(0, 40)}… is still live ${T.leaseMs + 250} ms after every call settled`);
+    else if (probe.value.startsWith("failed")) v("e", `probe ${probe.value}`);
   }
-  await Promise.all(faces.map((f) => f.close()));
-  await cleanup();
+  watch.stage = "closing";
+  const left = await watch.stop(bounds.stepMs);
+  if (left.length > 0) v("d", `teardown did not finish in ${bounds.stepMs} ms: ${left.join(", ")}`);
   return out;
 }
 
@@ -798,9 +1050,15 @@ function checkLeases(
       // machine) it may have gone either way, so such an acquire counts as given and as failed.
       const latency = (x: LogEntry) => (x.answeredAt ?? Number.POSITIVE_INFINITY) - x.askedAt;
       const slack = 20;
-      const got = acquires.find(
-        (x) => x.result === "acquired" && latency(x) < T.storeTimeoutMs + slack && (x.answeredAt ?? 0) <= e.start + 1,
-      );
+      // With onStoreError "closed" nothing runs on a failed acquire: an execution there ran on the lease it got,
+      // however late the answer looked (a stalled event loop delays the engine's timeout as much as the answer).
+      const got =
+        acquires.find(
+          (x) => x.result === "acquired" && latency(x) < T.storeTimeoutMs + slack && (x.answeredAt ?? 0) <= e.start + 1,
+        ) ??
+        (s.onStoreError === "closed"
+          ? acquires.find((x) => x.result === "acquired" && (x.answeredAt ?? 0) <= e.start + 1)
+          : undefined);
       if (got) {
         consumed.add(got);
         protectedOnes.push(e);
@@ -850,6 +1108,7 @@ async function storeKeyOf(
   namespace: string,
   scope: ((r: Request) => string) | undefined,
   c: CallerPlan,
+  watch: Watch,
 ): Promise<string> {
   let seen = "";
   const listening: IdempotencyStore = {
@@ -865,11 +1124,11 @@ async function storeKeyOf(
   const face = await makeFace(s.face, { ...s, onStoreError: "closed" }, listening, namespace, scope, async () => {
     return new Response("");
   });
+  watch.onTeardown(`closing the ${s.face} face that worked out a store key`, () => face.close());
   await face.send(c, 0, null, new Uint8Array([1])).then(
     (r) => r.arrayBuffer(),
     () => {},
   );
-  await face.close();
   return seen;
 }
 
@@ -883,6 +1142,7 @@ async function checkDurable(
   body: Uint8Array,
   expected: Uint8Array,
   v: (inv: Invariant, msg: string) => void,
+  watch: Watch,
 ): Promise<void> {
   let executed = false;
   let waited = false;
@@ -899,8 +1159,12 @@ async function checkDurable(
     },
     { onEvent: (e) => void (e.type === "wait" && (waited = true)) },
   );
+  watch.onTeardown(`closing the ${s.face} face of the durable check`, () => checker.close());
+  const label = `the durable check (${s.face}, a second process replaying caller ${s.callers.indexOf(c)}'s request)`;
+  watch.set(label, "waiting for its response");
   try {
     const res = await checker.send(c, 10_000, null, body);
+    watch.set(label, `reading its body (status ${res.status})`);
     const bytes = new Uint8Array(await res.arrayBuffer());
     if (executed) v("durable", `a second process executed again right after a caller's body ended (record not stored)`);
     else if (res.headers.get("idempotent-replayed") !== "true" || !sameBytes(bytes, expected)) {
@@ -912,7 +1176,7 @@ async function checkDurable(
   } catch (error) {
     v("durable", `a second process failed: ${describeError(error)}`);
   }
-  await checker.close();
+  watch.done(label);
 }
 
 /**
@@ -923,7 +1187,7 @@ export function invariantProperty(
   env: StoreEnv,
   options: {
     chaos?: boolean;
-    counter?: { runs: number; perFace?: Partial<Record<FaceName, number>> };
+    counter?: { runs: number; failed?: number; perFace?: Partial<Record<FaceName, number>> };
     avoid?: Avoid[];
     faces?: readonly FaceName[];
   } = {},
@@ -943,6 +1207,7 @@ export function invariantProperty(
     const results = await Promise.all(batch.map((s) => runScenario(s, env)));
     // Every invariant, whichever the property is named after: no violation is thrown away.
     const found = results.flatMap((r, i) => r.map((x) => `scenario ${i}: (${x.inv}) ${x.msg}`));
+    if (found.length > 0 && counter) counter.failed = (counter.failed ?? 0) + 1;
     if (found.length > 0) throw new Error([...new Set(found)].join("\n"));
   });
 }
