@@ -1,4 +1,6 @@
 // Both ends of a live stream over a store's live-stream capability: the leader's batching writer and a duplicate's reader.
+
+import { concat } from "./body.ts";
 import type { LiveHead, LiveStore, StoredRecord } from "./store.ts";
 
 /** A live stream a reader held a prefix of ended without its record: the lease was released, lapsed or taken over. */
@@ -229,15 +231,4 @@ export async function* followLive(
   } finally {
     for (const off of offs) off?.();
   }
-}
-
-function concat(parts: Uint8Array[], length: number): Uint8Array {
-  if (parts.length === 1) return parts[0] as Uint8Array;
-  const out = new Uint8Array(length);
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
 }

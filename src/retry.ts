@@ -1,4 +1,6 @@
 // The `retry` option: its policy (validated once) and the one loop that re-sends a led call with the same key.
+
+import { concat } from "./body.ts";
 import { parseJsonBody } from "./fingerprint.ts";
 import { KEY_HEADER, keyFromJson } from "./key.ts";
 import type { WebSend } from "./web.ts";
@@ -217,16 +219,6 @@ async function codeOf(response: Response): Promise<string | undefined> {
   } finally {
     reader.cancel().catch(() => {});
   }
-}
-
-function concat(chunks: Uint8Array[], size: number): Uint8Array {
-  const out = new Uint8Array(size);
-  let at = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, at);
-    at += chunk.length;
-  }
-  return out;
 }
 
 /** `Retry-After` (seconds or an HTTP date) when the answer has it, else the backoff; at most `maxDelayMs`. */
