@@ -1,5 +1,5 @@
 // The Node faces' side of the engine (node:http, Express, Fastify): a request as a call plan, a route's writes as an answer, replies written back.
-import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from "node:http";
+import { type IncomingMessage, type OutgoingHttpHeaders, OutgoingMessage, type ServerResponse } from "node:http";
 import { concat } from "./body.ts";
 import type { Answer, Plan, Reply, Source, UnreadBody } from "./call.ts";
 import { type Call, createEngine, type Result } from "./engine.ts";
@@ -205,6 +205,12 @@ function peek(req: IncomingMessage, limit: number, onlyObjects: boolean): Promis
   });
 }
 
+/** Node's own `headersSent` getter: while a capture holds `res`, the route sees its own head as sent instead. */
+const HEADERS_SENT = Object.getOwnPropertyDescriptor(OutgoingMessage.prototype, "headersSent")?.get;
+/** Whether `res` really sent its head to the socket. */
+const sent = (res: ServerResponse): boolean =>
+  HEADERS_SENT ? HEADERS_SENT.call(res) === true : Boolean((res as unknown as { _header?: unknown })._header);
+
 /** `res`'s writing methods, called with `res` as `this`. */
 type Method = (this: ServerResponse, ...args: unknown[]) => unknown;
 type Own = Record<"writeHead" | "write" | "end" | "flushHeaders" | "destroy", Method>;
@@ -290,6 +296,9 @@ class Capture implements Source {
         return capture.own.destroy.call(res, error);
       },
     });
+    // As on a real socket, the route's head counts as sent once it wrote it: an error handler that checks
+    // `res.headersSent` then ends the answer badly instead of writing a fresh one into it.
+    Object.defineProperty(res, "headersSent", { configurable: true, get: () => capture.headed || sent(res) });
     // The leader's client leaving is not the route's business while its answer is being taken: joiners and the
     // next retry want it whole. So `res`'s 'close' is held back from the route (and its framework, which would
     // destroy a piped stream) until the answer has ended or failed; the face's own writer hears CLIENT_GONE.
@@ -338,6 +347,7 @@ class Capture implements Source {
   /** `res` with its own methods back once the route is done with it, and the 'close' it was not told of. */
   private restore(): void {
     Object.assign(this.res, this.own);
+    Reflect.deleteProperty(this.res, "headersSent");
     this.res.emit = this.emit;
     if (this.closeHeld) {
       this.closeHeld = false;
@@ -474,7 +484,7 @@ export async function writeReply(
   reply: Exclude<Reply, { native: unknown }>,
   own: Own = ownOf(res),
 ): Promise<void> {
-  if (res.headersSent || res.destroyed) return;
+  if (sent(res) || res.destroyed) return;
   const { body } = reply;
   const whole = body === null || body instanceof Uint8Array;
   // A whole body goes out with its length: writeHead fixes the framing before end() could.
@@ -507,7 +517,7 @@ export async function writeReply(
 
 /** A route that failed (or an answer that ended badly before its head): 500 when nothing was sent, else the socket ends. */
 function failed(res: ServerResponse, own: Own): void {
-  if (res.headersSent || res.destroyed) {
+  if (sent(res) || res.destroyed) {
     res.destroy();
     return;
   }

@@ -943,6 +943,9 @@ function checkOutcome(
   const r = o.response;
   if (!r) return;
   const execHeader = r.headers.get("x-exec");
+  // Fastify answers a stream that fails before its first chunk with its error reply, keeping the headers the
+  // route set (it writes no head before data): plain Fastify does the same, and the answer is not stored.
+  if (routeFailed && r.status === 500 && s.face === "fastify") return;
   if (execHeader === null) {
     if (routeFailed && r.status === 500) return;
     let code: string | undefined;
