@@ -38,6 +38,8 @@ export interface FaceContext {
     onStoreError: "open" | "closed";
     scope?: (r: Request) => string;
     onEvent?: (e: IdempotencyEvent) => void;
+    /** The store guard's warnings: off in the harness, whose chaos store fails on purpose. */
+    logger: false;
   };
   /** The route as a Web function; a Response carries its `RouteKind` in `x-kind` for the Node routes to act on. */
   upstream: (req: Request) => Promise<Response>;

@@ -876,6 +876,7 @@ async function makeFace(
     waitTimeoutMs: T.waitTimeoutMs,
     maxBodyBytes: T.maxBodyBytes,
     onStoreError: s.onStoreError,
+    logger: false as const,
     ...(scope ? { scope } : {}),
   };
   const started = await FACES[face].start({ store, options, upstream });
