@@ -944,9 +944,10 @@ function checkOutcome(
   const r = o.response;
   if (!r) return;
   const execHeader = r.headers.get("x-exec");
-  // Fastify answers a stream that fails before its first chunk with its error reply, keeping the headers the
-  // route set (it writes no head before data): plain Fastify does the same, and the answer is not stored.
-  if (routeFailed && r.status === 500 && s.face === "fastify") return;
+  // Fastify answers a stream that fails before its first chunk with its own error reply ({statusCode, error,
+  // message}: the route's status when it is an error one, else 500), keeping the headers the route set (it writes no
+  // head before data): plain Fastify does the same, and the answer is not stored.
+  if (routeFailed && s.face === "fastify" && isFastifyError(r.status, r.bytes)) return;
   if (execHeader === null) {
     if (routeFailed && r.status === 500) return;
     let code: string | undefined;
@@ -1227,4 +1228,14 @@ export async function assertInvariants(
     invariantProperty(env, { ...options, ...(avoid ? { avoid } : {}), ...(faces ? { faces } : {}) }),
     rest,
   );
+}
+
+/** Whether `bytes` are Fastify's default error reply for `status`. */
+function isFastifyError(status: number, bytes: Uint8Array): boolean {
+  try {
+    const reply = JSON.parse(new TextDecoder().decode(bytes)) as { statusCode?: unknown; message?: unknown };
+    return reply.statusCode === status && typeof reply.message === "string";
+  } catch {
+    return false;
+  }
 }

@@ -68,8 +68,13 @@ export const KNOWN: Partial<Record<Invariant, Scenario[]>> = {
       callers: [caller({ key: 1, cred: "alice" })],
       upstream: [up({ kind: "midError", delayMs: 0 })],
     }),
-    // Fastify: a stream that fails before its first chunk gets Fastify's own 500 with the route's headers, as plain
-    // Fastify answers it (seed 402531180): accepted, never stored.
+    // Fastify: a stream that fails before its first chunk gets Fastify's own error reply with the route's headers,
+    // as plain Fastify answers it: 500 (seed 402531180), or the route's own error status (429: seed -759360628).
+    scenario({
+      face: "fastify",
+      callers: [caller({ cred: "alice", startMs: 120 })],
+      upstream: [up({ kind: "midError", status: 429, delayMs: 300 })],
+    }),
     scenario({
       face: "fastify",
       callers: [caller({ key: 1, cred: "bob" })],
