@@ -15,8 +15,8 @@ const RUNS = Math.max(FLOOR, Number(process.env.PROPERTY_RUNS ?? FLOOR));
 const SEEDS = [20261203, 16, 424242, 7, 1_000_003];
 const SEED_RUNS = 3;
 /**
- * Time budgets, in ms, well under the test's timeout: a property's examples stop when theirs runs out (fewer
- * examples, logged, not a timeout), and shrinking a failure gets its own. A scenario itself never hangs (the
+ * Time budgets, in ms, well under the test's timeout: a property whose examples outrun theirs fails, naming how
+ * many ran (never a timeout, never a quiet green), and shrinking a failure gets its own. A scenario itself never hangs (the
  * harness's watchdog), so a check always ends with a result, its seed and its counterexample.
  */
 const BUDGET_MS = Number(process.env.PROPERTY_BUDGET_S ?? 150) * 1000;
@@ -40,7 +40,7 @@ export function invariantSuite(title: string, env: StoreEnv & { close?: () => Pr
 
   /**
    * Runs one property within `budget` ms (and `shrink` ms more to shrink a failure) and logs how many scenarios
-   * ran, per face, and how long it took (the CI cost); fewer examples than asked when the budget ran out.
+   * ran, per face, and how long it took (the CI cost); a budget that runs out before every example ran fails.
    */
   const check = async (
     name: string,
@@ -69,8 +69,6 @@ export function invariantSuite(title: string, env: StoreEnv & { close?: () => Pr
       });
       if (more.failed) result = more;
       note = `; shrinking ${more.interrupted ? "cut short by its budget too" : "finished"} (${shrink / 1000} s budget)`;
-    } else if (!result.failed && result.interrupted) {
-      note = `; the time budget (${budget / 1000} s) ran out after ${result.numRuns} of ${params.numRuns} examples`;
     }
     const seconds = ((performance.now() - started) / 1000).toFixed(1);
     const faces = FACE_NAMES.map((f) => `${f} ${counter.perFace[f] ?? 0}`).join(", ");
@@ -83,6 +81,12 @@ export function invariantSuite(title: string, env: StoreEnv & { close?: () => Pr
     console.log(
       `[properties] ${env.name} / ${name}: ${examples} examples, ${counter.runs} scenarios (${faces}) in ${seconds} s, seed ${result.seed}${failed}${note}${notes}`,
     );
+    if (!result.failed && result.interrupted) {
+      // A property cut short proved less than it claims: a loud failure, never a quiet green with fewer examples.
+      throw new Error(
+        `[properties] ${env.name} / ${name}: the time budget (${budget / 1000} s) ran out after ${result.numRuns} of ${params.numRuns} examples; raise PROPERTY_BUDGET_S or find what made the examples slow`,
+      );
+    }
     if (result.failed) {
       const cause = result.errorInstance instanceof Error ? result.errorInstance.message : String(result.errorInstance);
       // `npm run fuzz` runs the same property: it replays this failure and shrinks it further, for as long as asked.
