@@ -1,9 +1,11 @@
 // A flight's way through the store: acquire, then lead, wait, replay or conflict (docs/protocol.md "The flow for one key").
+import type { Source } from "./call.ts";
 import type { IdempotencyErrorCode } from "./errors.ts";
 import type { StoreOp } from "./events.ts";
-import type { Outcome } from "./flight.ts";
+import type { Head, Outcome } from "./flight.ts";
+import { followLive } from "./live.ts";
 import { isReplayable, isStoredRecord } from "./record.ts";
-import type { AcquireResult, IdempotencyStore } from "./store.ts";
+import { type AcquireResult, hasLive, type IdempotencyStore, type LiveStore } from "./store.ts";
 import { unavailableMessage } from "./store-guard.ts";
 
 enum Poll {
@@ -30,6 +32,8 @@ export interface DecideDeps {
   lead(token: string | null): Promise<Outcome>;
   /** An answer of the library's own. */
   answer(code: IdempotencyErrorCode, status: number, message?: string): Outcome;
+  /** What callers get of the live stream of a leader elsewhere: its head, then its body read from `source`. */
+  remote(head: Head, source: Source): Outcome;
 }
 
 export type DecideEvent =
@@ -65,6 +69,9 @@ export async function decide(d: DecideDeps): Promise<Outcome> {
     return d.answer("IDEMPOTENCY_CONFLICT", d.conflictStatus);
   };
   const waker = new Waker(d.store);
+  /** Whether a pending lease is followed through the store's live stream (else: wait for the record). */
+  let live = hasLive(d.store);
+  let agains = 0;
   try {
     for (;;) {
       let found: AcquireResult | undefined;
@@ -110,6 +117,38 @@ export async function decide(d: DecideDeps): Promise<Outcome> {
         }
       }
 
+      if (found?.state === "pending" && live) {
+        const followed = await follow(d, d.store as LiveStore, deadline);
+        // A record or a free key: acquire again at once; only a store whose two views disagree comes back here
+        // again and again, and then waits its rounds like a store without the capability.
+        if (followed === "again" && ++agains <= 3) continue;
+        if (typeof followed === "object" && "failed" in followed) {
+          // The store could not be read live: wait for the record as a store without the capability does.
+          live = false;
+          storeError("readLive", "readLive failed; waiting for the record instead", followed.failed);
+        } else if (typeof followed === "object" && "source" in followed) {
+          // readLive names no fingerprint: the lease seen pending may have ended and another request's taken the
+          // key before the read. One acquire tells (and takes the key when it is free).
+          let check: AcquireResult | undefined;
+          try {
+            check = await d.store.acquire(d.storeKey, d.fingerprint, d.leaseMs);
+          } catch {
+            // A blip: the owner and fingerprint seen a moment ago stand.
+          }
+          if (check === undefined || (check.state === "pending" && check.fingerprint === d.fingerprint)) {
+            return d.remote(followed.head, followed.source);
+          }
+          void followed.source.cancel();
+          if (check.state === "acquired") {
+            d.report({ type: "takeover" });
+            return d.lead(check.token);
+          }
+          continue;
+        } else if (typeof followed === "object") {
+          return followed;
+        }
+      }
+
       // Another owner holds a live lease (or the store blipped while we waited for it): one round of waiting.
       if (now() >= deadline) {
         d.report({ type: "timeout" });
@@ -122,6 +161,55 @@ export async function decide(d: DecideDeps): Promise<Outcome> {
   } finally {
     waker.close();
   }
+}
+
+/**
+ * Follows the live stream of the lease another process holds until its first event, within the wait's
+ * deadline: a head gives callers the stream (the deadline then no longer applies); a record or a free key
+ * sends the flight back to acquire ("again"), which replays, reports a conflict or takes over.
+ */
+async function follow(
+  d: DecideDeps,
+  store: LiveStore,
+  deadline: number,
+): Promise<Outcome | "again" | "timeout" | { failed: unknown } | { head: Head; source: Source }> {
+  const stop = new AbortController();
+  const timedOut = new Error("idemfetch: waitTimeoutMs passed before the live stream's first event");
+  const timer = setTimeout(() => stop.abort(timedOut), Math.max(0, deadline - now()));
+  const aborted = (): void => stop.abort(d.signal?.reason);
+  d.signal?.addEventListener("abort", aborted, { once: true });
+  const events = followLive(store, d.storeKey, { signal: stop.signal });
+  let first: Awaited<ReturnType<typeof events.next>>;
+  try {
+    first = await events.next();
+  } catch (error) {
+    if (!stop.signal.aborted) return { failed: error };
+    return stop.signal.reason === timedOut ? "timeout" : { kind: "fail", error: d.signal?.reason };
+  } finally {
+    clearTimeout(timer);
+    d.signal?.removeEventListener("abort", aborted);
+  }
+  const event = first.done ? undefined : first.value;
+  if (event?.type !== "head") {
+    void events.return(undefined);
+    return "again";
+  }
+  // From the head on, the body is read at the callers' pace; a lost stream errors it (LiveStreamLostError).
+  const source: Source = {
+    read: async () => {
+      for (;;) {
+        const next = await events.next();
+        if (next.done || next.value.type === "done") return { done: true, value: undefined };
+        if (next.value.type === "body") return { done: false, value: next.value.bytes };
+      }
+    },
+    cancel: (reason) => {
+      stop.abort(reason);
+      events.return(undefined).catch(() => {});
+    },
+  };
+  const { status, statusText, headers } = event.head;
+  return { head: { status, statusText, headers }, source };
 }
 
 /** Wakes a waiter early: on the store's notification, or when every caller aborted. */

@@ -1,6 +1,7 @@
 // The protocol of docs/protocol.md as a short story: plan → key and fingerprint → join locally → lead, wait or replay → settle.
 
 import { decide, now } from "./acquire.ts";
+import { Broadcast } from "./broadcast.ts";
 import type { Answer, Passed, Plan, Reply, Upstream } from "./call.ts";
 import { errorBody, type IdempotencyErrorCode } from "./errors.ts";
 import type { CallEvent, IdempotencyEventType } from "./events.ts";
@@ -240,7 +241,7 @@ export function createEngine(o: NormalizedOptions, face: Face): Engine {
       {
         dropSetCookie: keyed.scope.kind !== "credential",
         dropHeaders: face.dropHeaders,
-        replayed: (record) => emit({ type: "replay", status: record.status }),
+        replayed: (status) => emit({ type: "replay", status }),
       },
       signal !== undefined,
       () => {
@@ -332,6 +333,17 @@ function fly<P>(
     report: emit,
     lead,
     answer: (code, status, message) => ({ kind: "answer", reply: () => errorReply(o, code, status, message) }),
+    // Kept like a leader's body (up to maxBodyBytes), so a caller joining here later still gets it from byte 0;
+    // the flight closes once the stream ends, after its record is durable in the store.
+    remote: (head, source) => {
+      const closed = (): Promise<void> => {
+        flight.close();
+        return resolved;
+      };
+      // Past the limit a later caller could not get byte 0 here: it goes to the store instead.
+      const body = new Broadcast(source, o.maxBodyBytes, { end: closed, overflow: closed, error: closed });
+      return { kind: "live", head, body, remote: true };
+    },
   });
   const done = outcome.then(
     (settledWith) => flight.settle(settledWith),

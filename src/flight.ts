@@ -6,8 +6,12 @@ import type { StoredRecord } from "./store.ts";
 
 /** What a flight ends with; every caller turns it into a reply of its own. */
 export type Outcome =
-  /** The leader's answer, its body shared live, or whole (already committed) when it was all in memory. */
-  | { kind: "live"; head: Head; body: Broadcast | Uint8Array | null }
+  /**
+   * The leader's answer, its body shared live, or whole (already committed) when it was all in memory.
+   * `remote`: the live stream of a leader in another process (docs/protocol.md "The live-stream capability"),
+   * so every caller here gets it as a duplicate does.
+   */
+  | { kind: "live"; head: Head; body: Broadcast | Uint8Array | null; remote?: true }
   /** An answer no copy can be made of (opaque, status 0): the face's own object. */
   | { kind: "raw"; native: unknown }
   /** A stored record, already checked to make a reply. */
@@ -30,8 +34,8 @@ export interface View {
   dropSetCookie: boolean;
   /** Headers a shared answer never carries. */
   dropHeaders: ReadonlySet<string>;
-  /** Counts the first caller's replay (joiners were counted when they joined). */
-  replayed(record: StoredRecord): void;
+  /** Counts the first caller's replay of an answer with `status` (joiners were counted when they joined). */
+  replayed(status: number): void;
 }
 
 interface Caller {
@@ -152,15 +156,17 @@ export class Flight {
         return { native: outcome.native, first: caller.first };
       case "record": {
         const { record } = outcome;
-        if (caller.first) view.replayed(record);
+        if (caller.first) view.replayed(record.status);
         this.shared ??= replayPairs(record.headers, view.dropSetCookie);
         const body = NULL_BODY.has(record.status) ? null : record.body;
         return { status: record.status, statusText: record.statusText, headers: this.shared, body, own: false };
       }
       case "live": {
         const { head, body } = outcome;
+        const own = caller.first && !outcome.remote;
+        if (caller.first && outcome.remote) view.replayed(head.status);
         const content = NULL_BODY.has(head.status) ? null : body instanceof Broadcast ? this.tap(body) : body;
-        const headers = caller.first
+        const headers = own
           ? head.headers
           : (this.shared ??= replayPairs(storablePairs(head.headers, view.dropHeaders), view.dropSetCookie));
         const reply: Reply = {
@@ -168,7 +174,7 @@ export class Flight {
           statusText: head.statusText,
           headers,
           body: content,
-          own: caller.first,
+          own,
         };
         if (head.url) reply.url = head.url;
         return reply;

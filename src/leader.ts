@@ -1,12 +1,13 @@
 // The leader of a flight: holds the lease, sends upstream once, and ends everything through one `end`.
 import { readReady } from "./body.ts";
 import { Broadcast } from "./broadcast.ts";
-import type { Answer } from "./call.ts";
+import type { Answer, Source } from "./call.ts";
 import type { StoreOp } from "./events.ts";
 import type { Flight, Head, Outcome } from "./flight.ts";
 import { Lease } from "./lease.ts";
+import { type LiveWriter, liveWriter } from "./live.ts";
 import { NULL_BODY, storablePairs } from "./record.ts";
-import type { IdempotencyStore, StoredRecord } from "./store.ts";
+import { hasLive, type IdempotencyStore, type StoredRecord } from "./store.ts";
 
 /** How a leader's flight ends: its answer stored, not stored (and why), or failed. */
 export type End =
@@ -46,10 +47,12 @@ export type LeaderEvent =
 export class Leader {
   private readonly lease: Lease;
   private ending: Promise<void> | undefined;
+  /** The live stream duplicates elsewhere read while the body streams (stores with the capability only). */
+  private live: LiveWriter | undefined;
 
   constructor(
     private readonly deps: LeaderDeps,
-    token: string | null,
+    private readonly token: string | null,
   ) {
     deps.flight.leading = true;
     this.lease = new Lease(deps.store, deps.storeKey, token, deps.leaseMs, (type, op, error) => {
@@ -77,6 +80,8 @@ export class Leader {
 
   private async finish(how: End): Promise<void> {
     const { flight } = this.deps;
+    // The commit carries every byte (and ends the stream for its readers); a release ends it unfinished.
+    this.live?.close();
     if (how.kind === "commit") {
       const { head, body } = how;
       const record: StoredRecord = {
@@ -143,14 +148,59 @@ export class Leader {
       await this.end({ kind: "commit", head, body: read.whole });
       return { kind: "live", head, body: read.whole };
     }
-    const body = new Broadcast(source, storable ? limit : -1, {
+    const publish = storable ? this.publish(head) : undefined;
+    const body = new Broadcast(publish ? publishing(source, publish) : source, storable ? limit : -1, {
       end: (bytes) => this.end(bytes ? { kind: "commit", head, body: bytes } : { kind: "release" }),
       overflow: () => {
+        // Past the limit nothing is stored, so the release ends the live stream: its remote readers get an error.
+        this.live?.close();
         if (storable) void this.end({ kind: "release", head, reason: `body larger than maxBodyBytes (${limit})` });
       },
       error: (error) => this.end({ kind: "fail", error }),
     });
-    if (read) body.resume(read);
+    if (read && publish) {
+      for (const chunk of read.chunks) publish(chunk);
+      const next = read.next?.then((r) => {
+        if (!r.done) publish(r.value);
+        return r;
+      });
+      body.resume({ chunks: read.chunks, next });
+    } else if (read) {
+      body.resume(read);
+    }
     return { kind: "live", head, body };
   }
+
+  /**
+   * Starts the live stream of a streamed answer, for duplicates in other processes (docs/protocol.md "The
+   * live-stream capability"): only under a lease, and only on a store that has the capability.
+   */
+  private publish(head: Head): ((chunk: Uint8Array) => void) | undefined {
+    const { store, storeKey, dropHeaders } = this.deps;
+    if (this.token === null || !hasLive(store)) return undefined;
+    const stored = {
+      status: head.status,
+      statusText: head.statusText,
+      headers: storablePairs(head.headers, dropHeaders),
+    };
+    const writer = liveWriter(store, storeKey, this.token, stored, {
+      onStop: (reason, error) => {
+        // Refused: the lease is gone, and the commit or release reports it. Failed: readers wait for the commit.
+        if (reason === "failed")
+          this.deps.report({ type: "store-error", op: "publishLive", reason: "publishLive failed", error });
+      },
+    });
+    this.live = writer;
+    return (chunk) => writer.write(chunk);
+  }
 }
+
+/** The source, each chunk also handed to `publish` as the broadcast reads it. */
+const publishing = (source: Source, publish: (chunk: Uint8Array) => void): Source => ({
+  read: async () => {
+    const r = await source.read();
+    if (!r.done) publish(r.value);
+    return r;
+  },
+  cancel: (reason) => source.cancel(reason),
+});
