@@ -1,6 +1,7 @@
-// `npx tsx test/bench/live.ts`: a live stream on Redis, leader and reader in two processes: the reader's chunk
-// latency behind the leader (p50/p99), first bytes for a reader joining mid-stream, store ops/s. Not a test: prints numbers.
-// Uses the Redis at 127.0.0.1:6379 (REDIS_URL to change), under a unique key prefix it deletes at the end.
+// `npx tsx test/bench/live.ts [store]`: a live stream on a real store, leader and reader in two processes: the reader's
+// chunk latency behind the leader (p50/p99), first bytes for a reader joining mid-stream, store ops/s. Not a test:
+// prints numbers. `store` is a name of LIVE_STORES (default redis); each opens its backend under a unique prefix
+// and deletes what it wrote at the end. Redis: 127.0.0.1:6379 (REDIS_URL to change).
 import { spawn } from "node:child_process";
 import { createInterface } from "node:readline";
 import { Redis } from "ioredis";
@@ -9,6 +10,40 @@ import { followLive, liveWriter } from "../../src/live.ts";
 import { hasLive, type IdempotencyStore, type LiveStore, newToken } from "../../src/store.ts";
 
 const URL_ = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
+
+/** A backend the bench can open twice (leader and reader process) under one `prefix`. */
+interface LiveBackend {
+  /** Opens a store under `prefix`; `close` frees its connections (`clean` also deletes what `prefix` holds). */
+  open(prefix: string): Promise<{ store: IdempotencyStore; close(clean: boolean): Promise<void> }>;
+}
+
+/** The stores with the live-stream capability the bench can measure, by name. */
+const LIVE_STORES: Record<string, LiveBackend> = {
+  redis: {
+    async open(prefix) {
+      const redis = new Redis(URL_, { keyPrefix: prefix });
+      await new Promise((resolve) => redis.once("ready", resolve));
+      return {
+        store: ioredisStore({ redis }),
+        async close(clean) {
+          if (clean) {
+            const admin = new Redis(URL_);
+            const keys = await admin.keys(`${prefix}*`);
+            if (keys.length) await admin.del(...keys);
+            admin.disconnect();
+          }
+          redis.disconnect();
+        },
+      };
+    },
+  },
+};
+
+function backend(name: string): LiveBackend {
+  const found = LIVE_STORES[name];
+  if (found === undefined) throw new Error(`unknown store ${name}: one of ${Object.keys(LIVE_STORES).join(", ")}`);
+  return found;
+}
 const clock = (): number => performance.timeOrigin + performance.now();
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -29,10 +64,9 @@ function counted(store: IdempotencyStore): { store: LiveStore; ops: Map<string, 
 }
 
 /** The reader process: follows `key` from byte 0 and prints, per token, its latency behind the leader's write and publish. */
-async function reader(prefix: string, key: string, waitForGo: boolean): Promise<void> {
-  const redis = new Redis(URL_, { keyPrefix: prefix });
-  await new Promise((resolve) => redis.once("ready", resolve));
-  const { store, ops } = counted(ioredisStore({ redis }));
+async function reader(name: string, prefix: string, key: string, waitForGo: boolean): Promise<void> {
+  const opened = await backend(name).open(prefix);
+  const { store, ops } = counted(opened.store);
   // Connected and subscribed (the first read subscribes; SUBSCRIBE takes effect a moment later): tell the leader.
   const probe = store.subscribeLive?.(`${key}`, () => {});
   await new Promise((r) => setTimeout(r, 200));
@@ -72,14 +106,13 @@ async function reader(prefix: string, key: string, waitForGo: boolean): Promise<
     if (event.type === "done" || event.type === "absent") break;
   }
   console.log(JSON.stringify({ head, firstBody, samples, arrivals, ops: Object.fromEntries(ops) }));
-  redis.disconnect();
+  await opened.close(false);
 }
 
-async function leader(): Promise<void> {
+async function leader(name: string): Promise<void> {
   const prefix = `idemfetch-bench:live:${newToken().slice(0, 8)}:`;
-  const admin = new Redis(URL_);
-  const redis = new Redis(URL_, { keyPrefix: prefix });
-  const { store, ops } = counted(ioredisStore({ redis }));
+  const opened = await backend(name).open(prefix);
+  const { store, ops } = counted(opened.store);
   const head = {
     status: 200,
     statusText: "OK",
@@ -100,7 +133,16 @@ async function leader(): Promise<void> {
     };
     const writer = liveWriter(store, key, lease.token, head);
     const spawnReader = (wait: boolean) => {
-      const args = ["--import", "tsx", new URL(import.meta.url).pathname, "reader", prefix, key, wait ? "wait" : ""];
+      const args = [
+        "--import",
+        "tsx",
+        new URL(import.meta.url).pathname,
+        "reader",
+        name,
+        prefix,
+        key,
+        wait ? "wait" : "",
+      ];
       const child = spawn(process.execPath, args, { stdio: ["pipe", "pipe", "inherit"] });
       const lines = createInterface({ input: child.stdout });
       const ready = new Promise<void>((resolve) => lines.once("line", () => resolve()));
@@ -166,13 +208,10 @@ async function leader(): Promise<void> {
     if (a.samples.length !== total) console.log(`WARNING: the early reader got ${a.samples.length}/${total} tokens`);
   };
 
+  console.log(`\n# live streams on ${name}`);
   await run("SSE-like stream", 50, 10, 5000);
   await run("fast stream", 500, 4, 2000);
-
-  const keys = await admin.keys(`${prefix}*`);
-  if (keys.length) await admin.del(...keys);
-  redis.disconnect();
-  admin.disconnect();
+  await opened.close(true);
 }
 
 interface ReaderResult {
@@ -200,5 +239,6 @@ function q(xs: number[], p: number): string {
 }
 
 if (process.argv[2] === "reader") {
-  await reader(process.argv[3] as string, process.argv[4] as string, process.argv[5] === "wait");
-} else await leader();
+  const [name, prefix, key, wait] = process.argv.slice(3) as [string, string, string, string];
+  await reader(name, prefix, key, wait === "wait");
+} else for (const name of process.argv.length > 2 ? process.argv.slice(2) : ["redis"]) await leader(name);
