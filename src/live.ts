@@ -20,15 +20,18 @@ export const isLiveStreamLostError = (error: unknown): error is LiveStreamLostEr
 export interface LiveWriterOptions {
   /** Publish as soon as this many body bytes are queued. Default 16 384. */
   maxBytes?: number;
-  /** Publish queued bytes at most this many ms after the first of them was written. Default 10. */
+  /**
+   * At most one part per this many ms: a write goes at once when no part went within it, else with the next
+   * part, `maxDelayMs` after the last one. With no write, the head goes alone after it. Default 10.
+   */
   maxDelayMs?: number;
   /** Called once when publishing stops on its own: the store refused (`refused`: the lease is gone) or failed. */
   onStop?: (reason: "refused" | "failed", error?: unknown) => void;
 }
 
-/** The leader's side: batches body bytes into `publishLive` parts, one in flight at a time. */
+/** The leader's side: paces body bytes into `publishLive` parts, one in flight at a time. */
 export interface LiveWriter {
-  /** Queues body bytes (copied); they are published within `maxDelayMs`, or at once past `maxBytes`. */
+  /** Queues body bytes (copied); they are published at once, or within `maxDelayMs`, or at once past `maxBytes`. */
   write(bytes: Uint8Array): void;
   /** Publishes what is queued now (the head too, if not yet); resolves whether the stream is still published. */
   flush(): Promise<boolean>;
@@ -41,8 +44,10 @@ export interface LiveWriter {
 }
 
 /**
- * Starts the live stream of `token`'s lease with `head`: the head goes with the first part, within
- * `maxDelayMs`. A response that ends sooner (close() before then) costs no store operation at all.
+ * Starts the live stream of `token`'s lease with `head`. A write goes to the store at once when no part went
+ * within `maxDelayMs`, so a token stream (tokens further apart than that) adds no latency; faster writes, and
+ * writes made while a part is in flight, go together as the next part. The head goes with the first part, or
+ * alone after `maxDelayMs`: a response that ends sooner (close() before then, no write) costs no store operation.
  */
 export function liveWriter(
   store: LiveStore,
@@ -58,15 +63,21 @@ export function liveWriter(
   let published = 0;
   let headSent = false;
   let stopped = false;
+  // When the last part was sent (performance.now()), and the parts sent or waiting to be sent behind it.
+  let lastSentAt = Number.NEGATIVE_INFINITY;
+  let pending = 0;
   let timer: ReturnType<typeof setTimeout> | undefined;
   // The publish in flight: parts go one after another, so offsets stay exact.
   let inFlight: Promise<boolean> = Promise.resolve(true);
 
+  const clearTimer = () => {
+    if (timer !== undefined) clearTimeout(timer);
+    timer = undefined;
+  };
   const stop = (reason?: "refused" | "failed", error?: unknown) => {
     if (stopped) return;
     stopped = true;
-    if (timer !== undefined) clearTimeout(timer);
-    timer = undefined;
+    clearTimer();
     queue = [];
     queued = 0;
     if (reason) options.onStop?.(reason, error);
@@ -78,6 +89,7 @@ export function liveWriter(
     queue = [];
     queued = 0;
     const part = headSent ? { offset: published, body } : { head, offset: published, body };
+    lastSentAt = performance.now();
     try {
       if (!(await store.publishLive(storeKey, token, part))) {
         stop("refused");
@@ -93,19 +105,30 @@ export function liveWriter(
     return !stopped;
   };
   const flush = (): Promise<boolean> => {
-    if (timer !== undefined) clearTimeout(timer);
-    timer = undefined;
-    inFlight = inFlight.then(send);
+    clearTimer();
+    pending++;
+    inFlight = inFlight.then(send).finally(() => {
+      // Bytes written while this part was in flight go next, paced like any write.
+      if (--pending === 0 && queued > 0) schedule();
+    });
     return inFlight;
   };
-  const schedule = () => {
-    if (stopped || timer !== undefined) return;
+  const flushLater = (ms: number) => {
+    clearTimer();
     timer = setTimeout(() => {
       timer = undefined;
       flush().catch(() => {});
-    }, maxDelayMs);
+    }, ms);
   };
-  schedule(); // the head alone, if no byte comes within maxDelayMs
+  /** Sends the queue at once when no part went within maxDelayMs and none is in flight, else when that holds. */
+  const schedule = () => {
+    // A timer set before the head went is the head's own: a write replaces it.
+    if (stopped || pending > 0 || (timer !== undefined && headSent)) return;
+    const wait = lastSentAt + maxDelayMs - performance.now();
+    if (wait > 0) flushLater(wait);
+    else flush().catch(() => {});
+  };
+  flushLater(maxDelayMs); // the head alone, if no byte comes within maxDelayMs
 
   return {
     write(bytes) {
