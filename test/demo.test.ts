@@ -241,39 +241,7 @@ describe("npm run demo (memory store)", () => {
     const key = `stream-${randomUUID()}`;
     const body = { target: "mock", stream: true, messages: [{ role: "user", content: "Count to 5" }] };
     const before = await stats(demo.url);
-    const decoder = new TextDecoder();
-    const read = async (response: Response, firstChunk: () => void) => {
-      let text = "";
-      const reader = response.body!.getReader();
-      for (;;) {
-        const { done, value } = await reader.read();
-        if (done) return { text, endedAt: Date.now() };
-        const had = text.includes("event: chunk");
-        text += decoder.decode(value, { stream: true });
-        if (!had && text.includes("event: chunk")) firstChunk();
-      }
-    };
-    const leader = await chat(demo.url, body, key);
-    expect(leader.headers.get("content-type")).toBe("text/event-stream");
-    let leaderChunk!: () => void;
-    const leaderChunked = new Promise<void>((r) => {
-      leaderChunk = r;
-    });
-    const leaderDone = read(leader, leaderChunk);
-    await leaderChunked;
-    const dup = await chat(demo.url, body, key);
-    expect(dup.headers.get("idempotent-replayed")).toBe("true");
-    let dupChunkAt = 0;
-    const dupDone = read(dup, () => {
-      dupChunkAt = Date.now();
-    });
-    const [a, b] = await Promise.all([leaderDone, dupDone]);
-    // The duplicate had a chunk while the leader's stream was still running: live, not after the end.
-    expect(dupChunkAt).toBeGreaterThan(0);
-    expect(dupChunkAt).toBeLessThan(a.endedAt);
-    expect(b.text).toBe(a.text);
-    expect(a.text).toMatch(/^event: meta\n/);
-    expect(a.text).toContain("event: done");
+    const { a } = await streamedTwice(demo.url, demo.url, body, key);
 
     const replay = await chat(demo.url, body, key);
     expect(replay.headers.get("idempotent-replayed")).toBe("true");
@@ -312,6 +280,47 @@ describe("npm run demo (memory store)", () => {
     expect(res.status).toBe(200);
   });
 });
+
+/**
+ * Streams `body` under `key` from `leaderUrl`, and once its first chunk arrived sends the duplicate to `dupUrl`:
+ * asserts the duplicate's first chunk came while the leader's stream was still running (live, not after the end),
+ * with the same bytes. Resolves both texts.
+ */
+async function streamedTwice(leaderUrl: string, dupUrl: string, body: object, key: string) {
+  const decoder = new TextDecoder();
+  const read = async (response: Response, firstChunk: () => void) => {
+    let text = "";
+    const reader = response.body!.getReader();
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) return { text, endedAt: Date.now() };
+      const had = text.includes("event: chunk");
+      text += decoder.decode(value, { stream: true });
+      if (!had && text.includes("event: chunk")) firstChunk();
+    }
+  };
+  const leader = await chat(leaderUrl, body, key);
+  expect(leader.headers.get("content-type")).toBe("text/event-stream");
+  let leaderChunk!: () => void;
+  const leaderChunked = new Promise<void>((r) => {
+    leaderChunk = r;
+  });
+  const leaderDone = read(leader, leaderChunk);
+  await leaderChunked;
+  const dup = await chat(dupUrl, body, key);
+  expect(dup.headers.get("idempotent-replayed")).toBe("true");
+  let dupChunkAt = 0;
+  const dupDone = read(dup, () => {
+    dupChunkAt = Date.now();
+  });
+  const [a, b] = await Promise.all([leaderDone, dupDone]);
+  expect(dupChunkAt).toBeGreaterThan(0);
+  expect(dupChunkAt).toBeLessThan(a.endedAt);
+  expect(b.text).toBe(a.text);
+  expect(a.text).toMatch(/^event: meta\n/);
+  expect(a.text).toContain("event: done");
+  return { a, b };
+}
 
 const redisUrl = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
 /** Fails (never skips) when the Redis these blocks need does not answer: CI starts it (.ci/ensure-services.sh). */
@@ -352,6 +361,51 @@ describe("npm run demo with REDIS_URL: two processes share one store", () => {
     expect(new Set(bodies).size).toBe(1);
     const [sa, sb] = [await stats(a.url), await stats(b.url)];
     expect(sa.upstream_calls + sb.upstream_calls).toBe(1);
+  });
+
+  it("a streaming duplicate sent to the second process gets the tokens live while the first generates them", async () => {
+    const key = `two-procs-stream-${randomUUID()}`;
+    const body = { target: "mock", stream: true, messages: [{ role: "user", content: "Count to 5" }] };
+    const [ba, bb] = [await stats(a.url), await stats(b.url)];
+    await streamedTwice(a.url, b.url, body, key);
+    const [sa, sb] = [await stats(a.url), await stats(b.url)];
+    expect(sa.upstream_calls - ba.upstream_calls).toBe(1);
+    expect(sb.upstream_calls - bb.upstream_calls).toBe(0);
+    expect(sb.saved_calls - bb.saved_calls).toBe(1);
+  });
+
+  it("a client that lost its connection mid-stream and retries with its key gets the stream from byte 0, then live", async () => {
+    const key = `resume-${randomUUID()}`;
+    const body = { target: "mock", stream: true, messages: [{ role: "user", content: "Count to 5" }] };
+    const [ba, bb] = [await stats(a.url), await stats(b.url)];
+    // The first connection reads the head and a chunk, then drops (a page reload).
+    const lost = new AbortController();
+    const first = await chat(a.url, body, key, { signal: lost.signal });
+    const reader = first.body!.getReader();
+    let seen = "";
+    while (!seen.includes("event: chunk")) seen += new TextDecoder().decode((await reader.read()).value);
+    lost.abort();
+    // The retry lands on the other process (a load balancer), while the first execution still streams.
+    const retry = await chat(b.url, body, key);
+    expect(retry.headers.get("idempotent-replayed")).toBe("true");
+    let text = "";
+    let firstAt = 0;
+    const decoder = new TextDecoder();
+    const retryReader = retry.body!.getReader();
+    for (let r = await retryReader.read(); !r.done; r = await retryReader.read()) {
+      firstAt ||= Date.now();
+      text += decoder.decode(r.value, { stream: true });
+    }
+    const endedAt = Date.now();
+    expect(text.startsWith(seen)).toBe(true);
+    expect(text).toContain("event: done");
+    // The past chunks at once, then live: its first bytes came long before the stream ended (the mock streams
+    // for over a second after its first chunk), not with the record after the end.
+    expect(endedAt - firstAt).toBeGreaterThan(300);
+    const replay = await chat(a.url, body, key);
+    expect(await replay.text()).toBe(text);
+    const [sa, sb] = [await stats(a.url), await stats(b.url)];
+    expect(sa.upstream_calls - ba.upstream_calls + (sb.upstream_calls - bb.upstream_calls)).toBe(1);
   });
 });
 
