@@ -1,5 +1,5 @@
 // withWebLocks(): a store shared by tabs (indexedDBStore) whose leases live as long as the leader's tab and call, via Web Locks.
-import type { AcquireResult, IdempotencyStore } from "./store.ts";
+import { type AcquireResult, hasLive, type IdempotencyStore } from "./store.ts";
 import { type OptionNames, strictOptions } from "./strict.ts";
 
 export interface WebLocksOptions {
@@ -158,5 +158,11 @@ export function withWebLocks(store: IdempotencyStore, options: WebLocksOptions =
       await store.close?.();
     },
   };
+  // The live-stream capability passes through when the store has it: the store fences each part by its token.
+  if (hasLive(store)) {
+    wrapped.publishLive = store.publishLive.bind(store);
+    wrapped.readLive = store.readLive.bind(store);
+    if (store.subscribeLive) wrapped.subscribeLive = store.subscribeLive.bind(store);
+  }
   return wrapped;
 }
