@@ -167,17 +167,17 @@ export function indexedDBStore(options: IndexedDBStoreOptions = {}): Idempotency
       // The part stored last, sent again after a lost reply: the same bytes are stored once.
       if (live !== undefined && end === live.length && (head === undefined || offset === 0)) {
         const stored = await promisifyRequest(os.getAll(chunks(storeKey, live.stream, offset)));
-        if (sameBytes(bytesFrom(stored, end, offset), body)) return true;
+        // indexedDB.cmp compares binary keys byte by byte.
+        if (indexedDB.cmp(bytesFrom(stored, end, offset), body) === 0) return true;
       }
-      if (head !== undefined) {
-        if (offset !== 0) throw new RangeError(`indexedDBStore: a head part must have offset 0, got ${offset}`);
-        if (live !== undefined) throw new RangeError("indexedDBStore: this lease's stream already has its head");
-        live = { stream: newToken(), head, length: 0 };
-      } else if (live === undefined) {
-        throw new RangeError("indexedDBStore: a body part before this lease's head");
-      } else if (offset !== live.length) {
-        throw new RangeError(`indexedDBStore: a gap in the live stream: offset ${offset}, stored ${live.length}`);
+      // A head starts the lease's stream at 0; every body part continues it where it ends.
+      if (head ? offset !== 0 || live !== undefined : offset !== live?.length) {
+        const stored = live ? `${live.length} bytes stored` : "no head stored";
+        throw new RangeError(
+          `indexedDBStore: live part out of order: ${head ? "a head" : "a body"} at ${offset}, ${stored}`,
+        );
       }
+      live ??= { stream: newToken(), head: head as LiveHead, length: 0 };
       if (body.length > 0) os.put(compactBytes(body), [storeKey, live.stream, end]);
       os.put({ ...entry, live: { ...live, length: end } }, storeKey);
       await promisifyRequest(os.transaction);
@@ -253,10 +253,4 @@ function bytesFrom(stored: unknown[], end: number, from: number): Uint8Array {
   }
   if (at > from) throw new Error("indexedDBStore: a live stream's chunks are missing");
   return out;
-}
-
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
 }
