@@ -47,7 +47,7 @@ async function twoTabs(locks: boolean): Promise<[Page, Page]> {
       const idempotentFetch = createIdempotentFetch({ store });
       const now = () => performance.timeOrigin + performance.now();
       window.events = 0;
-      window.readStream = async (key, path) => {
+      window.readStream = async (key, path): Promise<Read> => {
         const sentAt = now();
         const response = await idempotentFetch(path, {
           method: "POST",
@@ -111,4 +111,28 @@ describe.each([
     expect(percentile(lags, 50)).toBeLessThan(100);
     await a.context().close();
   });
+});
+
+it("withWebLocks: when the leader's tab closes mid-stream, the duplicate's body errors at once, not after the lease time", async () => {
+  site.reset();
+  const [a, b] = await twoTabs(true);
+  const key = "chat-closed";
+  void a.evaluate(([k, path]) => window.readStream(k, path), [key, PATH] as const).catch(() => {});
+  await a.waitForFunction(() => window.events >= 5);
+  const reading = b.evaluate(
+    ([k, path]) =>
+      window.readStream(k, path).then(
+        (read) => ({ events: Object.keys(read.arrivals).length, error: null }),
+        (error: Error) => ({ events: window.events, error: error.name }),
+      ),
+    [key, PATH] as const,
+  );
+  await b.waitForFunction(() => window.events >= 1); // tab B holds a prefix
+  const closedAt = Date.now();
+  await a.close();
+  const result = await reading;
+  expect(Date.now() - closedAt).toBeLessThan(3000); // the 10 s lease alone would hold it until it lapsed
+  expect(result.error).toBe("LiveStreamLostError");
+  expect(result.events).toBeLessThan(EVENTS);
+  await b.context().close();
 });
