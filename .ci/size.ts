@@ -18,7 +18,8 @@ interface Budget {
 // Budgets sit just above today's sizes (main after the round's merges: the store guard, strict options, the key
 // header encodings and retry took them from 14.4 / 29.6 KB to 16.8 / 32.0 KB on 2026-12-03; engine v3, with its call
 // plan, Leader and input cache, to 18.1 / 33.2 KB the same day; issue 17's live streams wired into the engine, with
-// src/live.ts's writer and reader in the core, to 19.5 / 34.6 KB), so growth fails; lower them when a change shrinks
+// src/live.ts's writer and reader in the core, to 19.5 / 34.6 KB; indexedDBStore's live-stream capability, and
+// withWebLocks passing it through, took the browser set to 35.5 KB), so growth fails; lower them when a change shrinks
 // a set, raise one only on purpose.
 const BUDGETS: Budget[] = [
   {
@@ -33,7 +34,7 @@ const BUDGETS: Budget[] = [
       'export { install, withWebLocks } from "./src/install-browser.ts";',
       'export { indexedDBStore } from "./adapters/indexeddb.ts";',
     ].join("\n"),
-    limit: 34.7 * 1024,
+    limit: 35.6 * 1024,
     target: 20 * 1024,
   },
 ];

@@ -1,5 +1,5 @@
 // withWebLocks(): a store shared by tabs (indexedDBStore) whose leases live as long as the leader's tab and call, via Web Locks.
-import type { AcquireResult, IdempotencyStore } from "./store.ts";
+import { type AcquireResult, hasLive, type IdempotencyStore } from "./store.ts";
 import { type OptionNames, strictOptions } from "./strict.ts";
 
 export interface WebLocksOptions {
@@ -44,6 +44,8 @@ export function withWebLocks(store: IdempotencyStore, options: WebLocksOptions =
   const seen = new Map<string, string>();
   const listeners = new Map<string, Set<() => void>>();
   const watched = new Set<string>();
+  /** Keys whose watched holder's lock went since this tab last acquired them: committed, released, or tab closed. */
+  const lockGone = new Set<string>();
 
   const holderOf = async (storeKey: string): Promise<(Lease & { lock: string }) | undefined> => {
     const snapshot = await locks.query();
@@ -87,6 +89,8 @@ export function withWebLocks(store: IdempotencyStore, options: WebLocksOptions =
     locks
       .request(lock, { mode: "shared" }, () => {
         watched.delete(lock);
+        lockGone.add(storeKey);
+        if (lockGone.size > MAX_SEEN) lockGone.delete(lockGone.values().next().value as string);
         fire(storeKey);
       })
       .catch(() => watched.delete(lock));
@@ -101,6 +105,7 @@ export function withWebLocks(store: IdempotencyStore, options: WebLocksOptions =
     // The wrapped store's name, for the engine's warnings.
     name: (store as { name?: unknown }).name,
     async acquire(storeKey, fingerprint, leaseMs) {
+      lockGone.delete(storeKey);
       const holder = await holderOf(storeKey);
       if (holder) {
         // A live tab leads: never touch its lease, whatever the store's expiry says.
@@ -158,5 +163,18 @@ export function withWebLocks(store: IdempotencyStore, options: WebLocksOptions =
       await store.close?.();
     },
   };
+  // The live-stream capability passes through when the store has it: the store fences each part by its token.
+  if (hasLive(store)) {
+    wrapped.publishLive = store.publishLive.bind(store);
+    wrapped.readLive = async (storeKey, stream, offset) => {
+      // Taken before the read: a commit or release lands before its lock goes, so a read begun after sees it.
+      const orphaned = lockGone.has(storeKey);
+      const read = await store.readLive(storeKey, stream, offset);
+      // A lease left by a closed tab reads as absent, not for the rest of its lease time: a reader holding
+      // nothing acquires (and takes over at once), one holding a prefix stops.
+      return orphaned && (read.state === "pending" || read.state === "live") ? { state: "absent" } : read;
+    };
+    if (store.subscribeLive) wrapped.subscribeLive = store.subscribeLive.bind(store);
+  }
   return wrapped;
 }

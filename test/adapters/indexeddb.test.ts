@@ -1,6 +1,6 @@
 // indexedDBStore in Node on fake-indexeddb: the shared contract, and two stores on one database as two tabs.
 import "fake-indexeddb/auto";
-import { createStore, set } from "idb-keyval";
+import { createStore, get, promisifyRequest, set } from "idb-keyval";
 import { describe, expect, it } from "vitest";
 import { indexedDBStore } from "../../adapters/indexeddb.ts";
 import { newToken } from "../../src/store.ts";
@@ -11,8 +11,19 @@ import { sleep, until } from "../fixtures/util.ts";
 const suiteDb = `idemfetch-test-${newToken().slice(0, 8)}`;
 const raw = createStore(suiteDb, "records");
 
+/** Whether the database still holds a head (in the lease's entry) or body chunks ([storeKey, stream, end]) for `storeKey`. */
+const liveChunks = async (storeKey: string): Promise<boolean> => {
+  const entry = (await get(storeKey, raw)) as { live?: unknown } | undefined;
+  const chunkKeys = await raw("readonly", (os) =>
+    promisifyRequest(os.getAllKeys(IDBKeyRange.bound([storeKey], [storeKey, []]))),
+  );
+  return entry?.live !== undefined || chunkKeys.length > 0;
+};
+
 testStore("indexedDBStore", () => indexedDBStore({ dbName: suiteDb }), {
   writeRaw: (storeKey, value) => set(storeKey, value, raw),
+  live: true,
+  liveChunks,
 });
 
 const record = sampleRecord();
@@ -61,6 +72,49 @@ describe("indexedDBStore across tabs", () => {
     off?.();
     await leader.close?.();
     await waiter.close?.();
+  });
+
+  it("a live part published in one tab wakes a live subscriber in the other, and no plain subscriber", async () => {
+    const [leader, reader] = [indexedDBStore({ dbName }), indexedDBStore({ dbName })];
+    const k = `live:${newToken()}`;
+    let live = 0;
+    let plain = 0;
+    const offLive = reader.subscribeLive?.(k, () => live++);
+    const offPlain = reader.subscribe?.(k, () => plain++);
+    const lease = await leader.acquire(k, "fp-a", 30_000);
+    if (lease.state !== "acquired") throw new Error("expected a lease");
+    const head = { status: 200, statusText: "OK", headers: [] as [string, string][] };
+    expect(await leader.publishLive?.(k, lease.token, { head, offset: 0, body: new Uint8Array([1, 2]) })).toBe(true);
+    await until(() => live === 1);
+    expect(await reader.readLive?.(k, undefined, 0)).toMatchObject({ state: "live", body: new Uint8Array([1, 2]) });
+    expect(plain).toBe(0);
+    expect(await leader.release(k, lease.token)).toBe(true);
+    await until(() => live === 2 && plain === 1); // the release ends the stream: both kinds wake
+    offLive?.();
+    offPlain?.();
+    await leader.close?.();
+    await reader.close?.();
+  });
+
+  it("the sweep deletes the chunks of a stream whose lease lapsed and keeps a live stream's", async () => {
+    const db = `idemfetch-sweep-live-${newToken().slice(0, 8)}`;
+    const store = indexedDBStore({ dbName: db, sweepIntervalMs: 0 });
+    const rawStore = createStore(db, "records");
+    const head = { status: 200, statusText: "OK", headers: [] as [string, string][] };
+    const streamed = async (k: string, leaseMs: number) => {
+      const lease = await store.acquire(k, "fp", leaseMs);
+      if (lease.state !== "acquired") throw new Error("expected a lease");
+      expect(await store.publishLive?.(k, lease.token, { head, offset: 0, body: new Uint8Array([1]) })).toBe(true);
+      expect(await store.publishLive?.(k, lease.token, { offset: 1, body: new Uint8Array([2]) })).toBe(true);
+    };
+    await streamed("lapsing", 100);
+    await streamed("streaming", 60_000);
+    await sleep(200);
+    await store.acquire("trigger", "fp", 60_000);
+    const chunkKeys = () => rawStore("readonly", (os) => promisifyRequest(os.getAllKeys(IDBKeyRange.lowerBound([]))));
+    await until(async () => (await chunkKeys()).length === 2);
+    expect((await chunkKeys()).map((key) => (key as string[])[0])).toEqual(["streaming", "streaming"]);
+    await store.close?.();
   });
 
   it("values of our shape with wrong fields are corrupt: acquire replaces them", async () => {

@@ -1,4 +1,4 @@
-// Debian's Chromium through playwright-core, and a 127.0.0.1 site serving the browser bundle, axios and a counting upstream.
+// Debian's Chromium through playwright-core, and a 127.0.0.1 site serving the browser bundle, axios and counting upstreams.
 import { fileURLToPath } from "node:url";
 import { type Browser, chromium, type Page } from "playwright-core";
 import { bundleForBrowser } from "../../demo/web.ts";
@@ -37,7 +37,7 @@ export function launchChromium(): Promise<Browser> {
 
 export interface Site {
   url: string;
-  /** Executions of /echo since the last reset. */
+  /** Executions of /echo and /sse since the last reset. */
   count(): number;
   reset(): void;
   close(): Promise<void>;
@@ -56,7 +56,8 @@ const PAGE = `<!doctype html><meta charset="utf-8"><title>idemfetch test page</t
 
 /**
  * `/` loads the library and axios onto `window`; `/echo?ms=` answers JSON {n, method, body, key}
- * after ms and counts executions. The page's IndexedDB and Web Locks need a secure context: 127.0.0.1 is one.
+ * after ms and counts executions; `/sse?events=&gap=` streams `events` SSE events `data: <n>.<i>` `gap` ms apart
+ * (an LLM answer token by token), counted too. The page's IndexedDB and Web Locks need a secure context: 127.0.0.1 is one.
  */
 export async function startSite(): Promise<Site> {
   let n = 0;
@@ -85,6 +86,21 @@ export async function startSite(): Promise<Site> {
         if (ms > 0) await new Promise((resolve) => setTimeout(resolve, ms));
         const key = request.headers.get("idempotency-key");
         return Response.json({ n: mine, method: request.method, body, key }, { status: 201 });
+      }
+      case "/sse": {
+        await request.text();
+        const mine = ++n;
+        const events = Number(url.searchParams.get("events") ?? 10);
+        const gap = Number(url.searchParams.get("gap") ?? 20);
+        let i = 0;
+        const body = new ReadableStream<Uint8Array>({
+          async pull(controller) {
+            if (i > 0) await new Promise((resolve) => setTimeout(resolve, gap));
+            if (i === events) return controller.close();
+            controller.enqueue(new TextEncoder().encode(`data: ${mine}.${i++}\n\n`));
+          },
+        });
+        return new Response(body, { headers: { "content-type": "text/event-stream", "cache-control": "no-store" } });
       }
       default:
         return new Response("not found", { status: 404 });
