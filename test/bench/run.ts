@@ -410,6 +410,21 @@ async function main(): Promise<Results> {
   }
 }
 
+/**
+ * Issue 17's figures: `live.ts` per store with the live-stream capability (leader and reader in two processes),
+ * on the shared services the tests use; a store whose backend is not there says so instead of failing the run.
+ */
+function liveStreams(): string {
+  const stores = ["redis"];
+  const run = spawnSync(
+    process.execPath,
+    ["--import", "tsx", new URL("./live.ts", import.meta.url).pathname, ...(quick ? ["--quick"] : []), ...stores],
+    { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"], env: process.env, timeout: 300_000 },
+  );
+  const out = run.stdout?.trim() ?? "";
+  return run.status === 0 ? out : `${out}\n\nThe live-stream bench failed (status ${run.status}).`;
+}
+
 const results = await main();
 const childOut = argv.find((a) => a.startsWith("--targets-json="))?.slice("--targets-json=".length);
 if (childOut) {
@@ -438,7 +453,7 @@ if (node22) {
   results.node22 =
     "Node 22 column skipped: set NODE22 to a node 22 binary (`mkdir -p /tmp/node22 && cd /tmp/node22 && npm i node@22` gives /tmp/node22/node_modules/node/bin/node).";
 }
-const report = renderReport(results);
+const report = `${renderReport(results)}\n\n${liveStreams()}`;
 process.stdout.write(`${report}\n`);
 // A quick run (CI) prints only: the committed RESULTS.md and chart.svg come from a full run.
 if (!quick || argv.includes("--write")) {
