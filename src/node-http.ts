@@ -61,6 +61,10 @@ export function nodeLayer(options: ServerIdempotencyOptions = {}): NodeLayer {
       plan: nodePlan(req, nc),
       requireKey: required.has(method),
       send: (upstream) => {
+        // The client left before its route started and no one else waits for this answer: the route is not run
+        // (its framework may no longer read the body: Express's parsers skip a finished request), the lease is
+        // released, and a retry runs it.
+        if (res.closed && upstream.callers() <= 1) return Promise.reject(new Error(CLIENT_LEFT_EARLY));
         const capture = new Capture(res, nc.before, o.leaseMs, () => upstream.callers() > 1);
         own = capture.own;
         nc.route((error) => capture.fail(error));
@@ -205,6 +209,8 @@ function peek(req: IncomingMessage, limit: number, onlyObjects: boolean): Promis
   });
 }
 
+const CLIENT_LEFT_EARLY = "idemfetch: the client left before its route started";
+
 /** Node's own `headersSent` getter: while a capture holds `res`, the route sees its own head as sent instead. */
 const HEADERS_SENT = Object.getOwnPropertyDescriptor(OutgoingMessage.prototype, "headersSent")?.get;
 /** Whether `res` really sent its head to the socket. */
@@ -317,6 +323,9 @@ class Capture implements Source {
     } as ServerResponse["emit"];
     this.idleMs = leaseMs;
     res.once("error", (error) => this.fail(error));
+    // The client left before the route was handed `res` (a slow acquire) while others wait for the answer: its
+    // 'close' came and went, and the route runs for them as for a client that left mid-answer.
+    if (res.closed) this.left(this.shared());
   }
 
   /**
