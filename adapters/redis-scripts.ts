@@ -132,6 +132,10 @@ return 1
 // and after that lease's commit, for as long as the record: "D" <id> <SHA1 hex of the record value>.
 // Every live script checks the lease at KEYS[1] first, so a part under a token that lost the lease stores nothing.
 // They wake readers on a channel named like KEYS[2]; commit and release wake KEYS[1]'s waiters as before.
+// A text transport (Upstash REST: JSON strings both ways, replies decoded as UTF-8) cannot carry raw bytes, and a
+// part may end inside a UTF-8 character: with "hex" as their last ARGV, PUBLISH_LIVE takes the part's bytes as hex
+// and READ_LIVE answers the body as hex. What is stored is the same raw bytes either way, so offsets stay byte
+// offsets and an ioredisStore and an upstashStore read each other's streams.
 
 /** Lua: the owner check without copying a record value (GETRANGE of the lease prefix only), and the wake-ups. */
 const LIVE_LIB = `
@@ -152,36 +156,54 @@ local function bodyStart(id)
   return 41 + #n + 1 + tonumber(n)
 end`;
 
+/** Lua: hex <-> bytes for a text transport, by table (gsub with a table runs no Lua function per byte). */
+const HEX_LIB = `
+local function hexTable()
+  local t = {}
+  for i = 0, 255 do
+    local c, h = string.char(i), string.format("%02x", i)
+    t[c] = h
+    t[h] = c
+  end
+  return t
+end`;
+
 /**
  * Stores one part of the owner's stream. Returns 1 stored (or the part last stored, sent again), 0 not the
  * owner, -1 a head part not at offset 0, -2 a second head, -3 a body part before the head, -4 a gap.
  */
-export const PUBLISH_LIVE = `${LIVE_LIB}
+export const PUBLISH_LIVE = `${LIVE_LIB}${HEX_LIB}
 -- KEYS[1]  store key (the lease)
 -- KEYS[2]  live key
 -- ARGV[1]  owner token
 -- ARGV[2]  body bytes published before this part (decimal)
--- ARGV[3]  this part's body bytes
+-- ARGV[3]  this part's body bytes (hex when ARGV[5] is "hex")
 -- ARGV[4]  "" or the head as JSON: this part starts the stream
+-- ARGV[5]  absent, or "hex": ARGV[3] is hex (a text transport)
 if not owns(ARGV[1]) then return 0 end
 local ttl = redis.call("PTTL", KEYS[1])
 if ttl <= 0 then return 0 end
+local body = ARGV[3]
+if ARGV[5] == "hex" then
+  if #body % 2 ~= 0 or string.find(body, "[^0-9a-f]") then return -5 end
+  body = string.gsub(body, "..", hexTable())
+end
 local id = redis.sha1hex(ARGV[1])
 local offset = tonumber(ARGV[2])
 local start = bodyStart(id)
 local length = -1
 if start then length = redis.call("STRLEN", KEYS[2]) - start end
-if length == offset + #ARGV[3] and (ARGV[4] == "" or offset == 0) then
-  if #ARGV[3] == 0 or redis.call("GETRANGE", KEYS[2], start + offset, start + length - 1) == ARGV[3] then return 1 end
+if length == offset + #body and (ARGV[4] == "" or offset == 0) then
+  if #body == 0 or redis.call("GETRANGE", KEYS[2], start + offset, start + length - 1) == body then return 1 end
 end
 if ARGV[4] ~= "" then
   if offset ~= 0 then return -1 end
   if start then return -2 end
-  redis.call("SET", KEYS[2], "S" .. id .. #ARGV[4] .. ":" .. ARGV[4] .. ARGV[3], "PX", ttl)
+  redis.call("SET", KEYS[2], "S" .. id .. #ARGV[4] .. ":" .. ARGV[4] .. body, "PX", ttl)
 else
   if not start then return -3 end
   if length ~= offset then return -4 end
-  redis.call("APPEND", KEYS[2], ARGV[3])
+  redis.call("APPEND", KEYS[2], body)
   redis.call("PEXPIRE", KEYS[2], ttl)
 end
 wake(KEYS[2], "part")
@@ -190,14 +212,15 @@ return 1
 
 /**
  * What a reader finds: "A" absent; "P" a lease with no stream yet; "S" + the stream's prefix (id, head)
- * + its body from ARGV[2] when ARGV[1] is its id, else from 0; "D" + 80 chars (the tombstone's id and
- * record SHA1, or "-" x 80) + the record value.
+ * + its body from ARGV[2] when ARGV[1] is its id, else from 0 (as hex when ARGV[3] is "hex"); "D" + 80 chars
+ * (the tombstone's id and record SHA1, or "-" x 80) + the record value.
  */
-export const READ_LIVE = `${LIVE_LIB}
+export const READ_LIVE = `${LIVE_LIB}${HEX_LIB}
 -- KEYS[1]  store key
 -- KEYS[2]  live key
 -- ARGV[1]  "" or the stream id the reader holds
 -- ARGV[2]  body bytes of that stream the reader holds (decimal)
+-- ARGV[3]  absent, or "hex": answer the body as hex (a text transport)
 local v = redis.pcall("GET", KEYS[1])
 if type(v) ~= "string" then return "A" end
 local kind = string.sub(v, 1, 1)
@@ -213,7 +236,9 @@ local start = bodyStart(id)
 if not start then return "P" end
 local from = start
 if ARGV[1] == id then from = start + tonumber(ARGV[2]) end
-return redis.call("GETRANGE", KEYS[2], 0, start - 1) .. redis.call("GETRANGE", KEYS[2], from, -1)
+local body = redis.call("GETRANGE", KEYS[2], from, -1)
+if ARGV[3] == "hex" then body = string.gsub(body, ".", hexTable()) end
+return redis.call("GETRANGE", KEYS[2], 0, start - 1) .. body
 `;
 
 /** COMMIT for a lease that streamed: also leaves the tombstone in place of the chunks. Returns 1, or 0. */
@@ -268,8 +293,8 @@ export const SHA1 = {
   RELEASE: "d60ce671d7c7c9a5242884771fa8d84408cb76a3",
   RENEW: "a6f3d16635bd8a94a6751e8d6bd56ef28d85f5ed",
   FORGET: "d4f82cb42445f50e1388294187251df6a7276f73",
-  PUBLISH_LIVE: "7a0a0bf988f9147ffb3c8fc3277c0e1ed14355aa",
-  READ_LIVE: "34b5f4c98ddc26a8f3865f24637e4c1bcbd8af3f",
+  PUBLISH_LIVE: "4552b71e0669d0d86b778c2e00bed1722c40fc11",
+  READ_LIVE: "2964ec85e267278ba8c9f680b95494e5d06e653d",
   COMMIT_LIVE: "621f906f20f1cd60dc6d3966469195477abadecf",
   RELEASE_LIVE: "373b825241adf746990d916c40d7bf7791994a5f",
   RENEW_LIVE: "7e12a6cfcfe2fc3c99cceb291530844e7764db0a",
@@ -493,11 +518,17 @@ export function liveScriptStore(
   name: string,
   call: RunScript2,
   ops: Pick<IdempotencyStore, "commit" | "release" | "renew">,
-  options: { binary: boolean; keyPrefix: string },
+  options: {
+    binary: boolean;
+    keyPrefix: string;
+    /** A text transport (REST): body parts travel as hex both ways (the scripts store and read raw bytes). */
+    hex?: boolean;
+  },
 ): Required<Pick<IdempotencyStore, "commit" | "release" | "renew" | "publishLive" | "readLive">> {
   // storeKey -> the token that published under it here; bounded (a lease abandoned without commit or release).
   const streaming = new Map<string, string>();
   const keys = (storeKey: string): [string, string] => [storeKey, liveKeyOf(storeKey, options.keyPrefix)];
+  const transport = options.hex ? ["hex"] : [];
   const mine = (storeKey: string, token: string): boolean => {
     if (streaming.get(storeKey) !== token) return false;
     streaming.delete(storeKey);
@@ -510,8 +541,9 @@ export function liveScriptStore(
         await call(SCRIPTS.publishLive, keys(storeKey), [
           token,
           String(offset),
-          body,
+          options.hex ? toHex(body) : body,
           head ? JSON.stringify({ s: head.status, t: head.statusText, h: head.headers }) : "",
+          ...transport,
         ]),
       );
       if (reply === 1) {
@@ -526,8 +558,13 @@ export function liveScriptStore(
       );
     },
     async readLive(storeKey, stream, offset) {
-      const reply = await call(SCRIPTS.readLive, keys(storeKey), [stream ?? "", String(Math.max(0, offset))]);
-      return parseLiveReply(name, typeof reply === "string" ? utf8.encode(reply) : (reply as Uint8Array), stream);
+      const reply = await call(SCRIPTS.readLive, keys(storeKey), [
+        stream ?? "",
+        String(Math.max(0, offset)),
+        ...transport,
+      ]);
+      const bytes = typeof reply === "string" ? utf8.encode(reply) : (reply as Uint8Array);
+      return parseLiveReply(name, bytes, stream, options.hex === true);
     },
     async commit(storeKey, token, record, ttlMs) {
       if (!mine(storeKey, token)) return ops.commit(storeKey, token, record, ttlMs);
@@ -553,12 +590,18 @@ const PUBLISH_ERRORS: Record<number, string> = {
   [-2]: "this lease's stream already has its head",
   [-3]: "a body part before this lease's head",
   [-4]: "a gap (the offset is not the bytes stored)",
+  [-5]: "the part's hex does not decode",
 };
 
 const DASHES = "-".repeat(80);
 
 /** READ_LIVE's reply; a record that does not decode reads as absent (the next acquire replaces it). */
-async function parseLiveReply(name: string, reply: Uint8Array, asked: string | undefined): Promise<LiveRead> {
+async function parseLiveReply(
+  name: string,
+  reply: Uint8Array,
+  asked: string | undefined,
+  hex: boolean,
+): Promise<LiveRead> {
   const kind = String.fromCharCode(reply[0] ?? 0);
   if (kind === "A") return { state: "absent" };
   if (kind === "P") return { state: "pending" };
@@ -579,12 +622,41 @@ async function parseLiveReply(name: string, reply: Uint8Array, asked: string | u
     const colon = reply.indexOf(COLON, 41);
     const length = Number(fromUtf8.decode(reply.subarray(41, colon)));
     const head = parseHead(fromUtf8.decode(reply.subarray(colon + 1, colon + 1 + length)));
-    if (colon > 0 && Number.isInteger(length) && head) {
-      // Copied: the reply buffer may be pooled.
-      return { state: "live", stream, head, body: new Uint8Array(reply.subarray(colon + 1 + length)) };
-    }
+    const rest = reply.subarray(colon + 1 + length);
+    // Copied: the reply buffer may be pooled.
+    const body = hex ? fromHex(rest) : new Uint8Array(rest);
+    if (colon > 0 && Number.isInteger(length) && head && body) return { state: "live", stream, head, body };
   }
   throw new Error(`${name}: unexpected reply from the read-live script: ${fromUtf8.decode(reply.subarray(0, 40))}`);
+}
+
+const HEX = Array.from({ length: 256 }, (_, i) => (i < 16 ? "0" : "") + i.toString(16));
+
+/** Lower-case hex of the bytes, as the scripts' hexTable writes and reads it. */
+function toHex(bytes: Uint8Array): string {
+  let out = "";
+  for (const b of bytes) out += HEX[b] as string;
+  return out;
+}
+
+/** The bytes of lower-case hex given as its ASCII bytes; undefined when it is not that. */
+function fromHex(ascii: Uint8Array): Uint8Array | undefined {
+  if (ascii.length % 2 !== 0) return undefined;
+  const out = new Uint8Array(ascii.length / 2);
+  for (let i = 0; i < out.length; i++) {
+    const hi = nibble(ascii[2 * i] as number);
+    const lo = nibble(ascii[2 * i + 1] as number);
+    if (hi < 0 || lo < 0) return undefined;
+    out[i] = (hi << 4) | lo;
+  }
+  return out;
+}
+
+/** 0-15 for an ASCII "0"-"9" or "a"-"f", else -1. */
+function nibble(c: number): number {
+  if (c >= 0x30 && c <= 0x39) return c - 0x30;
+  if (c >= 0x61 && c <= 0x66) return c - 0x57;
+  return -1;
 }
 
 function parseHead(text: string): LiveHead | undefined {

@@ -1,8 +1,8 @@
 // An IdempotencyStore on Upstash Redis over its REST API (@upstash/redis): edge and serverless runtimes.
 import { Redis } from "@upstash/redis";
-import type { IdempotencyStore } from "../src/store.ts";
+import type { LiveStore } from "../src/store.ts";
 import { type OptionNames, strictOptions } from "../src/strict.ts";
-import { evalWithFallback, refuseTimeoutOption, scriptStore } from "./redis-scripts.ts";
+import { evalWithFallback, liveScriptStore, refuseTimeoutOption, scriptStore } from "./redis-scripts.ts";
 
 /**
  * The commands this store uses, so any compatible client fits. Its replies are prefixed strings and
@@ -21,9 +21,10 @@ export type UpstashStoreOptions =
 
 /**
  * An IdempotencyStore on Upstash: the same scripts and value layout as `ioredisStore`, so both can
- * share one database. No `subscribe`: REST has no cheap pub/sub, and the engine polls instead.
+ * share one database, with the live-stream capability (`publishLive`, `readLive`; body parts travel as hex).
+ * No `subscribe` nor `subscribeLive`: REST has no cheap pub/sub, and waiters and live readers poll instead.
  */
-export function upstashStore(options: UpstashStoreOptions): IdempotencyStore {
+export function upstashStore(options: UpstashStoreOptions): LiveStore {
   refuseTimeoutOption("upstashStore", options);
   strictOptions(
     options,
@@ -59,6 +60,17 @@ export function upstashStore(options: UpstashStoreOptions): IdempotencyStore {
       (lua) => redis.eval(lua, [key], args),
     ),
   );
-  const store: IdempotencyStore & { readonly name: string } = { name: "upstash", ...ops };
+  const live = liveScriptStore(
+    "upstashStore",
+    (script, keys, args) =>
+      evalWithFallback(
+        script,
+        (sha1) => redis.evalsha(sha1, keys, args as string[]),
+        (lua) => redis.eval(lua, keys, args as string[]),
+      ),
+    ops,
+    { binary: false, keyPrefix: "", hex: true },
+  );
+  const store: LiveStore & { readonly name: string } = { name: "upstash", ...ops, ...live };
   return store;
 }

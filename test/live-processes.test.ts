@@ -1,7 +1,9 @@
-// Issue 17 across real processes: Node workers with createIdempotentFetch on one real Redis (ioredisStore) and an SSE upstream.
+// Issue 17 across real processes: Node workers with createIdempotentFetch on one real Redis (ioredisStore, and
+// upstashStore through the REST fixture) and an SSE upstream.
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { spawnWorker, type Worker } from "./fixtures/processes.ts";
 import { type LocalCluster, startCluster } from "./fixtures/redis-cluster.ts";
+import { startUpstashFixture, type UpstashFixture } from "./fixtures/upstash-server.ts";
 import { startUpstream, type Upstream } from "./fixtures/upstream.ts";
 import { sleep } from "./fixtures/util.ts";
 import type { Outcome } from "./fixtures/worker.ts";
@@ -92,6 +94,38 @@ describe("live streams across processes via ioredis on a Redis Cluster", () => {
     await sleep(100);
     const [dup] = (await other.fire([call])) as [Outcome];
     const [first] = (await leading) as [Outcome];
+    expect(dup.error).toBeUndefined();
+    expect(dup.replayed).toBe(true);
+    expect(decode(dup.body)).toBe(decode(first.body));
+    expect(dup.firstAt).toBeGreaterThan(0);
+    expect(dup.firstAt).toBeLessThan(first.endAt);
+    expect(up.count()).toBe(1);
+    await Promise.all([leader.exit(), other.exit()]);
+  });
+});
+
+describe("live streams across processes via upstash (REST, readers poll)", () => {
+  let fixture: UpstashFixture | undefined;
+  beforeAll(async () => {
+    fixture = await startUpstashFixture({ redisUrl: REDIS_URL });
+  });
+  afterAll(async () => {
+    await fixture?.close();
+  });
+
+  it("a duplicate in another process gets its first chunk before the leader's stream ends, and the same bytes", async () => {
+    const { url, token } = fixture as UpstashFixture;
+    const [leader, other] = (await spawnAll(2, { STORE: "upstash", UPSTASH_URL: url, UPSTASH_TOKEN: token })) as [
+      Worker,
+      Worker,
+    ];
+    const call = { url: `${up.url}/sse?chunks=5&gap=150`, key: `${run}-upstash-live`, body: '{"prompt":"hi"}' };
+    const leading = leader.fire([call]);
+    await leader.waitForEvent("execute");
+    await sleep(100);
+    const [dup] = (await other.fire([call])) as [Outcome];
+    const [first] = (await leading) as [Outcome];
+    expect(first.error).toBeUndefined();
     expect(dup.error).toBeUndefined();
     expect(dup.replayed).toBe(true);
     expect(decode(dup.body)).toBe(decode(first.body));

@@ -3,9 +3,9 @@ import { Redis as UpstashRedis } from "@upstash/redis";
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ioredisStore } from "../../adapters/ioredis.ts";
-import { encodeBinary, SCRIPTS } from "../../adapters/redis-scripts.ts";
+import { encodeBinary, liveKeyOf, SCRIPTS } from "../../adapters/redis-scripts.ts";
 import { type UpstashClient, upstashStore } from "../../adapters/upstash.ts";
-import { newToken } from "../../src/store.ts";
+import { type LiveStore, newToken } from "../../src/store.ts";
 import { testStore } from "../conformance.ts";
 import { startPrivateRedis } from "../fixtures/processes.ts";
 import { sampleRecord } from "../fixtures/records.ts";
@@ -30,17 +30,22 @@ afterAll(async () => {
 const writeRaw = async (storeKey: string, value: string): Promise<void> => {
   await admin.set(storeKey, value, "PX", 60_000);
 };
+// The stream's key holds a stream ("S"), not nothing nor the tombstone a commit leaves ("D").
+const liveChunks = async (storeKey: string): Promise<boolean> =>
+  (await admin.getrange(liveKeyOf(storeKey), 0, 0)) === "S";
 
 testStore("upstashStore", () => upstashStore({ url: fixture.url, token: fixture.token }), {
   writeRaw,
   keyPrefix: `${prefix}own:`,
   subscribe: false,
+  live: true,
+  liveChunks,
 });
 // A client the user made with @upstash/redis defaults: automatic deserialization on, which our replies survive.
 testStore(
   "upstashStore (user's client, automatic deserialization on)",
   () => upstashStore({ redis: new UpstashRedis({ url: fixture.url, token: fixture.token }) }),
-  { writeRaw, keyPrefix: `${prefix}user:`, subscribe: false },
+  { writeRaw, keyPrefix: `${prefix}user:`, subscribe: false, live: true, liveChunks },
 );
 
 redisCases("upstashStore", () => upstashStore({ url: fixture.url, token: fixture.token }), {
@@ -117,6 +122,57 @@ describe("upstashStore through the REST fixture", () => {
       expect(await viaUpstash.acquire(k, "fp-b", 30_000)).toEqual({ state: "pending", fingerprint: "fp-a" });
       expect(await viaUpstash.commit(k, lease.token, record, 30_000)).toBe(true);
       expect(await viaIoredis.acquire(k, "fp-a", 30_000)).toMatchObject({ state: "done", record: { status: 200 } });
+    } finally {
+      redis.disconnect();
+    }
+  });
+
+  it("live: a part costs one command in one HTTP request, and so does a read", async () => {
+    const store = upstashStore({ url: fixture.url, token: fixture.token });
+    const k = `${prefix}live-count:${newToken()}`;
+    const lease = await store.acquire(k, "fp-a", 30_000);
+    if (lease.state !== "acquired") throw new Error("expected a lease");
+    const head = { status: 200, statusText: "OK", headers: [] as [string, string][] };
+    await store.publishLive(k, lease.token, { head, offset: 0, body: new Uint8Array(0) }); // scripts cached
+    await store.readLive(k, undefined, 0);
+    const [commands, requests] = [fixture.commands, fixture.requests];
+    expect(await store.publishLive(k, lease.token, { offset: 0, body: new TextEncoder().encode("data: 1\n\n") })).toBe(
+      true,
+    );
+    expect(await store.readLive(k, undefined, 0)).toMatchObject({ state: "live" });
+    expect([fixture.commands - commands, fixture.requests - requests]).toEqual([2, 2]);
+    expect(await store.commit(k, lease.token, record, 30_000)).toBe(true);
+  });
+
+  it("live: streams are shared with ioredisStore both ways, byte-exact (parts split inside a UTF-8 character)", async () => {
+    const redis = new Redis({ host: "127.0.0.1", port: 6379 });
+    try {
+      const viaIoredis = ioredisStore({ redis }) as LiveStore;
+      const viaUpstash = upstashStore({ url: fixture.url, token: fixture.token });
+      const head = { status: 200, statusText: "OK", headers: [["x-title", "naïve ✓"]] as [string, string][] };
+      const sse = new TextEncoder().encode("data: ✓\n\n");
+      // "✓" is 3 bytes: the first part ends after its first one; the second ends with bytes that are not UTF-8.
+      const first = sse.subarray(0, 7);
+      const second = new Uint8Array([...sse.subarray(7), 0xff, 0x00]);
+      const pairs = [
+        [viaIoredis, viaUpstash],
+        [viaUpstash, viaIoredis],
+      ] as const;
+      for (const [leader, reader] of pairs) {
+        const k = `${prefix}live-shared:${newToken()}`;
+        const lease = await leader.acquire(k, "fp-a", 30_000);
+        if (lease.state !== "acquired") throw new Error("expected a lease");
+        expect(await leader.publishLive(k, lease.token, { head, offset: 0, body: first })).toBe(true);
+        expect(await leader.publishLive(k, lease.token, { offset: 7, body: second })).toBe(true);
+        const whole = await reader.readLive(k, undefined, 0);
+        if (whole.state !== "live") throw new Error(`expected a live stream, got ${whole.state}`);
+        expect(whole.head).toEqual(head);
+        expect(Buffer.from(whole.body)).toEqual(Buffer.concat([first, second]));
+        const rest = await reader.readLive(k, whole.stream, 7);
+        expect(rest).toMatchObject({ state: "live", stream: whole.stream });
+        expect(Buffer.from((rest as { body: Uint8Array }).body)).toEqual(Buffer.from(second));
+        expect(await leader.release(k, lease.token)).toBe(true);
+      }
     } finally {
       redis.disconnect();
     }

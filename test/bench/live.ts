@@ -1,13 +1,17 @@
 // `npx tsx test/bench/live.ts [store]`: a live stream on a real store, leader and reader in two processes: the reader's
 // chunk latency behind the leader (p50/p99), first bytes for a reader joining mid-stream, store ops/s. Not a test:
 // prints numbers. `store` is a name of LIVE_STORES (default redis); each opens its backend under a unique prefix
-// and deletes what it wrote at the end. Redis: 127.0.0.1:6379 (REDIS_URL to change).
+// and deletes what it wrote at the end. Redis: 127.0.0.1:6379 (REDIS_URL to change). upstash: the Upstash REST
+// fixture (test/fixtures/upstash-server.ts) over that Redis, started by the leader process and handed to the readers
+// in the environment; UPSTASH_REDIS_REST_URL and UPSTASH_REDIS_REST_TOKEN set measure a real Upstash database instead.
 import { spawn } from "node:child_process";
 import { createInterface } from "node:readline";
 import { Redis } from "ioredis";
 import { ioredisStore } from "../../adapters/ioredis.ts";
+import { upstashStore } from "../../adapters/upstash.ts";
 import { followLive, liveWriter } from "../../src/live.ts";
 import { hasLive, type IdempotencyStore, type LiveStore, newToken } from "../../src/store.ts";
+import { startUpstashFixture } from "../fixtures/upstash-server.ts";
 
 const URL_ = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
 
@@ -41,7 +45,45 @@ const LIVE_STORES: Record<string, LiveBackend> = {
       };
     },
   },
+  upstash: {
+    async open(prefix) {
+      // The leader starts the fixture; the readers it spawns inherit its address through the environment.
+      const fixture =
+        process.env.UPSTASH_REDIS_REST_URL === undefined ? await startUpstashFixture({ redisUrl: URL_ }) : undefined;
+      if (fixture) {
+        process.env.UPSTASH_REDIS_REST_URL = fixture.url;
+        process.env.UPSTASH_REDIS_REST_TOKEN = fixture.token;
+      }
+      const url = process.env.UPSTASH_REDIS_REST_URL as string;
+      const token = process.env.UPSTASH_REDIS_REST_TOKEN as string;
+      return {
+        // REST has no keyPrefix: the bench's keys get this one.
+        store: prefixed(upstashStore({ url, token }), prefix),
+        async close(clean) {
+          if (clean && fixture) {
+            const admin = new Redis(URL_);
+            const keys = await admin.keys(`${prefix}*`);
+            if (keys.length) await admin.del(...keys);
+            admin.disconnect();
+          }
+          await fixture?.close();
+        },
+      };
+    },
+  },
 };
+
+/** `store` with `prefix` before every store key it is given. */
+function prefixed(store: IdempotencyStore, prefix: string): IdempotencyStore {
+  const out: Record<string, unknown> = {};
+  for (const [name, fn] of Object.entries(store)) {
+    out[name] =
+      typeof fn === "function"
+        ? (storeKey: string, ...rest: unknown[]) => fn.call(store, prefix + storeKey, ...rest)
+        : fn;
+  }
+  return out as unknown as IdempotencyStore;
+}
 
 function backend(name: string): LiveBackend {
   const found = LIVE_STORES[name];
@@ -72,6 +114,8 @@ async function reader(name: string, prefix: string, key: string, waitForGo: bool
   const opened = await backend(name).open(prefix);
   const { store, ops } = counted(opened.store);
   // Connected and subscribed (the first read subscribes; SUBSCRIBE takes effect a moment later): tell the leader.
+  // One read first, uncounted: a REST client's first call opens its connection (and Node 20 loads its fetch).
+  await opened.store.readLive?.(`${key}:warm`, undefined, 0);
   const probe = store.subscribeLive?.(`${key}`, () => {});
   await new Promise((r) => setTimeout(r, 200));
   probe?.();

@@ -1,8 +1,13 @@
-// How soon a waiter on denoKvStore learns of the leader's commit: kv.watch() vs the engine's polling (no watch).
-// Run: npx deno run -A --unstable-kv test/deno/kv-wake-bench.ts (a measurement, not a test)
+// How soon a waiter on denoKvStore learns of the leader's commit: kv.watch() vs the engine's polling (no watch);
+// then live streams: a 50 tokens/s stream through liveWriter, read by followLive on another store object, woken by
+// kv.watch() (same process, or Deploy isolates) or polling (processes sharing a local file): p50/p99 of a token's
+// latency behind the leader's write(), a late joiner's first bytes, store operations per second.
+// Run: npx deno run -A --unstable-kv test/deno/kv-wake-bench.ts [live] (a measurement, not a test)
 /// <reference lib="deno.unstable" />
 import { denoKvStore } from "../../adapters/deno-kv.ts";
 import { createIdempotentFetch, type IdempotencyStore, newToken } from "../../src/index.ts";
+import { followLive, liveWriter } from "../../src/live.ts";
+import type { LiveStore } from "../../src/store.ts";
 
 const dir = await Deno.makeTempDir();
 const kv = await Deno.openKv(`${dir}/wake.db`);
@@ -45,8 +50,87 @@ async function measure(label: string, waiterStore: IdempotencyStore): Promise<vo
   );
 }
 
-await measure("kv.watch()", denoKvStore({ kv }));
-await measure("polling (no watch)", denoKvStore({ kv: noWatch }));
+/** Counts calls per method of `store`. */
+function counted(store: LiveStore): { store: LiveStore; ops: Map<string, number> } {
+  const ops = new Map<string, number>();
+  const wrapped = { ...store } as Record<string, unknown>;
+  for (const [name, fn] of Object.entries(store)) {
+    if (typeof fn !== "function" || name.startsWith("subscribe") || name === "close") continue;
+    wrapped[name] = (...args: unknown[]) => {
+      ops.set(name, (ops.get(name) ?? 0) + 1);
+      return (fn as (...a: unknown[]) => unknown).apply(store, args);
+    };
+  }
+  return { store: wrapped as unknown as LiveStore, ops };
+}
+
+async function measureLive(label: string, readerStore: LiveStore, tokensPerSecond = 50, seconds = 10): Promise<void> {
+  const leader = counted(denoKvStore({ kv }));
+  const reader = counted(readerStore);
+  const late = counted(readerStore);
+  const key = `live-${newToken()}`;
+  const lease = await leader.store.acquire(key, "fp", 30_000);
+  if (lease.state !== "acquired") throw new Error("no lease");
+  const head = {
+    status: 200,
+    statusText: "OK",
+    headers: [["content-type", "text/event-stream"]] as [string, string][],
+  };
+  const writer = liveWriter(leader.store, key, lease.token, head);
+  const decoder = new TextDecoder();
+  /** Reads the stream; per token line "t<i> <written at>", its latency. */
+  const follow = async (store: LiveStore) => {
+    const started = performance.now();
+    let firstBody: number | undefined;
+    const latencies: number[] = [];
+    let text = "";
+    for await (const event of followLive(store, key)) {
+      const now = performance.now();
+      if (event.type === "body") {
+        firstBody ??= now - started;
+        text += decoder.decode(event.bytes, { stream: true });
+        const lines = text.split("\n");
+        text = lines.pop() ?? "";
+        for (const line of lines) latencies.push(now - Number(line.split(" ")[1]));
+      }
+      if (event.type === "done" || event.type === "absent") break;
+    }
+    return { firstBody, latencies };
+  };
+  const early = follow(reader.store);
+  let joined: ReturnType<typeof follow> | undefined;
+  const total = tokensPerSecond * seconds;
+  let body = "";
+  const t0 = performance.now();
+  for (let i = 0; i < total; i++) {
+    const wait = t0 + (i * 1000) / tokensPerSecond - performance.now();
+    if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+    const line = `t${i} ${performance.now().toFixed(3)}\n`;
+    body += line;
+    writer.write(new TextEncoder().encode(line));
+    if (i === total / 2) joined = follow(late.store);
+  }
+  await writer.flush();
+  writer.close();
+  const elapsed = (performance.now() - t0) / 1000;
+  const record = { ...head, body: new TextEncoder().encode(body), createdAt: Date.now(), fingerprint: "fp" };
+  await leader.store.commit(key, lease.token, record, 60_000);
+  const [a, b] = await Promise.all([early, joined as ReturnType<typeof follow>]);
+  const sorted = a.latencies.sort((x, y) => x - y);
+  const q = (p: number) => sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]?.toFixed(1);
+  const rate = (n: number | undefined) => ((n ?? 0) / elapsed).toFixed(1);
+  console.log(
+    `${label}, ${tokensPerSecond} tokens/s for ${seconds} s: a token's latency behind write() p50 ${q(0.5)} ms, p99 ${q(0.99)} ms, max ${q(1)} ms (${a.latencies.length}/${total} tokens); a reader joining mid-stream has its first bytes ${b.firstBody?.toFixed(1)} ms after it starts; leader ${rate(leader.ops.get("publishLive"))} publishLive/s, reader ${rate(reader.ops.get("readLive"))} readLive/s`,
+  );
+}
+
+if (Deno.args[0] === "live") {
+  await measureLive("live, kv.watch()", denoKvStore({ kv }));
+  await measureLive("live, polling (no watch)", denoKvStore({ kv: noWatch }));
+} else {
+  await measure("kv.watch()", denoKvStore({ kv }));
+  await measure("polling (no watch)", denoKvStore({ kv: noWatch }));
+}
 await server.shutdown();
 kv.close();
 await Deno.remove(dir, { recursive: true });

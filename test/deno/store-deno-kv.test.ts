@@ -15,7 +15,32 @@ testStore("denoKvStore", () => denoKvStore({ kv, prefix }), {
   writeRaw: async (storeKey, value) => {
     await kv.set([...prefix, "entry", storeKey], value);
   },
+  live: true,
+  liveChunks: (storeKey) => liveChunks(kv, prefix, storeKey),
 });
+
+/**
+ * Whether chunk data of `storeKey` still counts: a stream whose lease is the key's live entry, or parts left after
+ * the stream ended (a commit or release deletes them). KV deletes expired keys lazily, so a stream whose lease
+ * lapsed is judged by the lease's expiry, as the store reads it, not by whether KV has removed it yet.
+ */
+async function liveChunks(kv: Deno.Kv, prefix: Deno.KvKey, storeKey: string): Promise<boolean> {
+  const [entry, live] = await kv.getMany<
+    [{ kind?: string; token?: string; expiresAt?: number }, { kind?: string; owner?: string }]
+  >([
+    [...prefix, "entry", storeKey],
+    [...prefix, "live", storeKey],
+  ]);
+  if (live.value?.kind === "stream") {
+    return (
+      entry.value?.kind === "lease" &&
+      entry.value.token === live.value.owner &&
+      (entry.value.expiresAt ?? 0) > Date.now()
+    );
+  }
+  for await (const _ of kv.list({ prefix: [...prefix, "livepart", storeKey] })) return true;
+  return false;
+}
 
 Deno.test({
   name: "denoKvStore: a value without an expiry or of another shape is corrupt, and the store has no watch without kv.watch",
@@ -76,6 +101,108 @@ Deno.test({
       await server.shutdown();
     }
   },
+});
+
+Deno.test({
+  name: "two Deno processes on one KV file: a duplicate gets the leader's stream live (first bytes before it ends), the same bytes",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    let executions = 0;
+    let started: () => void = () => {};
+    const executing = new Promise<void>((resolve) => (started = resolve));
+    const encoder = new TextEncoder();
+    // An SSE answer of 8 events, 300 ms apart.
+    const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (request) => {
+      const n = ++executions;
+      await request.text();
+      started();
+      let i = 0;
+      const body = new ReadableStream<Uint8Array>({
+        async pull(controller) {
+          if (i > 0) await new Promise((resolve) => setTimeout(resolve, 300));
+          if (i === 8) return controller.close();
+          controller.enqueue(encoder.encode(`data: ${n}-${i++}\n\n`));
+        },
+      });
+      return new Response(body, { headers: { "content-type": "text/event-stream" } });
+    });
+    try {
+      const worker = new URL("./kv-worker.ts", import.meta.url).pathname;
+      const url = `http://127.0.0.1:${server.addr.port}/chat`;
+      const key = `live-two-processes-${newToken()}`;
+      const errors: string[] = [];
+      const spawn = async () => {
+        const child = new Deno.Command(Deno.execPath(), {
+          args: ["run", "-A", "--unstable-kv", worker, path, JSON.stringify(prefix), url, key],
+          stdout: "piped",
+          stderr: "piped",
+        });
+        const { code, stdout, stderr } = await child.output();
+        errors.push(new TextDecoder().decode(stderr));
+        assert.equal(code, 0, errors.at(-1));
+        return JSON.parse(new TextDecoder().decode(stdout)) as { replayed: string | null; body: string } & Record<
+          "status" | "firstAt" | "endAt",
+          number
+        >;
+      };
+      const leading = spawn();
+      await executing;
+      const duplicate = await spawn();
+      const leader = await leading;
+      assert.equal(executions, 1, errors.join("\n"));
+      assert.equal(leader.body, Array.from({ length: 8 }, (_, i) => `data: 1-${i}\n\n`).join(""));
+      assert.equal(duplicate.body, leader.body);
+      assert.deepEqual([leader.replayed, duplicate.replayed], [null, "true"]);
+      assert.ok(
+        // At least one event gap before the end: read live, not a replay of the record just committed.
+        duplicate.firstAt > 0 && duplicate.firstAt < leader.endAt - 300,
+        `first bytes at ${duplicate.firstAt}, leader's end at ${leader.endAt}`,
+      );
+    } finally {
+      await server.shutdown();
+    }
+  },
+});
+
+Deno.test("live: a part larger than one atomic operation round-trips; a renew past the parts' expiry rewrites them, same bytes", async () => {
+  const store = denoKvStore({ kv, prefix });
+  const k = `live-big-${newToken()}`;
+  const lease = await store.acquire(k, "fp", 1_000);
+  if (lease.state !== "acquired") throw new Error("expected a lease");
+  const big = new Uint8Array(2_000_000);
+  for (let i = 0; i < big.length; i++) big[i] = (i * 31 + (i >> 9)) % 251;
+  const head = { status: 200, statusText: "OK", headers: [] as [string, string][] };
+  assert.equal(await store.publishLive(k, lease.token, { head, offset: 0, body: big.subarray(0, 1_500_000) }), true);
+  // Then many small parts: the rewrite makes whole chunks of them.
+  for (let at = 1_500_000; at < big.length; at += 5_000)
+    assert.equal(await store.publishLive(k, lease.token, { offset: at, body: big.subarray(at, at + 5_000) }), true);
+  const parts = async () => {
+    let n = 0;
+    for await (const _ of kv.list({ prefix: [...prefix, "livepart", k] })) n++;
+    return n;
+  };
+  const before = await parts();
+  // Past the parts' own KV expiry (the first lease + 30 s): the renew rewrites them.
+  assert.equal(await store.renew(k, lease.token, 120_000), true);
+  const after = await parts();
+  assert.ok(after < before && after === Math.ceil(big.length / 60_000), `parts before ${before}, after ${after}`);
+  for (const offset of [0, 1_234_567, 1_500_000, 1_999_999]) {
+    const read = await store.readLive(k, undefined, 0);
+    if (read.state !== "live") throw new Error(`expected a live stream, got ${read.state}`);
+    const from = await store.readLive(k, read.stream, offset);
+    assert.equal(read.body.length, big.length);
+    assert.ok(
+      read.body.every((b, i) => b === big[i]),
+      "the whole body",
+    );
+    assert.ok(
+      (from as { body: Uint8Array }).body.every((b, i) => b === big[offset + i]),
+      `from ${offset}`,
+    );
+  }
+  assert.equal(await store.release(k, lease.token), true);
+  assert.equal(await parts(), 0);
 });
 
 // Runs last (Deno runs a file's tests in order): the suite's own Deno test has closed its store by now.
