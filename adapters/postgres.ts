@@ -6,10 +6,13 @@
 // decode (foreign, half written by hand, of another format) is treated as absent: `acquire` takes it over.
 // Every operation is ONE statement, so it is atomic without an explicit transaction; commit, release and
 // forget NOTIFY in that same statement, which PostgreSQL delivers only once it is committed.
+//
+// Live streams (docs/protocol.md "The live-stream capability") keep their parts in a second table,
+// `<table>_live`, touched only by a lease that streams: an answer never streamed runs the statements above.
 
 import { keyedListeners } from "../src/listeners.ts";
 import { sha256Sync } from "../src/sha256.ts";
-import { type IdempotencyStore, newToken, type StoredRecord } from "../src/store.ts";
+import { type IdempotencyStore, type LiveRead, type LiveStore, newToken, type StoredRecord } from "../src/store.ts";
 import { type OptionNames, strictOptions } from "../src/strict.ts";
 
 /** The one call this store makes: pg `Client`/`Pool`, Neon's `Client`/`Pool` fit as they are. */
@@ -61,11 +64,18 @@ function tableName(name: string, table: string | undefined): string {
   return t;
 }
 
-/** The CREATE statements for `table` (default "idemfetch"), idempotent; `migrate()` runs them. */
+/** The table of `table`'s live streams: `<table>_live`, in the same schema. */
+const liveTableOf = (t: string): string => `${t}_live`;
+
+/**
+ * The CREATE statements for `table` (default "idemfetch") and its live-stream table `<table>_live`, idempotent;
+ * `migrate()` runs them. A table made by an earlier version gets the second one, and is left as it is.
+ */
 export function schemaSql(options: PostgresTableOptions = {}): string {
   strictOptions(options, { table: true } satisfies OptionNames<PostgresTableOptions>, "schemaSql()");
   const t = tableName("schemaSql", options.table);
-  const index = `${t.split(".").pop()}_expires_at`;
+  const name = t.split(".").pop();
+  const live = liveTableOf(t);
   return `CREATE TABLE IF NOT EXISTS ${t} (
   key         text PRIMARY KEY,
   token       text,        -- owner token while a lease; NULL once a record
@@ -77,7 +87,19 @@ export function schemaSql(options: PostgresTableOptions = {}): string {
   created_at  timestamptz, -- record: when the response was stored; lease: when it was taken
   expires_at  timestamptz NOT NULL
 );
-CREATE INDEX IF NOT EXISTS ${index} ON ${t} (expires_at);`;
+CREATE INDEX IF NOT EXISTS ${name}_expires_at ON ${t} (expires_at);
+CREATE TABLE IF NOT EXISTS ${live} (
+  key         text NOT NULL,
+  stream      text NOT NULL,   -- SHA-256 (hex) of the lease's owner token: names the execution, never the token
+  upto        bigint NOT NULL, -- 0: the stream's row; else a part, ending after this many body bytes
+  status      smallint,        -- stream row: the head; all three NULL once its lease committed (the marker)
+  status_text text,
+  headers     jsonb,
+  body        bytea,           -- a part's bytes
+  expires_at  timestamptz,     -- stream row: the lease's expiry, then the record's; NULL on parts
+  PRIMARY KEY (key, stream, upto)
+);
+CREATE INDEX IF NOT EXISTS ${name}_live_expires ON ${live} (expires_at) WHERE upto = 0;`;
 }
 
 /**
@@ -96,8 +118,9 @@ END $idemfetch$`,
 }
 
 /**
- * Deletes at most `limit` expired rows and resolves how many. Safe from any number of instances at once
- * (SKIP LOCKED: each takes rows no other is deleting, and never a row an acquire is taking over).
+ * Deletes at most `limit` expired rows and at most `limit` expired live streams (each with its parts), and
+ * resolves how many rows. Safe from any number of instances at once (SKIP LOCKED: each takes rows no other is
+ * deleting, and never a row an acquire is taking over).
  */
 export async function sweep(client: PostgresClient, options: SweepOptions = {}): Promise<number> {
   strictOptions(options, { table: true, limit: true } satisfies OptionNames<SweepOptions>, "sweep()");
@@ -115,7 +138,29 @@ export async function sweep(client: PostgresClient, options: SweepOptions = {}):
 ) SELECT count(*)::int AS n FROM d`,
     [limit],
   );
-  return Number((rows[0] as { n: unknown } | undefined)?.n ?? 0);
+  const records = Number((rows[0] as { n: unknown } | undefined)?.n ?? 0);
+  // A stream row lapses with its lease (renew extends it) or, as the marker, with its record; its parts go with it.
+  const live = liveTableOf(t);
+  const streams = await client
+    .query(
+      `WITH d AS (
+  DELETE FROM ${live} WHERE (key, stream) IN (
+    SELECT key, stream FROM ${live} WHERE upto = 0 AND expires_at < now() LIMIT $1::int FOR UPDATE SKIP LOCKED
+  )
+  RETURNING 1
+) SELECT count(*)::int AS n FROM d`,
+      [limit],
+    )
+    .catch((error: unknown) => {
+      if (isUndefinedTable(error)) return { rows: [] }; // a table migrated before live streams: nothing to sweep
+      throw error;
+    });
+  return records + Number((streams.rows[0] as { n: unknown } | undefined)?.n ?? 0);
+}
+
+/** Whether `error` is PostgreSQL's "relation does not exist" (SQLSTATE 42P01). */
+function isUndefinedTable(error: unknown): boolean {
+  return (error as { code?: unknown } | null)?.code === "42P01";
 }
 
 /** The payload NOTIFY carries for `storeKey`: the key itself, or a digest when too long for NOTIFY (8000 bytes). */
@@ -123,6 +168,17 @@ function payloadOf(storeKey: string): string {
   const bytes = new TextEncoder().encode(storeKey);
   return bytes.length <= 1000 ? storeKey : `#${sha256Sync(bytes)}`;
 }
+
+/**
+ * The NOTIFY payload that wakes `subscribeLive` for `storeKey`: its plain payload behind U+001F, a character no
+ * store key the engine makes contains, so a part never wakes a plain `subscribe` (its waiters would re-acquire).
+ */
+function livePayloadOf(storeKey: string): string {
+  return `\u001f${payloadOf(storeKey)}`;
+}
+
+/** SQL: a lease token's stream id, SHA-256 hex (a reader may see it; only the token lets anyone commit). */
+const streamOf = (token: string): string => `encode(sha256(convert_to(${token}, 'UTF8')), 'hex')`;
 
 /** SQL: whether row `r` decodes (a lease with a fingerprint, or a complete record). Never NULL. */
 const valid = (r: string): string => `COALESCE(
@@ -200,6 +256,117 @@ SELECT CASE
   };
 }
 
+/**
+ * The statements of `t`'s live streams, on `<t>_live`. A stream row (upto 0) holds a lease's head, under the id
+ * of its token; each part is a row keyed by the body offset it ends at. Every statement that writes checks the
+ * lease in `t` in the same statement, and a publish holds that row FOR SHARE until it commits, so a takeover,
+ * commit or release waits for it: a part under a token that lost the lease is never stored.
+ */
+function liveStatements(t: string) {
+  const channel = `'idemfetch:${t}'`;
+  const live = liveTableOf(t);
+  return {
+    /**
+     * $1 key, $2 token, $3 offset, $4 body, $5 status (NULL: a body part), $6 status text, $7 headers JSON,
+     * $8 live payload. `code`: 1 stored (or the part last stored, sent again), 0 not the owner, -1 a head part not
+     * at offset 0, -2 a second head, -3 a body part before the head, -4 a gap. A head deletes what earlier leases
+     * left (their streams and markers).
+     */
+    publish: `WITH l AS (
+  SELECT expires_at, ${streamOf("token")} AS stream FROM ${t}
+  WHERE key = $1::text AND token = $2::text AND expires_at > clock_timestamp()
+  FOR SHARE
+), s AS (
+  SELECT (SELECT COALESCE(max(p.upto), 0) FROM ${live} p WHERE p.key = $1::text AND p.stream = l.stream) AS length
+  FROM l JOIN ${live} h ON h.key = $1::text AND h.stream = l.stream AND h.upto = 0 AND h.status IS NOT NULL
+), v AS (
+  SELECT CASE
+    WHEN NOT EXISTS (SELECT 1 FROM l) THEN 0
+    WHEN (SELECT length FROM s) = $3::bigint + length($4::bytea) AND ($5::smallint IS NULL OR $3::bigint = 0)
+      AND (length($4::bytea) = 0 OR EXISTS (SELECT 1 FROM ${live} p, l WHERE p.key = $1::text AND p.stream = l.stream
+        AND p.upto = $3::bigint + length($4::bytea) AND p.body = $4::bytea)) THEN 1
+    WHEN $5::smallint IS NOT NULL AND $3::bigint <> 0 THEN -1
+    WHEN $5::smallint IS NOT NULL AND EXISTS (SELECT 1 FROM s) THEN -2
+    WHEN $5::smallint IS NULL AND NOT EXISTS (SELECT 1 FROM s) THEN -3
+    WHEN $5::smallint IS NULL AND (SELECT length FROM s) <> $3::bigint THEN -4
+    ELSE 2 END AS code
+), earlier AS (
+  DELETE FROM ${live} o USING l, v
+  WHERE v.code = 2 AND $5::smallint IS NOT NULL AND o.key = $1::text AND o.stream <> l.stream
+), head AS (
+  INSERT INTO ${live} (key, stream, upto, status, status_text, headers, expires_at)
+  SELECT $1::text, l.stream, 0, $5::smallint, $6::text, $7::text::jsonb, l.expires_at
+  FROM l, v WHERE v.code = 2 AND $5::smallint IS NOT NULL
+), part AS (
+  INSERT INTO ${live} (key, stream, upto, body)
+  SELECT $1::text, l.stream, $3::bigint + length($4::bytea), $4::bytea
+  FROM l, v WHERE v.code = 2 AND length($4::bytea) > 0
+)
+SELECT least(code, 1) AS code, CASE WHEN code = 2 THEN pg_notify(${channel}, $8::text)::text END AS notified FROM v`,
+    /**
+     * $1 key, $2 the stream id the reader holds (or ""), $3 its offset. No row: absent. A lease's row: its stream
+     * when it has a head (body from $3 when $2 names it, else from 0), else pending. A record's: the record, and
+     * its marker's stream when $2 names it and the marker was written with this very record (the same
+     * transaction, hence the same xmin: a forget and another commit leave a marker that does not count).
+     */
+    read: `WITH r AS (
+  SELECT token, fingerprint, status, status_text, headers, body, created_at, xmin AS x,
+    CASE WHEN token IS NOT NULL THEN ${streamOf("token")} END AS own
+  FROM ${t} c WHERE key = $1::text AND expires_at > clock_timestamp() AND ${valid("c")}
+), s AS (
+  SELECT h.stream, h.status, h.status_text, h.headers,
+    CASE WHEN h.stream = $2::text THEN greatest($3::bigint, 0) ELSE 0 END AS start
+  FROM r JOIN ${live} h ON h.key = $1::text AND h.upto = 0 AND (
+    (r.token IS NOT NULL AND h.stream = r.own AND h.status IS NOT NULL) OR
+    (r.token IS NULL AND h.stream = $2::text AND h.status IS NULL AND h.xmin = r.x))
+)
+SELECT CASE WHEN r.token IS NULL THEN 'done' WHEN s.stream IS NULL THEN 'pending' ELSE 'live' END AS state,
+  s.stream, r.fingerprint, round(extract(epoch FROM r.created_at) * 1000)::float8 AS created_at,
+  CASE WHEN r.token IS NULL THEN r.status ELSE s.status END AS status,
+  CASE WHEN r.token IS NULL THEN r.status_text ELSE s.status_text END AS status_text,
+  (CASE WHEN r.token IS NULL THEN r.headers ELSE s.headers END)::text AS headers,
+  CASE WHEN r.token IS NULL THEN r.body WHEN s.stream IS NOT NULL THEN COALESCE((
+    SELECT string_agg(CASE WHEN p.upto - length(p.body) >= s.start THEN p.body
+      ELSE substring(p.body FROM (s.start - (p.upto - length(p.body)))::int + 1) END, ''::bytea ORDER BY p.upto)
+    FROM ${live} p WHERE p.key = $1::text AND p.stream = s.stream AND p.upto > s.start
+  ), ''::bytea) END AS body
+FROM r LEFT JOIN s ON true`,
+    /**
+     * The commit of a lease that streamed: the commit's parameters and $11 the live payload. Its stream row
+     * becomes the marker (no head; the record's expiry), and its parts and anything older go.
+     */
+    commit: `WITH c AS (
+  UPDATE ${t} SET token = NULL, fingerprint = $3::text, status = $4::smallint, status_text = $5::text,
+    headers = $6::text::jsonb, body = $7::bytea, created_at = timestamptz 'epoch' + $8::float8 ${MS},
+    expires_at = clock_timestamp() + $9::float8 ${MS}
+  WHERE key = $1::text AND token = $2::text AND expires_at > clock_timestamp()
+  RETURNING expires_at
+), marker AS (
+  UPDATE ${live} h SET status = NULL, status_text = NULL, headers = NULL, expires_at = c.expires_at
+  FROM c WHERE h.key = $1::text AND h.stream = ${streamOf("$2::text")} AND h.upto = 0
+), rest AS (
+  DELETE FROM ${live} o USING c WHERE o.key = $1::text AND (o.stream <> ${streamOf("$2::text")} OR o.upto <> 0)
+)
+SELECT pg_notify(${channel}, $10::text)::text || pg_notify(${channel}, $11::text)::text AS notified FROM c`,
+    /** The release of a lease that streamed: $1 key, $2 token, $3 payload, $4 live payload; its chunks go. */
+    release: `WITH d AS (
+  DELETE FROM ${t} WHERE key = $1::text AND token = $2::text AND expires_at > clock_timestamp() RETURNING 1
+), chunks AS (
+  DELETE FROM ${live} WHERE key = $1::text AND EXISTS (SELECT 1 FROM d)
+)
+SELECT pg_notify(${channel}, $3::text)::text || pg_notify(${channel}, $4::text)::text AS notified FROM d`,
+    /** The renew of a lease that streamed: $1 key, $2 token, $3 lease ms; its stream row lives as long. */
+    renew: `WITH u AS (
+  UPDATE ${t} SET expires_at = clock_timestamp() + $3::float8 ${MS}
+  WHERE key = $1::text AND token = $2::text AND expires_at > clock_timestamp() RETURNING expires_at
+), stream AS (
+  UPDATE ${live} h SET expires_at = u.expires_at FROM u
+  WHERE h.key = $1::text AND h.stream = ${streamOf("$2::text")} AND h.upto = 0
+)
+SELECT 1 AS renewed FROM u`,
+  };
+}
+
 /** A lease or ttl in ms, as the statements take it. */
 function positiveMs(ms: number): number {
   if (!Number.isFinite(ms) || ms <= 0)
@@ -245,9 +412,29 @@ export function postgresStore(options: PostgresStoreOptions): IdempotencyStore {
   }
   const table = tableName("postgresStore", options.table);
   const sql = statements(table);
+  const liveSql = liveStatements(table);
   const rowsOf = async (text: string, params: unknown[]): Promise<unknown[]> => (await client.query(text, params)).rows;
+  /** Runs a statement on `<table>_live`, naming the fix when a table migrated by an earlier version lacks it. */
+  const liveRowsOf = (text: string, params: unknown[]): Promise<unknown[]> =>
+    rowsOf(text, params).catch((error: unknown) => {
+      if (!isUndefinedTable(error)) throw error;
+      throw new Error(`postgresStore: table ${liveTableOf(table)} is missing: run migrate() again (it adds it)`, {
+        cause: error,
+      });
+    });
+  // storeKey -> the token that published under it through this object, and its last publish (settled or not).
+  // Its commit, release and renew then run the live statements; any other lease's, the plain ones. Bounded: a
+  // lease abandoned without commit or release stays here until 10 000 others came after it.
+  const streaming = new Map<string, { token: string; last: Promise<unknown> }>();
+  /** The stream `token` published under `storeKey` here, which its commit or release ends. */
+  const ended = (storeKey: string, token: string) => {
+    const entry = streaming.get(storeKey);
+    if (entry?.token !== token) return undefined;
+    streaming.delete(storeKey);
+    return entry;
+  };
 
-  const store: IdempotencyStore & { readonly name: string } = {
+  const store: LiveStore & { readonly name: string } = {
     name: "postgres",
     async acquire(storeKey, fingerprint, leaseMs) {
       const token = newToken();
@@ -273,7 +460,7 @@ export function postgresStore(options: PostgresStoreOptions): IdempotencyStore {
       throw new Error("postgresStore: acquire found the key neither free nor held three times in a row");
     },
     async commit(storeKey, token, record, ttlMs) {
-      const rows = await rowsOf(sql.commit, [
+      const params = [
         storeKey,
         token,
         record.fingerprint,
@@ -284,14 +471,61 @@ export function postgresStore(options: PostgresStoreOptions): IdempotencyStore {
         record.createdAt,
         positiveMs(ttlMs),
         payloadOf(storeKey),
-      ]);
-      return rows.length > 0;
+      ];
+      const stream = ended(storeKey, token);
+      if (stream === undefined) return (await rowsOf(sql.commit, params)).length > 0;
+      // A part still in flight would land after this statement's snapshot, and stay behind the record.
+      await stream.last;
+      return (await liveRowsOf(liveSql.commit, [...params, livePayloadOf(storeKey)])).length > 0;
     },
     async release(storeKey, token) {
-      return (await rowsOf(sql.release, [storeKey, token, payloadOf(storeKey)])).length > 0;
+      const stream = ended(storeKey, token);
+      if (stream === undefined) return (await rowsOf(sql.release, [storeKey, token, payloadOf(storeKey)])).length > 0;
+      await stream.last;
+      const params = [storeKey, token, payloadOf(storeKey), livePayloadOf(storeKey)];
+      return (await liveRowsOf(liveSql.release, params)).length > 0;
     },
     async renew(storeKey, token, leaseMs) {
-      return (await rowsOf(sql.renew, [storeKey, token, positiveMs(leaseMs)])).length > 0;
+      const params = [storeKey, token, positiveMs(leaseMs)];
+      if (streaming.get(storeKey)?.token !== token) return (await rowsOf(sql.renew, params)).length > 0;
+      const renewed = (await liveRowsOf(liveSql.renew, params)).length > 0;
+      if (!renewed && streaming.get(storeKey)?.token === token) streaming.delete(storeKey);
+      return renewed;
+    },
+    async publishLive(storeKey, token, { head, offset, body }) {
+      if (!Number.isSafeInteger(offset) || offset < 0) {
+        throw new RangeError(`postgresStore: a live part's offset must be an integer >= 0, got ${offset}`);
+      }
+      const running = liveRowsOf(liveSql.publish, [
+        storeKey,
+        token,
+        offset,
+        body,
+        head?.status ?? null,
+        head?.statusText ?? null,
+        head ? JSON.stringify(head.headers) : null,
+        livePayloadOf(storeKey),
+      ]);
+      // Known before it lands: a commit or release that comes meanwhile waits for it and ends the stream.
+      if (!streaming.has(storeKey) && streaming.size >= 10_000) {
+        streaming.delete(streaming.keys().next().value as string);
+      }
+      streaming.set(storeKey, { token, last: running.catch(() => {}) });
+      const [row] = (await running) as { code: number | string }[];
+      const code = Number(row?.code);
+      if (code === 1) return true;
+      if (code === 0) {
+        if (streaming.get(storeKey)?.token === token) streaming.delete(storeKey); // the lease is gone
+        return false;
+      }
+      throw new RangeError(
+        `postgresStore: publishLive refused the part at offset ${offset}: ${PUBLISH_ERRORS[code] ?? code}`,
+      );
+    },
+    async readLive(storeKey, stream, offset) {
+      const from = Number.isSafeInteger(offset) ? Math.max(0, offset) : 0;
+      const [row] = (await liveRowsOf(liveSql.read, [storeKey, stream ?? "", from])) as LiveRow[];
+      return liveReadOf(row);
     },
     async forget(storeKey, force) {
       const [row] = (await rowsOf(sql.forget, [storeKey, force === true, payloadOf(storeKey)])) as {
@@ -310,12 +544,20 @@ export function postgresStore(options: PostgresStoreOptions): IdempotencyStore {
     // No payload: the connection was re-established and notifications may have been missed; wake everyone.
     for (const key of payload === undefined ? [...listeners.keys()] : [payload]) listeners.notify(key);
   };
-  store.subscribe = (storeKey, onChange) => {
+  const listening = () => {
     // A failed LISTEN only costs wake-up latency: waiters poll as well.
     stop ??= Promise.resolve()
       .then(() => listen(`idemfetch:${table}`, deliver))
       .catch(() => undefined);
+  };
+  store.subscribe = (storeKey, onChange) => {
+    listening();
     return listeners.add(payloadOf(storeKey), onChange);
+  };
+  // Parts and the end of a stream come on the same channel, under their own payload.
+  store.subscribeLive = (storeKey, onChange) => {
+    listening();
+    return listeners.add(livePayloadOf(storeKey), onChange);
   };
   store.close = async () => {
     listeners.clear();
@@ -325,6 +567,50 @@ export function postgresStore(options: PostgresStoreOptions): IdempotencyStore {
     await unlisten?.().catch(() => {});
   };
   return store;
+}
+
+const PUBLISH_ERRORS: Record<number, string> = {
+  [-1]: "a head part must have offset 0",
+  [-2]: "this lease's stream already has its head",
+  [-3]: "a body part before this lease's head",
+  [-4]: "a gap (the offset is not the bytes stored)",
+};
+
+interface LiveRow {
+  state: "done" | "pending" | "live";
+  stream: string | null;
+  fingerprint: string;
+  created_at: number | string;
+  status: number;
+  status_text: string;
+  headers: string;
+  body: unknown;
+}
+
+/** The read statement's row: no row is absent; the bytes are copies, shared with nobody. */
+function liveReadOf(row: LiveRow | undefined): LiveRead {
+  if (row === undefined) return { state: "absent" };
+  if (row.state === "pending") return { state: "pending" };
+  const status = Number(row.status);
+  const headers = JSON.parse(row.headers) as [string, string][];
+  const body = bytesOf(row.body);
+  if (row.state === "live") {
+    return {
+      state: "live",
+      stream: row.stream as string,
+      head: { status, statusText: row.status_text, headers },
+      body,
+    };
+  }
+  const record: StoredRecord = {
+    status,
+    statusText: row.status_text,
+    headers,
+    body,
+    createdAt: Number(row.created_at),
+    fingerprint: row.fingerprint,
+  };
+  return row.stream === null ? { state: "done", record } : { state: "done", record, stream: row.stream };
 }
 
 /** What `pgListen` needs from a pg (or Neon) `Client` it creates: connect, LISTEN, notifications, end. */

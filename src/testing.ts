@@ -854,9 +854,12 @@ export function testStore(
         await sleep(50);
         await sleep(SHORT_LEASE_MS + 100); // the first execution's lease lapses (a crash or a stall)
         const second = await acquired(k, "fp-a");
-        const fresh = readAll(follow(k));
+        const freshSeen: string[] = [];
+        const fresh = readAll(follow(k), (event) => freshSeen.push(event.type));
         await sleep(30);
         equal(await publish(k, second, 0, "BB", { ...HEAD, status: 201, statusText: "Created" }), true);
+        // A polling reader (a store without subscribe) could otherwise sleep through the whole stream.
+        await until(() => freshSeen.includes("head"), "the reader holding nothing got the new execution's head");
         equal(await publish(k, second, 2, "BB"), true);
         equal(
           await store.commit(k, second, record({ status: 201, statusText: "Created", body: bytes("BBBB") }), LONG_MS),

@@ -1,6 +1,9 @@
-// Issue 17 across real processes: Node workers with createIdempotentFetch on one real Redis (ioredisStore, and
-// upstashStore through the REST fixture) and an SSE upstream.
+// Issue 17 across real processes: Node workers with createIdempotentFetch on one real store (Redis, a Redis Cluster,
+// PostgreSQL, Upstash through the REST fixture) and an SSE upstream.
+import pg from "pg";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { migrate } from "../adapters/postgres.ts";
+import { newToken } from "../src/store.ts";
 import { spawnWorker, type Worker } from "./fixtures/processes.ts";
 import { type LocalCluster, startCluster } from "./fixtures/redis-cluster.ts";
 import { startUpstashFixture, type UpstashFixture } from "./fixtures/upstash-server.ts";
@@ -9,6 +12,7 @@ import { sleep } from "./fixtures/util.ts";
 import type { Outcome } from "./fixtures/worker.ts";
 
 const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
+const PG_URL = process.env.PG_URL ?? "postgres://postgres@127.0.0.1:5432/test";
 const run = `${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
 const decode = (base64: string) => Buffer.from(base64, "base64").toString("utf8");
 
@@ -23,56 +27,73 @@ afterAll(async () => {
 });
 beforeEach(() => up.reset());
 
-const spawnAll = async (k: number, extra: Record<string, string> = {}): Promise<Worker[]> => {
-  const ws = await Promise.all(Array.from({ length: k }, () => spawnWorker({ STORE: "ioredis", REDIS_URL, ...extra })));
-  workers.push(...ws);
-  return ws;
+/** Starts `k` workers on one store: `env` names it (STORE and its settings); `extra` adds settings per case. */
+type Spawn = (k: number, extra?: Record<string, string>) => Promise<Worker[]>;
+
+const spawner =
+  (env: () => Record<string, string>): Spawn =>
+  async (k, extra = {}) => {
+    const ws = await Promise.all(Array.from({ length: k }, () => spawnWorker({ ...env(), ...extra })));
+    workers.push(...ws);
+    return ws;
+  };
+
+/** A duplicate in another process reads the leader's stream live: its first chunk comes before the stream ends. */
+const firstChunkBeforeTheEnd = (spawn: Spawn, label: string) => async () => {
+  const [leader, other] = (await spawn(2)) as [Worker, Worker];
+  const call = { url: `${up.url}/sse?chunks=5&gap=150`, key: `${run}-${label}-live`, body: '{"prompt":"hi"}' };
+  const leading = leader.fire([call]);
+  await leader.waitForEvent("execute");
+  await sleep(100);
+  const [dup] = (await other.fire([call])) as [Outcome];
+  const [first] = (await leading) as [Outcome];
+  expect(first.error).toBeUndefined();
+  expect(dup.error).toBeUndefined();
+  expect(dup.replayed).toBe(true);
+  expect(decode(dup.body)).toBe(decode(first.body));
+  expect(decode(first.body)).toBe("data: 1-0\n\ndata: 1-1\n\ndata: 1-2\n\ndata: 1-3\n\ndata: 1-4\n\n");
+  expect(dup.firstAt).toBeGreaterThan(0);
+  expect(dup.firstAt).toBeLessThan(first.endAt);
+  expect(up.count()).toBe(1);
+  await Promise.all([leader.exit(), other.exit()]);
+};
+
+/** kill -9 of the leader mid-stream: the reader holding a prefix gets an error, and the next retry executes once. */
+const leaderKilledMidStream = (spawn: Spawn, label: string) => async () => {
+  const [leader, other, retrier] = (await spawn(3, { LEASE_MS: "600" })) as [Worker, Worker, Worker];
+  const call = { url: `${up.url}/sse?chunks=20&gap=150`, key: `${run}-${label}-kill`, body: '{"prompt":"hi"}' };
+  void leader.fire([call]);
+  await leader.waitForEvent("execute");
+  await sleep(100);
+  const reading = other.fire([call]);
+  await sleep(400);
+  leader.child.kill("SIGKILL");
+  const [dup] = (await reading) as [Outcome];
+  expect(dup.error).toBeDefined();
+  const prefix = decode(dup.prefix ?? "");
+  expect(prefix.length).toBeGreaterThan(0);
+  // A prefix of the dead execution's bytes only.
+  expect(prefix.startsWith("data: 1-0\n\n")).toBe(true);
+  expect(prefix).not.toContain("2-");
+  expect(up.count()).toBe(1);
+
+  const [again] = (await retrier.fire([{ ...call, url: `${up.url}/sse?chunks=3&gap=20` }])) as [Outcome];
+  expect(again.error).toBeUndefined();
+  expect(decode(again.body)).toBe("data: 2-0\n\ndata: 2-1\n\ndata: 2-2\n\n");
+  expect(up.count()).toBe(2);
+  await Promise.all([other.exit(), retrier.exit()]);
 };
 
 describe("live streams across processes via ioredis", () => {
-  it("a duplicate in another process gets its first chunk before the leader's stream ends, and the same bytes", async () => {
-    const [leader, other] = (await spawnAll(2)) as [Worker, Worker];
-    const call = { url: `${up.url}/sse?chunks=5&gap=150`, key: `${run}-live`, body: '{"prompt":"hi"}' };
-    const leading = leader.fire([call]);
-    await leader.waitForEvent("execute");
-    await sleep(100);
-    const [dup] = (await other.fire([call])) as [Outcome];
-    const [first] = (await leading) as [Outcome];
-    expect(first.error).toBeUndefined();
-    expect(dup.error).toBeUndefined();
-    expect(dup.replayed).toBe(true);
-    expect(decode(dup.body)).toBe(decode(first.body));
-    expect(decode(first.body)).toBe("data: 1-0\n\ndata: 1-1\n\ndata: 1-2\n\ndata: 1-3\n\ndata: 1-4\n\n");
-    expect(dup.firstAt).toBeGreaterThan(0);
-    expect(dup.firstAt).toBeLessThan(first.endAt);
-    expect(up.count()).toBe(1);
-    await Promise.all([leader.exit(), other.exit()]);
-  });
-
-  it("kill -9 of the leader mid-stream: the reader holding a prefix gets an error, the next retry executes once", async () => {
-    const [leader, other, retrier] = (await spawnAll(3, { LEASE_MS: "600" })) as [Worker, Worker, Worker];
-    const call = { url: `${up.url}/sse?chunks=20&gap=150`, key: `${run}-kill`, body: '{"prompt":"hi"}' };
-    void leader.fire([call]);
-    await leader.waitForEvent("execute");
-    await sleep(100);
-    const reading = other.fire([call]);
-    await sleep(400);
-    leader.child.kill("SIGKILL");
-    const [dup] = (await reading) as [Outcome];
-    expect(dup.error).toBeDefined();
-    const prefix = decode(dup.prefix ?? "");
-    expect(prefix.length).toBeGreaterThan(0);
-    // A prefix of the dead execution's bytes only.
-    expect(prefix.startsWith("data: 1-0\n\n")).toBe(true);
-    expect(prefix).not.toContain("2-");
-    expect(up.count()).toBe(1);
-
-    const [again] = (await retrier.fire([{ ...call, url: `${up.url}/sse?chunks=3&gap=20` }])) as [Outcome];
-    expect(again.error).toBeUndefined();
-    expect(decode(again.body)).toBe("data: 2-0\n\ndata: 2-1\n\ndata: 2-2\n\n");
-    expect(up.count()).toBe(2);
-    await Promise.all([other.exit(), retrier.exit()]);
-  });
+  const spawn = spawner(() => ({ STORE: "ioredis", REDIS_URL }));
+  it(
+    "a duplicate in another process gets its first chunk before the leader's stream ends, and the same bytes",
+    firstChunkBeforeTheEnd(spawn, "redis"),
+  );
+  it(
+    "kill -9 of the leader mid-stream: the reader holding a prefix gets an error, the next retry executes once",
+    leaderKilledMidStream(spawn, "redis"),
+  );
 });
 
 describe("live streams across processes via ioredis on a Redis Cluster", () => {
@@ -84,27 +105,37 @@ describe("live streams across processes via ioredis on a Redis Cluster", () => {
   afterAll(async () => {
     await cluster?.stop();
   });
-
-  it("a duplicate in another process gets its first chunk before the leader's stream ends, and the same bytes", async () => {
-    const env = { REDIS_CLUSTER: (cluster as LocalCluster).ports.join(",") };
-    const [leader, other] = (await spawnAll(2, env)) as [Worker, Worker];
-    const call = { url: `${up.url}/sse?chunks=5&gap=150`, key: `${run}-cluster-live`, body: '{"prompt":"hi"}' };
-    const leading = leader.fire([call]);
-    await leader.waitForEvent("execute");
-    await sleep(100);
-    const [dup] = (await other.fire([call])) as [Outcome];
-    const [first] = (await leading) as [Outcome];
-    expect(dup.error).toBeUndefined();
-    expect(dup.replayed).toBe(true);
-    expect(decode(dup.body)).toBe(decode(first.body));
-    expect(dup.firstAt).toBeGreaterThan(0);
-    expect(dup.firstAt).toBeLessThan(first.endAt);
-    expect(up.count()).toBe(1);
-    await Promise.all([leader.exit(), other.exit()]);
-  });
+  const spawn = spawner(() => ({ STORE: "ioredis", REDIS_CLUSTER: (cluster as LocalCluster).ports.join(",") }));
+  it(
+    "a duplicate in another process gets its first chunk before the leader's stream ends, and the same bytes",
+    firstChunkBeforeTheEnd(spawn, "cluster"),
+  );
 });
 
-describe("live streams across processes via upstash (REST, readers poll)", () => {
+describe("live streams across processes via postgresStore (LISTEN/NOTIFY)", () => {
+  // A table of this run's own on the shared server, dropped at the end.
+  const table = `idemfetch_live_${newToken().slice(0, 10)}`;
+  const admin = new pg.Client({ connectionString: PG_URL });
+  beforeAll(async () => {
+    await admin.connect();
+    await migrate(admin, { table });
+  });
+  afterAll(async () => {
+    await admin.query(`DROP TABLE IF EXISTS ${table}, ${table}_live`);
+    await admin.end();
+  });
+  const spawn = spawner(() => ({ STORE: "postgres", PG_URL, PG_TABLE: table }));
+  it(
+    "a duplicate in another process gets its first chunk before the leader's stream ends, and the same bytes",
+    firstChunkBeforeTheEnd(spawn, "postgres"),
+  );
+  it(
+    "kill -9 of the leader mid-stream: the reader holding a prefix gets an error, the next retry executes once",
+    leaderKilledMidStream(spawn, "postgres"),
+  );
+});
+
+describe("live streams across processes via upstashStore (REST, readers poll)", () => {
   let fixture: UpstashFixture | undefined;
   beforeAll(async () => {
     fixture = await startUpstashFixture({ redisUrl: REDIS_URL });
@@ -112,26 +143,12 @@ describe("live streams across processes via upstash (REST, readers poll)", () =>
   afterAll(async () => {
     await fixture?.close();
   });
-
-  it("a duplicate in another process gets its first chunk before the leader's stream ends, and the same bytes", async () => {
+  const spawn = spawner(() => {
     const { url, token } = fixture as UpstashFixture;
-    const [leader, other] = (await spawnAll(2, { STORE: "upstash", UPSTASH_URL: url, UPSTASH_TOKEN: token })) as [
-      Worker,
-      Worker,
-    ];
-    const call = { url: `${up.url}/sse?chunks=5&gap=150`, key: `${run}-upstash-live`, body: '{"prompt":"hi"}' };
-    const leading = leader.fire([call]);
-    await leader.waitForEvent("execute");
-    await sleep(100);
-    const [dup] = (await other.fire([call])) as [Outcome];
-    const [first] = (await leading) as [Outcome];
-    expect(first.error).toBeUndefined();
-    expect(dup.error).toBeUndefined();
-    expect(dup.replayed).toBe(true);
-    expect(decode(dup.body)).toBe(decode(first.body));
-    expect(dup.firstAt).toBeGreaterThan(0);
-    expect(dup.firstAt).toBeLessThan(first.endAt);
-    expect(up.count()).toBe(1);
-    await Promise.all([leader.exit(), other.exit()]);
+    return { STORE: "upstash", UPSTASH_URL: url, UPSTASH_TOKEN: token };
   });
+  it(
+    "a duplicate in another process gets its first chunk before the leader's stream ends, and the same bytes",
+    firstChunkBeforeTheEnd(spawn, "upstash"),
+  );
 });

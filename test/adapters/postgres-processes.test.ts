@@ -21,7 +21,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await up.close();
-  await admin.query(`DROP TABLE IF EXISTS ${table}`);
+  await admin.query(`DROP TABLE IF EXISTS ${table}, ${table}_live`);
   await admin.end();
 });
 beforeEach(() => up.reset());

@@ -26,7 +26,7 @@ beforeAll(async () => {
   await migrate(admin, { table });
 });
 afterAll(async () => {
-  await admin.query(`DROP TABLE IF EXISTS ${table}`);
+  await admin.query(`DROP TABLE IF EXISTS ${table}, ${table}_live`);
   await admin.end();
   await client.end();
   await pool.end();
@@ -50,12 +50,32 @@ const writeRaw = async (storeKey: string, value: string): Promise<void> => {
   );
 };
 
+/**
+ * Whether `<table>_live` holds chunk data for `storeKey`: a head whose lease has not lapsed, or a part of a stream
+ * whose row (head or marker) has not. Rows of a lapsed lease count as gone, as expired rows do in the table.
+ */
+const liveChunks = async (storeKey: string): Promise<boolean> =>
+  (
+    await admin.query(
+      `SELECT EXISTS (
+         SELECT 1 FROM ${table}_live h WHERE h.key = $1 AND h.upto = 0 AND h.expires_at > clock_timestamp()
+           AND (h.status IS NOT NULL OR EXISTS (
+             SELECT 1 FROM ${table}_live p WHERE p.key = h.key AND p.stream = h.stream AND p.upto > 0))
+       ) AS found`,
+      [storeKey],
+    )
+  ).rows[0].found === true;
+
 testStore("postgresStore (pg Client, LISTEN via pgListen)", () => postgresStore({ client, table, listen: listenPg }), {
   writeRaw,
+  live: true,
+  liveChunks,
 });
 testStore("postgresStore (pg Pool, polling)", () => postgresStore({ client: pool, table }), {
   writeRaw,
   subscribe: false,
+  live: true,
+  liveChunks,
 });
 testStore(
   "postgresStore (postgres.js one-liner, its own listen)",
@@ -65,7 +85,7 @@ testStore(
       table,
       listen: (channel, onPayload) => sql.listen(channel, onPayload).then((l) => l.unlisten),
     }),
-  { writeRaw },
+  { writeRaw, live: true, liveChunks },
 );
 
 const record = sampleRecord();
@@ -288,7 +308,7 @@ describe("postgresStore on real PostgreSQL", () => {
       expect(rows.map((r) => r.indexname)).toEqual([`${t}_expires_at`, `${t}_pkey`]);
       expect(schemaSql({ table: t })).toContain(`CREATE TABLE IF NOT EXISTS ${t} (`);
     } finally {
-      await admin.query(`DROP TABLE IF EXISTS ${t}`);
+      await admin.query(`DROP TABLE IF EXISTS ${t}, ${t}_live`);
     }
   });
 
@@ -320,7 +340,7 @@ describe("postgresStore on real PostgreSQL", () => {
       const left = await admin.query(`SELECT count(*)::int AS n FROM ${t}`);
       expect(left.rows[0].n).toBe(50);
     } finally {
-      await admin.query(`DROP TABLE IF EXISTS ${t}`);
+      await admin.query(`DROP TABLE IF EXISTS ${t}, ${t}_live`);
     }
   });
 
@@ -333,6 +353,107 @@ describe("postgresStore on real PostgreSQL", () => {
     // Whichever ran first, the new lease is there and works.
     expect(await store.acquire(k, "fp-c", 30_000)).toEqual({ state: "pending", fingerprint: "fp-b" });
     expect(await store.commit(k, token, record, 30_000)).toBe(true);
+  });
+
+  it("live: a table migrated before live streams serves every call that does not stream, and migrate() adds the rest", async () => {
+    const t = `idemfetch_old_${newToken().slice(0, 8)}`;
+    try {
+      // The schema as earlier versions made it: the records table and its index only.
+      const [before] = schemaSql({ table: t }).split(`CREATE TABLE IF NOT EXISTS ${t}_live`);
+      await admin.query(before as string);
+      const store = postgresStore({ client: pool, table: t });
+      const k = `old:${newToken()}`;
+      const token = await lease(store, k);
+      expect(await store.renew(k, token, 30_000)).toBe(true);
+      expect(await store.commit(k, token, record, 30_000)).toBe(true);
+      expect(await store.forget(k, false)).toBe("forgotten");
+      expect(await store.release(k, await lease(store, k))).toBe(true);
+      expect(await sweep(pool, { table: t })).toBe(0);
+      const streamed = await lease(store, k);
+      const head = { status: 200, statusText: "OK", headers: [] };
+      await expect(store.publishLive?.(k, streamed, { head, offset: 0, body: new Uint8Array() })).rejects.toThrow(
+        `table ${t}_live is missing: run migrate() again`,
+      );
+      await expect(store.readLive?.(k, undefined, 0)).rejects.toThrow("run migrate() again");
+      await migrate(pool, { table: t });
+      expect(await store.readLive?.(k, undefined, 0)).toEqual({ state: "pending" });
+      expect(await store.publishLive?.(k, streamed, { head, offset: 0, body: new Uint8Array([1]) })).toBe(true);
+      expect(await store.commit(k, streamed, record, 30_000)).toBe(true);
+    } finally {
+      await admin.query(`DROP TABLE IF EXISTS ${t}, ${t}_live`);
+    }
+  });
+
+  it("live: a lease that never streamed costs no statement on <table>_live; one that did, none more", async () => {
+    const counted = counting(pool);
+    const texts: string[] = [];
+    const store = postgresStore({
+      client: {
+        query(text, params) {
+          texts.push(text);
+          return counted.query(text, params);
+        },
+      },
+      table,
+    });
+    const plain = `plain:${newToken()}`;
+    const token = await lease(store, plain);
+    expect(await store.renew(plain, token, 30_000)).toBe(true);
+    expect(await store.commit(plain, token, record, 30_000)).toBe(true);
+    expect(texts.filter((text) => text.includes(`${table}_live`))).toEqual([]);
+    texts.length = 0;
+    const k = `streamed:${newToken()}`;
+    const streamed = await lease(store, k);
+    const head = { status: 200, statusText: "OK", headers: [] as [string, string][] };
+    expect(await store.publishLive?.(k, streamed, { head, offset: 0, body: new Uint8Array([1]) })).toBe(true);
+    expect(await store.renew(k, streamed, 30_000)).toBe(true);
+    expect(await store.commit(k, streamed, record, 30_000)).toBe(true);
+    expect(texts).toHaveLength(4); // acquire, then publish, renew and commit: one statement each
+  });
+
+  it("live: a commit while a part is still in flight leaves no part behind, only the marker", async () => {
+    const store = postgresStore({ client: pool, table });
+    const k = `inflight:${newToken()}`;
+    const token = await lease(store, k);
+    const head = { status: 200, statusText: "OK", headers: [] as [string, string][] };
+    expect(await store.publishLive?.(k, token, { head, offset: 0, body: new Uint8Array([1]) })).toBe(true);
+    // One part after another, as liveWriter sends them; the commit goes while one is on its way.
+    let landed = 0;
+    let chain = Promise.resolve(true);
+    for (let i = 0; i < 20; i++) {
+      const part = { offset: 1 + i * 1000, body: new Uint8Array(1000).fill(i) };
+      chain = chain.then(
+        async (going) => going && (await store.publishLive?.(k, token, part)) === true && ++landed > 0,
+      );
+    }
+    await until(() => landed >= 3);
+    expect(await store.commit(k, token, record, 30_000)).toBe(true);
+    expect(await chain).toBe(false); // refused once the commit took the lease
+    const { rows } = await admin.query(`SELECT upto, status FROM ${table}_live WHERE key = $1`, [k]);
+    expect(rows).toEqual([{ upto: "0", status: null }]);
+  });
+
+  it("live: sweep deletes a lapsed stream's rows, and only those", async () => {
+    const t = `idemfetch_lsweep_${newToken().slice(0, 8)}`;
+    try {
+      await migrate(admin, { table: t });
+      const store = postgresStore({ client: pool, table: t });
+      const head = { status: 200, statusText: "OK", headers: [] as [string, string][] };
+      const stream = async (k: string, ms: number) => {
+        const token = await lease(store, k, "fp-a", ms);
+        expect(await store.publishLive?.(k, token, { head, offset: 0, body: new Uint8Array([1, 2]) })).toBe(true);
+        expect(await store.publishLive?.(k, token, { offset: 2, body: new Uint8Array([3]) })).toBe(true);
+        return token;
+      };
+      await stream("lapsed", 50);
+      await stream("live", 30_000);
+      await sleep(150);
+      expect(await sweep(pool, { table: t })).toBe(1 + 3); // the lapsed lease's row, then its stream row and 2 parts
+      const { rows } = await admin.query(`SELECT key, count(*)::int AS n FROM ${t}_live GROUP BY key`);
+      expect(rows).toEqual([{ key: "live", n: 3 }]);
+    } finally {
+      await admin.query(`DROP TABLE IF EXISTS ${t}, ${t}_live`);
+    }
   });
 
   it("invalid options throw TypeError at construction", async () => {

@@ -4,16 +4,20 @@
 // and deletes what it wrote at the end. Redis: 127.0.0.1:6379 (REDIS_URL to change). upstash: the Upstash REST
 // fixture (test/fixtures/upstash-server.ts) over that Redis, started by the leader process and handed to the readers
 // in the environment; UPSTASH_REDIS_REST_URL and UPSTASH_REDIS_REST_TOKEN set measure a real Upstash database instead.
+// PostgreSQL: database `test` on 127.0.0.1:5432 (PG_URL to change), a table of the run's own, woken by LISTEN/NOTIFY.
 import { spawn } from "node:child_process";
 import { createInterface } from "node:readline";
 import { Redis } from "ioredis";
+import pg from "pg";
 import { ioredisStore } from "../../adapters/ioredis.ts";
+import { migrate, pgListen, postgresStore } from "../../adapters/postgres.ts";
 import { upstashStore } from "../../adapters/upstash.ts";
 import { followLive, liveWriter } from "../../src/live.ts";
 import { hasLive, type IdempotencyStore, type LiveStore, newToken } from "../../src/store.ts";
 import { startUpstashFixture } from "../fixtures/upstash-server.ts";
 
 const URL_ = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
+const PG_URL = process.env.PG_URL ?? "postgres://postgres@127.0.0.1:5432/test";
 
 /** A backend the bench can open twice (leader and reader process) under one `prefix`. */
 interface LiveBackend {
@@ -31,9 +35,11 @@ const LIVE_STORES: Record<string, LiveBackend> = {
     async open(prefix) {
       const redis = new Redis(URL_, { keyPrefix: prefix });
       await new Promise((resolve) => redis.once("ready", resolve));
+      const store = ioredisStore({ redis });
       return {
-        store: ioredisStore({ redis }),
+        store,
         async close(clean) {
+          await store.close?.(); // its subscriber connection would keep the process alive
           if (clean) {
             const admin = new Redis(URL_);
             const keys = await admin.keys(`${prefix}*`);
@@ -67,6 +73,24 @@ const LIVE_STORES: Record<string, LiveBackend> = {
             admin.disconnect();
           }
           await fixture?.close();
+        },
+      };
+    },
+  },
+  postgres: {
+    async open(prefix) {
+      // The prefix names the run's own table: "idemfetch-bench:live:<hex>:" -> idemfetch_bench_live_<hex>.
+      const table = prefix.replace(/[^a-z0-9]+/g, "_").replace(/_$/, "");
+      const config = { connectionString: PG_URL };
+      const pool = new pg.Pool({ ...config, max: 4 });
+      await migrate(pool, { table });
+      const store = postgresStore({ client: pool, table, listen: pgListen(() => new pg.Client(config)) });
+      return {
+        store,
+        async close(clean) {
+          await store.close?.();
+          if (clean) await pool.query(`DROP TABLE IF EXISTS ${table}, ${table}_live`);
+          await pool.end();
         },
       };
     },
@@ -197,7 +221,8 @@ async function leader(name: string): Promise<void> {
       const result = ready.then(
         () => new Promise<ReaderResult>((resolve) => lines.once("line", (line) => resolve(JSON.parse(line)))),
       );
-      return { ready, result, go: () => child.stdin.write("go\n") };
+      // Ending stdin with the line lets the reader exit once done (an open pipe kept both processes alive).
+      return { ready, result, go: () => child.stdin.end("go\n") };
     };
     const first = spawnReader(false); // attached before the first byte
     const second = spawnReader(true); // joins mid-stream

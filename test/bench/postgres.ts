@@ -145,7 +145,7 @@ try {
     `bytes per record (${record.body.length} B body): row ${r.row}, table+indexes ${Math.round(Number(r.total) / r.n)} per row`,
   );
 } finally {
-  await client.query(`DROP TABLE IF EXISTS ${table}`);
+  await client.query(`DROP TABLE IF EXISTS ${table}, ${table}_live`);
   await client.end();
   await sql.end();
   await up.close();
