@@ -984,7 +984,7 @@ export function testStore(
     });
 
     itLive(
-      "liveWriter batches: nothing published for a response that ends within maxDelayMs, else a part per maxDelayMs or maxBytes",
+      "liveWriter paces: nothing published for a response written and closed in one tick, else every byte in order, a part per maxDelayMs or maxBytes",
       async () => {
         const quick = key();
         const quickToken = await acquired(quick);
