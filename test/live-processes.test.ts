@@ -39,24 +39,28 @@ const spawner =
   };
 
 /** A duplicate in another process reads the leader's stream live: its first chunk comes before the stream ends. */
-const firstChunkBeforeTheEnd = (spawn: Spawn, label: string) => async () => {
-  const [leader, other] = (await spawn(2)) as [Worker, Worker];
-  const call = { url: `${up.url}/sse?chunks=5&gap=150`, key: `${run}-${label}-live`, body: '{"prompt":"hi"}' };
-  const leading = leader.fire([call]);
-  await leader.waitForEvent("execute");
-  await sleep(100);
-  const [dup] = (await other.fire([call])) as [Outcome];
-  const [first] = (await leading) as [Outcome];
-  expect(first.error).toBeUndefined();
-  expect(dup.error).toBeUndefined();
-  expect(dup.replayed).toBe(true);
-  expect(decode(dup.body)).toBe(decode(first.body));
-  expect(decode(first.body)).toBe("data: 1-0\n\ndata: 1-1\n\ndata: 1-2\n\ndata: 1-3\n\ndata: 1-4\n\n");
-  expect(dup.firstAt).toBeGreaterThan(0);
-  expect(dup.firstAt).toBeLessThan(first.endAt);
-  expect(up.count()).toBe(1);
-  await Promise.all([leader.exit(), other.exit()]);
-};
+const firstChunkBeforeTheEnd =
+  (spawn: Spawn, label: string, k = 2) =>
+  async () => {
+    const [leader, ...others] = (await spawn(k)) as [Worker, ...Worker[]];
+    const call = { url: `${up.url}/sse?chunks=5&gap=150`, key: `${run}-${label}-live`, body: '{"prompt":"hi"}' };
+    const leading = leader.fire([call]);
+    await leader.waitForEvent("execute");
+    await sleep(100);
+    const dups = (await Promise.all(others.map((other) => other.fire([call])))).flat();
+    const [first] = (await leading) as [Outcome];
+    expect(first.error).toBeUndefined();
+    expect(decode(first.body)).toBe("data: 1-0\n\ndata: 1-1\n\ndata: 1-2\n\ndata: 1-3\n\ndata: 1-4\n\n");
+    for (const dup of dups) {
+      expect(dup.error).toBeUndefined();
+      expect(dup.replayed).toBe(true);
+      expect(decode(dup.body)).toBe(decode(first.body));
+      expect(dup.firstAt).toBeGreaterThan(0);
+      expect(dup.firstAt).toBeLessThan(first.endAt);
+    }
+    expect(up.count()).toBe(1);
+    await Promise.all([leader, ...others].map((w) => w.exit()));
+  };
 
 /** kill -9 of the leader mid-stream: the reader holding a prefix gets an error, and the next retry executes once. */
 const leaderKilledMidStream = (spawn: Spawn, label: string) => async () => {
@@ -151,4 +155,42 @@ describe("live streams across processes via upstashStore (REST, readers poll)", 
     "a duplicate in another process gets its first chunk before the leader's stream ends, and the same bytes",
     firstChunkBeforeTheEnd(spawn, "upstash"),
   );
+});
+
+describe("live streams across processes behind real HTTP servers (the Express and Hono faces)", () => {
+  let cluster: LocalCluster | undefined;
+  const table = `idemfetch_live_faces_${newToken().slice(0, 10)}`;
+  const admin = new pg.Client({ connectionString: PG_URL });
+  beforeAll(async () => {
+    await admin.connect();
+    await migrate(admin, { table });
+    cluster = await startCluster(`live-faces-${process.pid}`);
+  }, 90_000);
+  afterAll(async () => {
+    await cluster?.stop();
+    await admin.query(`DROP TABLE IF EXISTS ${table}, ${table}_live`);
+    await admin.end();
+  });
+  const redis = spawner(() => ({ STORE: "ioredis", REDIS_URL }));
+  const onCluster = spawner(() => ({ STORE: "ioredis", REDIS_CLUSTER: (cluster as LocalCluster).ports.join(",") }));
+  const postgres = spawner(() => ({ STORE: "postgres", PG_URL, PG_TABLE: table }));
+  for (const face of ["express", "hono"]) {
+    const on =
+      (spawn: Spawn): Spawn =>
+      (k, extra) =>
+        spawn(k, { FACE: face, ...extra });
+    it(
+      `${face} on Redis: a duplicate sent to the second server gets its first chunk before the stream ends, the same bytes`,
+      firstChunkBeforeTheEnd(on(redis), `${face}-redis`),
+    );
+    it(
+      `${face} on a Redis Cluster: the same, with 4 servers`,
+      firstChunkBeforeTheEnd(on(onCluster), `${face}-cluster`, 4),
+    );
+    it(`${face} on PostgreSQL: the same`, firstChunkBeforeTheEnd(on(postgres), `${face}-postgres`));
+    it(
+      `${face} on Redis: kill -9 of the leading server mid-stream: the reader holding a prefix gets an error, the retry executes once`,
+      leaderKilledMidStream(on(redis), `${face}-redis`),
+    );
+  }
 });
