@@ -80,8 +80,9 @@ export class Leader {
 
   private async finish(how: End): Promise<void> {
     const { flight } = this.deps;
-    // The commit carries every byte (and ends the stream for its readers); a release ends it unfinished.
-    this.live?.close();
+    // The commit carries every byte (and ends the stream for its readers); a release ends it unfinished. Both go
+    // after the part in flight has settled: a store knows a streamed lease by the parts it saw answered.
+    await this.live?.close();
     if (how.kind === "commit") {
       const { head, body } = how;
       const record: StoredRecord = {
@@ -153,7 +154,7 @@ export class Leader {
       end: (bytes) => this.end(bytes ? { kind: "commit", head, body: bytes } : { kind: "release" }),
       overflow: () => {
         // Past the limit nothing is stored, so the release ends the live stream: its remote readers get an error.
-        this.live?.close();
+        void this.live?.close();
         if (storable) void this.end({ kind: "release", head, reason: `body larger than maxBodyBytes (${limit})` });
       },
       error: (error) => this.end({ kind: "fail", error }),

@@ -35,8 +35,11 @@ export interface LiveWriter {
   write(bytes: Uint8Array): void;
   /** Publishes what is queued now (the head too, if not yet); resolves whether the stream is still published. */
   flush(): Promise<boolean>;
-  /** Stops publishing and drops what is queued: the commit that follows carries every byte. */
-  close(): void;
+  /**
+   * Stops publishing and drops what is queued: the commit that follows carries every byte. Resolves once the
+   * part in flight (if any) has settled, so a commit or release sent after it reaches a store that saw it.
+   */
+  close(): Promise<void>;
   /** Body bytes the store has accepted. */
   readonly published: number;
   /** Whether publishing stopped: refused, failed or closed. */
@@ -139,7 +142,13 @@ export function liveWriter(
       else schedule();
     },
     flush,
-    close: () => stop(),
+    close: () => {
+      stop();
+      return inFlight.then(
+        () => {},
+        () => {},
+      );
+    },
     get published() {
       return published;
     },

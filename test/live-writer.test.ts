@@ -82,6 +82,19 @@ describe("liveWriter pacing", () => {
     writer.close();
   });
 
+  it("close() resolves once the part in flight has settled, and drops what is queued", async () => {
+    const { store, token, parts } = await leased(40);
+    const writer = liveWriter(store, "k", token, head, { maxDelayMs: 1 });
+    writer.write(encoder.encode("first"));
+    await sleep(2);
+    writer.write(encoder.encode("dropped"));
+    const started = performance.now();
+    await writer.close();
+    expect(performance.now() - started).toBeGreaterThan(25);
+    expect(writer.published).toBe(5);
+    expect(parts).toHaveLength(1);
+  });
+
   it("a writer closed before its first write and before maxDelayMs costs no store operation", async () => {
     const { store, token, parts } = await leased();
     const writer = liveWriter(store, "k", token, head, { maxDelayMs: 20 });
