@@ -65,7 +65,13 @@ export function nodeLayer(options: ServerIdempotencyOptions = {}): NodeLayer {
         // (its framework may no longer read the body: Express's parsers skip a finished request), the lease is
         // released, and a retry runs it.
         if (res.closed && upstream.callers() <= 1) return Promise.reject(new Error(CLIENT_LEFT_EARLY));
-        const capture = new Capture(res, nc.before, o.leaseMs, () => upstream.callers() > 1);
+        const capture = new Capture(
+          res,
+          nc.before,
+          o.leaseMs,
+          o.leaseMs + o.waitTimeoutMs,
+          () => upstream.callers() > 1,
+        );
         own = capture.own;
         nc.route((error) => capture.fail(error));
         return capture.answer.then((answer) => {
@@ -256,6 +262,11 @@ class Capture implements Source {
     private readonly res: ServerResponse,
     private readonly before: OutgoingHttpHeaders,
     leaseMs: number,
+    /**
+     * How long a route whose client left before its answer began may still take to begin it: its lease holds
+     * until then, so a retry joins instead of running it twice. A duplicate waits `waitTimeoutMs` at most.
+     */
+    private readonly answerMs: number,
     /** Whether callers besides the one on `res` read this answer (joiners). */
     readonly shared: () => boolean,
   ) {
@@ -332,7 +343,8 @@ class Capture implements Source {
    * The client left while the route was answering. With other callers reading the answer, the route goes on
    * (told nothing) until it ends, or until it has written nothing for `leaseMs`: a route that stops on 'close'
    * without `end()`, a stream its framework dropped. Alone, the answer ends badly at once if the route wrote,
-   * else `leaseMs` later if it still has not answered (its result is what the next retry wants, but not forever).
+   * else `answerMs` later if it still has not answered (its result is what the next retry wants, but not
+   * forever; released sooner, a slow route would run again beside itself).
    */
   private left(held: boolean): void {
     if (held) {
@@ -341,7 +353,7 @@ class Capture implements Source {
     } else if (this.headed) {
       this.fail(new Error("idemfetch: the answer ended badly (its connection closed)"));
     } else {
-      this.timer = setTimeout(() => this.fail(new Error("idemfetch: the route did not answer")), this.idleMs);
+      this.timer = setTimeout(() => this.fail(new Error("idemfetch: the route did not answer")), this.answerMs);
     }
   }
 
