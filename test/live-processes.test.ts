@@ -88,6 +88,24 @@ const leaderKilledMidStream = (spawn: Spawn, label: string) => async () => {
   await Promise.all([other.exit(), retrier.exit()]);
 };
 
+/**
+ * A PostgreSQL table of this describe's own on the shared server (made by `migrate`, dropped at the end), and a
+ * spawner of workers on it.
+ */
+function postgresTable(name: string): Spawn {
+  const table = `idemfetch_${name}_${newToken().slice(0, 10)}`;
+  const admin = new pg.Client({ connectionString: PG_URL });
+  beforeAll(async () => {
+    await admin.connect();
+    await migrate(admin, { table });
+  });
+  afterAll(async () => {
+    await admin.query(`DROP TABLE IF EXISTS ${table}, ${table}_live`);
+    await admin.end();
+  });
+  return spawner(() => ({ STORE: "postgres", PG_URL, PG_TABLE: table }));
+}
+
 describe("live streams across processes via ioredis", () => {
   const spawn = spawner(() => ({ STORE: "ioredis", REDIS_URL }));
   it(
@@ -117,18 +135,7 @@ describe("live streams across processes via ioredis on a Redis Cluster", () => {
 });
 
 describe("live streams across processes via postgresStore (LISTEN/NOTIFY)", () => {
-  // A table of this run's own on the shared server, dropped at the end.
-  const table = `idemfetch_live_${newToken().slice(0, 10)}`;
-  const admin = new pg.Client({ connectionString: PG_URL });
-  beforeAll(async () => {
-    await admin.connect();
-    await migrate(admin, { table });
-  });
-  afterAll(async () => {
-    await admin.query(`DROP TABLE IF EXISTS ${table}, ${table}_live`);
-    await admin.end();
-  });
-  const spawn = spawner(() => ({ STORE: "postgres", PG_URL, PG_TABLE: table }));
+  const spawn = postgresTable("live");
   it(
     "a duplicate in another process gets its first chunk before the leader's stream ends, and the same bytes",
     firstChunkBeforeTheEnd(spawn, "postgres"),
@@ -159,21 +166,15 @@ describe("live streams across processes via upstashStore (REST, readers poll)", 
 
 describe("live streams across processes behind real HTTP servers (the Express and Hono faces)", () => {
   let cluster: LocalCluster | undefined;
-  const table = `idemfetch_live_faces_${newToken().slice(0, 10)}`;
-  const admin = new pg.Client({ connectionString: PG_URL });
   beforeAll(async () => {
-    await admin.connect();
-    await migrate(admin, { table });
     cluster = await startCluster(`live-faces-${process.pid}`);
   }, 90_000);
   afterAll(async () => {
     await cluster?.stop();
-    await admin.query(`DROP TABLE IF EXISTS ${table}, ${table}_live`);
-    await admin.end();
   });
   const redis = spawner(() => ({ STORE: "ioredis", REDIS_URL }));
   const onCluster = spawner(() => ({ STORE: "ioredis", REDIS_CLUSTER: (cluster as LocalCluster).ports.join(",") }));
-  const postgres = spawner(() => ({ STORE: "postgres", PG_URL, PG_TABLE: table }));
+  const postgres = postgresTable("live_faces");
   for (const face of ["express", "hono"]) {
     const on =
       (spawn: Spawn): Spawn =>
