@@ -88,6 +88,35 @@ function transaction<T>(db: SqliteDatabase, body: () => T): T {
   }
 }
 
+/** SQLITE_BUSY from any driver: better-sqlite3 and bun:sqlite name it in `code`, node:sqlite numbers it in `errcode`. */
+function isBusy(error: unknown): boolean {
+  const { code, errcode } = (error ?? {}) as { code?: unknown; errcode?: unknown };
+  return (
+    (typeof code === "string" && code.startsWith("SQLITE_BUSY")) ||
+    (typeof errcode === "number" && (errcode & 0xff) === 5) ||
+    /database is locked/i.test(String((error as Error)?.message))
+  );
+}
+
+/**
+ * Runs the set-up statements, again while they meet SQLITE_BUSY, for up to `busyTimeoutMs`. Workers started together
+ * all set up a new file, and SQLite answers one that has read the header and then finds the write lock taken with
+ * SQLITE_BUSY at once, without the busy handler (waiting could deadlock): so the store waits here itself.
+ */
+function setUp(db: SqliteDatabase, busyTimeoutMs: number, statements: string[]): void {
+  const deadline = Date.now() + busyTimeoutMs;
+  for (let pause = 1; ; pause = Math.min(pause * 2, 50)) {
+    try {
+      for (const sql of statements) db.exec(sql);
+      return;
+    } catch (error) {
+      if (!isBusy(error) || Date.now() >= deadline) throw error;
+      // The store is made synchronously, so this wait blocks the thread, as SQLite's own busy handler does.
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, Math.min(pause, deadline - Date.now()));
+    }
+  }
+}
+
 /**
  * An IdempotencyStore on one table of a local SQLite database, created if missing. Put the file on a local disk
  * (WAL needs shared memory: not a network file system) and give each process its own connection.
@@ -107,8 +136,7 @@ export function sqliteStore(options: SqliteStoreOptions): IdempotencyStore {
   }
   // busy_timeout first: switching to WAL and creating the table may themselves wait for another process.
   db.exec(`PRAGMA busy_timeout = ${busyTimeoutMs}`);
-  db.exec("PRAGMA journal_mode = WAL");
-  for (const sql of schemaStatements(table)) db.exec(sql);
+  setUp(db, busyTimeoutMs, ["PRAGMA journal_mode = WAL", ...schemaStatements(table)]);
 
   const sql = statements(table);
   const prepared = Object.fromEntries(Object.entries(sql).map(([name, text]) => [name, db.prepare(text)])) as Record<

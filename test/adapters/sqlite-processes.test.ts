@@ -62,9 +62,9 @@ describe("a file another process holds locked (BEGIN EXCLUSIVE)", () => {
     locker?.kill("SIGKILL");
   });
   /** Starts the locker process and resolves once it holds the write lock. */
-  const lock = async (holdMs?: number): Promise<ChildProcess> => {
+  const lock = async (holdMs?: number, on = file, mode = "EXCLUSIVE"): Promise<ChildProcess> => {
     const child = spawn(process.execPath, ["--import", "tsx", LOCKER], {
-      env: { ...process.env, SQLITE_FILE: file, ...(holdMs ? { HOLD_MS: String(holdMs) } : {}) },
+      env: { ...process.env, SQLITE_FILE: on, LOCK: mode, ...(holdMs ? { HOLD_MS: String(holdMs) } : {}) },
       stdio: ["ignore", "pipe", "inherit"],
     });
     locker = child;
@@ -123,6 +123,20 @@ describe("a file another process holds locked (BEGIN EXCLUSIVE)", () => {
     const result = await store.acquire(`waited-${newToken()}`, "fp", 10_000);
     expect(result.state).toBe("acquired");
     expect(Date.now() - started).toBeGreaterThanOrEqual(200);
+    close();
+  });
+
+  it("a new file whose write lock another starting process holds: the store waits for it instead of failing at once", async () => {
+    // Workers started together (node:cluster, PM2) all set up a new file. SQLite answers SQLITE_BUSY at once, without
+    // the busy handler, to one that has read the file's header and then finds the write lock taken (it would deadlock).
+    const fresh = join(dir, `fresh-${newToken()}.db`);
+    await lock(300, fresh, "IMMEDIATE");
+    const { db, close } = openSqlite(fresh);
+    const started = Date.now();
+    const store = sqliteStore({ db, busyTimeoutMs: 3000 });
+    expect(Date.now() - started).toBeGreaterThanOrEqual(200);
+    expect(db.prepare("PRAGMA journal_mode").all()).toEqual([{ journal_mode: "wal" }]);
+    expect((await store.acquire(`fresh-${newToken()}`, "fp", 10_000)).state).toBe("acquired");
     close();
   });
 });
