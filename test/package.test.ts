@@ -2,7 +2,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { packageFields } from "../.ci/package-exports.ts";
-import { conditionalEntries, entryName } from "../tsup.config.ts";
+import { conditionalEntries, entryName, PEER_ENTRIES } from "../tsup.config.ts";
 
 const pkg = JSON.parse(readFileSync("package.json", "utf8"));
 const deno = JSON.parse(readFileSync("deno.json", "utf8"));
@@ -102,8 +102,30 @@ describe("entry points", () => {
     for (const subpath of subpaths(pkg.exports)) {
       const name = entryName(subpath);
       // A conditional export ("./install") names Deno's build under "deno"; the others are checked below.
-      const target = pkg.exports[subpath].deno ?? pkg.exports[subpath].import;
-      expect(target, subpath).toEqual({ types: `./dist/${name}.d.ts`, default: `./dist/${name}.js` });
+      const deno = pkg.exports[subpath].deno;
+      const file = deno && name in PEER_ENTRIES ? `${name}.peer` : name;
+      expect(deno ?? pkg.exports[subpath].import, subpath).toEqual({
+        types: `./dist/${name}.d.ts`,
+        default: `./dist/${file}.js`,
+      });
+    }
+  });
+
+  it("an entry that imports a peer is its wrapper for Node's loader, Deno and require, and itself for bundlers' import", () => {
+    for (const [name, peer] of Object.entries(PEER_ENTRIES)) {
+      const subpath = `./${name.replace(/-node$/, "")}`;
+      expect(pkg.peerDependencies[peer], peer).toBeDefined();
+      if (name === "install") continue; // Deno's build, checked above
+      const exports = name === "install-node" ? pkg.exports[subpath].node : pkg.exports[subpath];
+      expect(exports, subpath).toMatchObject({
+        "node-addons": { import: { types: `./dist/${name}.d.ts`, default: `./dist/${name}.peer.js` } },
+        import: { types: `./dist/${name}.d.ts`, default: `./dist/${name}.js` },
+        require: { types: `./dist/${name}.d.cts`, default: `./dist/${name}.peer.cjs` },
+      });
+      // The top-level await of the ES wrapper only where it can run: before "import", which bundlers read.
+      const keys = Object.keys(exports);
+      expect(keys.indexOf("node-addons"), subpath).toBeLessThan(keys.indexOf("import"));
+      if (name !== "install-node") expect(exports.deno.default, subpath).toBe(`./dist/${name}.peer.js`);
     }
   });
 
