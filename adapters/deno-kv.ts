@@ -1,7 +1,17 @@
 // An IdempotencyStore on Deno KV (Deno.openKv(): a local SQLite file or Deno Deploy), woken by kv.watch().
 import { keyedListeners } from "../src/listeners.ts";
 import { type LiveHead, type LivePart, type LiveRead, type LiveStore, newToken } from "../src/store.ts";
-import { compactBytes, decide, type Entry, type Operation, parseEntry, type Replies } from "../src/store-state.ts";
+import {
+  checkLivePart,
+  compactBytes,
+  decide,
+  type Entry,
+  type Operation,
+  parseEntry,
+  type Replies,
+  resendShaped,
+  sameBytes,
+} from "../src/store-state.ts";
 import { type OptionNames, strictOptions } from "../src/strict.ts";
 
 /** A Deno KV key (Deno.KvKey), typed here so Node builds need no Deno types. */
@@ -302,21 +312,13 @@ export function denoKvStore(options: DenoKvStoreOptions): LiveStore {
         const now = Date.now();
         if (lease?.kind !== "lease" || lease.token !== token || lease.expiresAt <= now) return false;
         const own = streamOf(current, token);
+        const part: LivePart = head === undefined ? { offset, body: bytes } : { head, offset, body: bytes };
         const resent =
           own !== undefined &&
-          own.length === offset + bytes.length &&
-          (head === undefined || offset === 0) &&
+          resendShaped(own.length, part) &&
           sameBytes(await readParts(storeKey, own.id, offset, own.length), bytes);
         if (resent) return true;
-        if (head !== undefined) {
-          if (offset !== 0) throw new RangeError(`denoKvStore: a head part must have offset 0, got ${offset}`);
-          if (own) throw new RangeError("denoKvStore: this lease's stream already has its head");
-        } else {
-          if (!own) throw new RangeError("denoKvStore: a body part before this lease's head");
-          if (own.length !== offset) {
-            throw new RangeError(`denoKvStore: a gap in the live stream: offset ${offset}, stored ${own.length}`);
-          }
-        }
+        checkLivePart("denoKvStore", own?.length, part);
         const expireIn = lease.expiresAt - now + LIVE_MARGIN_MS;
         const id = own?.id ?? newToken();
         const next: LiveStream = {
@@ -548,12 +550,6 @@ function parseLive(value: unknown): Live | undefined {
 
 function copyHead(head: LiveHead): LiveHead {
   return { status: head.status, statusText: head.statusText, headers: head.headers.map(([k, v]) => [k, v]) };
-}
-
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
 }
 
 /** An upper bound on the bytes of a record's fields other than its body, as KV serialises them. */

@@ -1,7 +1,8 @@
 // liveMemoryStore: memoryStore with the live-stream capability, for two engines on one store in one process.
 import { keyedListeners } from "./listeners.ts";
 import { copyRecord, createMemoryStore, type MemoryInternals, type MemoryStoreOptions } from "./memory-store.ts";
-import { type LiveHead, type LiveRead, type LiveStore, newToken } from "./store.ts";
+import { type LiveHead, type LivePart, type LiveRead, type LiveStore, newToken } from "./store.ts";
+import { checkLivePart, resendShaped } from "./store-state.ts";
 
 /**
  * memoryStore plus `publishLive`, `readLive` and `subscribeLive`: a duplicate in another engine on the same
@@ -51,11 +52,10 @@ function liveExtension({ current, now }: MemoryInternals) {
         const entry = current(storeKey);
         if (entry?.kind !== "lease" || entry.token !== token) return false;
         const stream = ownStream(storeKey);
-        const { head, offset, body } = part;
+        const { head, body } = part;
         if (stream !== undefined && resent(stream, part)) return true; // the part last stored, sent again
+        checkLivePart("liveMemoryStore", stream?.length, part);
         if (head !== undefined) {
-          if (offset !== 0) throw new RangeError(`liveMemoryStore: a head part must have offset 0, got ${offset}`);
-          if (stream !== undefined) throw new RangeError("liveMemoryStore: this lease's stream already has its head");
           const bytes = new Uint8Array(Math.max(1024, body.length));
           bytes.set(body);
           live.set(storeKey, {
@@ -67,13 +67,7 @@ function liveExtension({ current, now }: MemoryInternals) {
             length: body.length,
           });
           sweep();
-        } else {
-          if (stream === undefined) throw new RangeError("liveMemoryStore: a body part before this lease's head");
-          if (offset !== stream.length) {
-            throw new RangeError(
-              `liveMemoryStore: a gap in the live stream: offset ${offset}, stored ${stream.length}`,
-            );
-          }
+        } else if (stream !== undefined) {
           if (stream.length + body.length > stream.bytes.length) {
             const grown = new Uint8Array(Math.max(stream.bytes.length * 2, stream.length + body.length));
             grown.set(stream.bytes.subarray(0, stream.length));
@@ -132,11 +126,9 @@ interface Stream {
 }
 
 /** Whether `part` ends where the stream does and holds the same bytes: a resend after a lost reply. */
-function resent(
-  stream: Stream,
-  { head, offset, body }: { head?: LiveHead; offset: number; body: Uint8Array },
-): boolean {
-  if (stream.length !== offset + body.length || (head !== undefined && offset !== 0)) return false;
+function resent(stream: Stream, part: LivePart): boolean {
+  if (!resendShaped(stream.length, part)) return false;
+  const { offset, body } = part;
   for (let i = 0; i < body.length; i++) if (stream.bytes[offset + i] !== body[i]) return false;
   return true;
 }

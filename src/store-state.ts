@@ -1,6 +1,6 @@
 // The lease/record state machine every store shares: read one key's value, decide here, write what this returns.
 import { isStoredRecord } from "./record.ts";
-import type { AcquireResult, ForgetResult, StoredRecord } from "./store.ts";
+import type { AcquireResult, ForgetResult, LivePart, StoredRecord } from "./store.ts";
 
 /** What one store key holds. Expiry is kept in the value, so stores with lazy or no TTL enforce it on read. */
 export type Entry =
@@ -118,4 +118,34 @@ export function parseEntry(value: unknown): Entry | undefined {
 export function compactBytes(body: Uint8Array): Uint8Array {
   const whole = body.byteOffset === 0 && body.byteLength === body.buffer.byteLength;
   return whole && body.constructor === Uint8Array ? body : new Uint8Array(body);
+}
+
+/**
+ * Whether `part` has the shape of the part last stored on a lease's stream of `length` body bytes (undefined:
+ * no head yet), sent again: when its bytes are those stored, publishLive stores nothing and resolves true.
+ */
+export function resendShaped(length: number | undefined, { head, offset, body }: LivePart): boolean {
+  return length !== undefined && length === offset + body.length && (head === undefined || offset === 0);
+}
+
+/**
+ * Throws what `caller`'s publishLive rejects with when `part` cannot follow the lease's stream as stored, of
+ * `length` body bytes after its head (undefined: no head yet): a head not at offset 0, a second head, a body
+ * part before the head, or a gap.
+ */
+export function checkLivePart(caller: string, length: number | undefined, { head, offset }: LivePart): void {
+  if (head !== undefined) {
+    if (offset !== 0) throw new RangeError(`${caller}: a head part must have offset 0, got ${offset}`);
+    if (length !== undefined) throw new RangeError(`${caller}: this lease's stream already has its head`);
+  } else if (length === undefined) throw new RangeError(`${caller}: a body part before this lease's head`);
+  else if (offset !== length) {
+    throw new RangeError(`${caller}: a gap in the live stream: offset ${offset}, stored ${length}`);
+  }
+}
+
+/** Whether two byte arrays hold the same bytes. */
+export function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
