@@ -174,6 +174,60 @@ RETURNING 1 AS gone`,
   };
 }
 
+/**
+ * sqliteStore's live streams (docs/protocol.md "The live-stream capability"), on `<table>_live`: a stream row
+ * (upto 0) holds a lease's head, and each body part is a row keyed by the offset it ends at, all under the
+ * stream's id (a hash of the lease's token, so never the token). A record names the stream that committed it by
+ * its `body_id` (the committing token): no marker row. Rows of an ended stream are dropped by its own commit or
+ * release, by the key's next head, and by sweep.
+ */
+export function liveSchemaStatements(t: string): string[] {
+  return [
+    `CREATE TABLE IF NOT EXISTS ${t}_live (
+  key         TEXT NOT NULL,
+  stream      TEXT NOT NULL,
+  upto        INTEGER NOT NULL, -- 0: the stream's row (the head); else a part, ending after this many body bytes
+  status      INTEGER,
+  status_text TEXT,
+  headers     TEXT,             -- JSON [[name, value], ...] in response order
+  body        BLOB,             -- a part's bytes
+  PRIMARY KEY (key, stream, upto)
+) STRICT`,
+  ];
+}
+
+/**
+ * The statements of `<t>_live`; the store runs the ones that write inside one BEGIN IMMEDIATE transaction. Each
+ * write returns a row per row it wrote, as every statement here does: the drivers' one common call is all().
+ */
+export function liveStatements(t: string) {
+  return {
+    /** key, token. A row back: `token` holds a live lease on key. */
+    owner: `SELECT 1 AS held FROM ${t} WHERE key = ? AND token = ? AND expires_at > ${NOW}`,
+    /** key, stream. The stream's head, if published. */
+    head: `SELECT status, status_text, headers FROM ${t}_live WHERE key = ? AND stream = ? AND upto = 0`,
+    /** key, stream. Body bytes the stream holds (0 without parts). */
+    length: `SELECT COALESCE(max(upto), 0) AS length FROM ${t}_live WHERE key = ? AND stream = ?`,
+    /** key, stream, offset. The parts that end after `offset`, in order. */
+    parts: `SELECT upto, body FROM ${t}_live WHERE key = ? AND stream = ? AND upto > ? ORDER BY upto`,
+    /** key, stream, status, status text, headers JSON. */
+    writeHead: `INSERT INTO ${t}_live (key, stream, upto, status, status_text, headers) VALUES (?, ?, 0, ?, ?, ?)
+RETURNING 1 AS done`,
+    /** key, stream, upto, body. */
+    writePart: `INSERT INTO ${t}_live (key, stream, upto, body) VALUES (?, ?, ?, ?) RETURNING 1 AS done`,
+    /** key, stream. Drops the key's streams but this one: what earlier leases left, when this one's head comes. */
+    others: `DELETE FROM ${t}_live WHERE key = ? AND stream <> ? RETURNING 1 AS gone`,
+    /** key, stream. Drops one stream (its lease committed or released). */
+    drop: `DELETE FROM ${t}_live WHERE key = ? AND stream = ? RETURNING 1 AS gone`,
+    /** key. Whether `key` holds a live lease or record with stream rows: what the conformance suite checks gone. */
+    held: `SELECT 1 AS held FROM ${t}_live l JOIN ${t} r ON r.key = l.key WHERE l.key = ? AND r.expires_at > ${NOW} LIMIT 1`,
+    /** limit. Deletes at most `limit` rows of streams whose key holds no live lease (ended, lapsed, swept). */
+    sweep: `DELETE FROM ${t}_live WHERE rowid IN (SELECT l.rowid FROM ${t}_live l WHERE NOT EXISTS (
+  SELECT 1 FROM ${t} r WHERE r.key = l.key AND r.token IS NOT NULL AND r.expires_at > ${NOW}) LIMIT ?)
+RETURNING 1 AS gone`,
+  };
+}
+
 /** A lease or ttl in ms, as the statements take it: a whole number (the column is INTEGER). */
 export function wholeMs(caller: string, ms: number): number {
   if (!Number.isFinite(ms) || ms <= 0) throw new RangeError(`${caller}: expected a positive number of ms, got ${ms}`);

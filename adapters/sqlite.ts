@@ -4,12 +4,18 @@
 // runs to its end before any other JavaScript of this process, and each statement is atomic across processes.
 // Waiters in this process are woken by this process's own commits and releases; waiters in other processes poll.
 
+import { concat } from "../src/body.ts";
 import { type KeyedListeners, keyedListeners } from "../src/listeners.ts";
-import type { IdempotencyStore } from "../src/store.ts";
+import { sha256Sync } from "../src/sha256.ts";
+import type { IdempotencyStore, LivePart, LiveRead, LiveStore, StoredRecord } from "../src/store.ts";
+import { checkLivePart, resendShaped, sameBytes } from "../src/store-state.ts";
 import { type OptionNames, strictOptions } from "../src/strict.ts";
 import {
   acquireResult,
+  bytesOf,
   commitParams,
+  liveSchemaStatements,
+  liveStatements,
   type ReadRow,
   type SqliteSweepOptions,
   type SqliteTableOptions,
@@ -19,13 +25,14 @@ import {
   statements,
   sweepOptions,
   tableName,
+  tableOption,
 } from "./sqlite-sql.ts";
 
 export type { SqliteSweepOptions, SqliteTableOptions } from "./sqlite-sql.ts";
 
-/** The CREATE statements of the store's table (default "idemfetch"), which `sqliteStore` runs itself. */
+/** The CREATE statements of the store's table (default "idemfetch") and its `<table>_live`, which `sqliteStore` runs itself. */
 export function schemaSql(options: SqliteTableOptions = {}): string {
-  return schemaSqlOf(options);
+  return `${schemaSqlOf(options)}\n${liveSchemaStatements(tableOption("schemaSql", options)).join(";\n")};`;
 }
 
 /** A value bound to a `?` placeholder. */
@@ -121,7 +128,7 @@ function setUp(db: SqliteDatabase, busyTimeoutMs: number, statements: string[]):
  * An IdempotencyStore on one table of a local SQLite database, created if missing. Put the file on a local disk
  * (WAL needs shared memory: not a network file system) and give each process its own connection.
  */
-export function sqliteStore(options: SqliteStoreOptions): IdempotencyStore {
+export function sqliteStore(options: SqliteStoreOptions): LiveStore {
   strictOptions(
     options,
     { db: true, table: true, busyTimeoutMs: true } satisfies OptionNames<SqliteStoreOptions>,
@@ -136,14 +143,10 @@ export function sqliteStore(options: SqliteStoreOptions): IdempotencyStore {
   }
   // busy_timeout first: switching to WAL and creating the table may themselves wait for another process.
   db.exec(`PRAGMA busy_timeout = ${busyTimeoutMs}`);
-  setUp(db, busyTimeoutMs, ["PRAGMA journal_mode = WAL", ...schemaStatements(table)]);
+  setUp(db, busyTimeoutMs, ["PRAGMA journal_mode = WAL", ...schemaStatements(table), ...liveSchemaStatements(table)]);
 
-  const sql = statements(table);
-  const prepared = Object.fromEntries(Object.entries(sql).map(([name, text]) => [name, db.prepare(text)])) as Record<
-    keyof typeof sql,
-    SqliteStatement
-  >;
-  return sqlStore(
+  const prepared = prepare(db, statements(table));
+  const store = sqlStore(
     "sqlite",
     "sqliteStore",
     {
@@ -165,6 +168,133 @@ export function sqliteStore(options: SqliteStoreOptions): IdempotencyStore {
     },
     listenersOf(db, table),
   );
+  return withLive(db, table, store, (storeKey) => prepared.read.all(storeKey)[0] as ReadRow | undefined);
+}
+
+/** Each statement of `sql`, prepared once. */
+function prepare<T extends Record<string, string>>(db: SqliteDatabase, sql: T): Record<keyof T, SqliteStatement> {
+  return Object.fromEntries(Object.entries(sql).map(([name, text]) => [name, db.prepare(text)])) as Record<
+    keyof T,
+    SqliteStatement
+  >;
+}
+
+/** Runs `body` in one read transaction: every statement in it sees the same snapshot of the file (WAL). */
+function snapshot<T>(db: SqliteDatabase, body: () => T): T {
+  db.exec("BEGIN");
+  try {
+    return body();
+  } finally {
+    db.exec("COMMIT");
+  }
+}
+
+/** A stream's head row. */
+interface LiveHeadRow {
+  status: number;
+  status_text: string;
+  headers: string;
+}
+
+const encoder = new TextEncoder();
+/** The id of the stream a lease's token produces: readers see it, and it never reveals the token. */
+const streamOf = (token: string): string => sha256Sync(encoder.encode(`idemfetch-stream:${token}`)).slice(0, 32);
+
+/**
+ * `store` with the live-stream capability, on `<table>_live` (sqlite-sql.ts). A part is checked against the lease
+ * and the stream and written in one BEGIN IMMEDIATE transaction; a read is one snapshot. Readers in this process
+ * are woken by its publishes; readers in other processes poll (a read is a local query: microseconds).
+ */
+function withLive(
+  db: SqliteDatabase,
+  table: string,
+  store: IdempotencyStore,
+  readRow: (storeKey: string) => ReadRow | undefined,
+): LiveStore {
+  const live = prepare(db, liveStatements(table));
+  const listeners = listenersOf(db, `${table} live`);
+  /** "key\ntoken" of the streams this store started and has not dropped yet: its commit or release drops them. */
+  const streaming = new Set<string>();
+  const drop = (storeKey: string, token: string) => {
+    if (!streaming.delete(`${storeKey}\n${token}`)) return;
+    live.drop.all(storeKey, streamOf(token));
+    listeners.notify(storeKey);
+  };
+  const { commit, release } = store;
+  return Object.assign(store, {
+    async commit(storeKey: string, token: string, record: StoredRecord, ttlMs: number) {
+      const done = await commit(storeKey, token, record, ttlMs);
+      // After the record is in place: a reader between the two reads the record, never a gap.
+      drop(storeKey, token);
+      return done;
+    },
+    async release(storeKey: string, token: string) {
+      const done = await release(storeKey, token);
+      drop(storeKey, token);
+      return done;
+    },
+    async publishLive(storeKey: string, token: string, part: LivePart) {
+      const { head, offset, body } = part;
+      if (!Number.isSafeInteger(offset) || offset < 0) throw new RangeError(`sqliteStore: bad live offset ${offset}`);
+      const stream = streamOf(token);
+      const stored = transaction(db, () => {
+        if (live.owner.all(storeKey, token).length === 0) return false;
+        const hasHead = live.head.all(storeKey, stream).length > 0;
+        const length = hasHead
+          ? Number((live.length.all(storeKey, stream)[0] as { length: number }).length)
+          : undefined;
+        if (resendShaped(length, part)) {
+          const [last] = live.parts.all(storeKey, stream, offset) as { body: unknown }[];
+          if (body.length === 0 || (last !== undefined && sameBytes(bytesOf(last.body), body))) return true;
+        }
+        checkLivePart("sqliteStore", length, part);
+        if (head !== undefined) {
+          live.others.all(storeKey, stream);
+          live.writeHead.all(storeKey, stream, head.status, head.statusText, JSON.stringify(head.headers));
+          streaming.add(`${storeKey}\n${token}`);
+        }
+        if (body.length > 0) live.writePart.all(storeKey, stream, offset + body.length, body);
+        return true;
+      });
+      if (stored) listeners.notify(storeKey);
+      return stored;
+    },
+    async readLive(storeKey: string, asked: string | undefined, offset: number): Promise<LiveRead> {
+      return snapshot(db, (): LiveRead => {
+        const row = readRow(storeKey);
+        const found = acquireResult(row, false, "");
+        if (row === undefined || found === undefined) return { state: "absent" };
+        if (found.state === "done") {
+          // The record names the stream that committed it by its token: no marker to keep in step.
+          const own = asked !== undefined && row.body_id !== null && streamOf(row.body_id) === asked;
+          return own ? { state: "done", record: found.record, stream: asked } : { state: "done", record: found.record };
+        }
+        const stream = streamOf(row.token as string);
+        const [head] = live.head.all(storeKey, stream) as LiveHeadRow[];
+        if (head === undefined) return { state: "pending" };
+        const from = asked === stream && Number.isSafeInteger(offset) ? Math.max(0, offset) : 0;
+        let size = 0;
+        const parts = (live.parts.all(storeKey, stream, from) as { upto: number; body: unknown }[]).map((p) => {
+          const bytes = bytesOf(p.body);
+          const start = Number(p.upto) - bytes.length;
+          const part = start < from ? bytes.subarray(from - start) : bytes;
+          size += part.length;
+          return part;
+        });
+        return {
+          state: "live",
+          stream,
+          head: {
+            status: Number(head.status),
+            statusText: String(head.status_text),
+            headers: JSON.parse(String(head.headers)) as [string, string][],
+          },
+          body: parts.length === 0 ? new Uint8Array(0) : concat(parts, size),
+        };
+      });
+    },
+    subscribeLive: (storeKey: string, onChange: () => void) => listeners.add(storeKey, onChange),
+  });
 }
 
 /**
@@ -174,5 +304,13 @@ export function sqliteStore(options: SqliteStoreOptions): IdempotencyStore {
 export function sweep(db: SqliteDatabase, options: SqliteSweepOptions = {}): number {
   checkDatabase("sweep", db);
   const { table, limit } = sweepOptions(options);
-  return db.prepare(statements(table).sweep).all(limit).length;
+  const rows = db.prepare(statements(table).sweep).all(limit).length;
+  if (rows === limit) return rows;
+  try {
+    return rows + db.prepare(liveStatements(table).sweep).all(limit - rows).length;
+  } catch (error) {
+    // A file no sqliteStore of this version has opened yet has no <table>_live: nothing of it to sweep.
+    if (/no such table/i.test(String((error as Error)?.message))) return rows;
+    throw error;
+  }
 }

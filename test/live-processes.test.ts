@@ -1,5 +1,8 @@
 // Issue 17 across real processes: Node workers with createIdempotentFetch on one real store (Redis, a Redis Cluster,
-// PostgreSQL, Upstash through the REST fixture) and an SSE upstream.
+// PostgreSQL, Upstash through the REST fixture, one SQLite file) and an SSE upstream.
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import pg from "pg";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { migrate } from "../adapters/postgres.ts";
@@ -161,6 +164,24 @@ describe("live streams across processes via upstashStore (REST, readers poll)", 
   it(
     "a duplicate in another process gets its first chunk before the leader's stream ends, and the same bytes",
     firstChunkBeforeTheEnd(spawn, "upstash"),
+  );
+});
+
+describe("live streams across processes via sqliteStore (one file; readers in other processes poll)", () => {
+  const dir = mkdtempSync(join(tmpdir(), "idemfetch-live-sqlite-"));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  const spawn = spawner(() => ({ STORE: "sqlite", SQLITE_FILE: join(dir, "store.db") }));
+  it(
+    "a duplicate in another process gets its first chunk before the leader's stream ends, and the same bytes",
+    firstChunkBeforeTheEnd(spawn, "sqlite", 3),
+  );
+  it(
+    "kill -9 of the leader mid-stream: the reader holding a prefix gets an error, the next retry executes once",
+    leaderKilledMidStream(spawn, "sqlite"),
+  );
+  it(
+    "hono on SQLite: a duplicate sent to the second server gets its first chunk before the stream ends, the same bytes",
+    firstChunkBeforeTheEnd((k, extra) => spawn(k, { FACE: "hono", ...extra }), "hono-sqlite"),
   );
 });
 

@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { schemaSql, sqliteStore, sweep } from "../../adapters/sqlite.ts";
+import { liveStatements, schemaStatements } from "../../adapters/sqlite-sql.ts";
 import { newToken } from "../../src/store.ts";
 import { testStore } from "../conformance.ts";
 import { sampleRecord } from "../fixtures/records.ts";
@@ -33,8 +34,18 @@ const writeRaw = async (storeKey: string, value: string): Promise<void> => {
     .all(storeKey, value);
 };
 
-testStore(`sqliteStore (${main.driver}, file)`, () => sqliteStore({ db: main.db }), { writeRaw });
-testStore(`sqliteStore (${main.driver}, :memory:)`, () => sqliteStore({ db: openSqlite(":memory:").db }));
+/** Whether a stream row of `storeKey` is still there while its key holds a live lease or record (sqlite-sql.ts). */
+const liveChunks = async (storeKey: string): Promise<boolean> =>
+  other.db.prepare(liveStatements("idemfetch").held).all(storeKey).length > 0;
+
+testStore(`sqliteStore (${main.driver}, file)`, () => sqliteStore({ db: main.db }), {
+  writeRaw,
+  live: true,
+  liveChunks,
+});
+testStore(`sqliteStore (${main.driver}, :memory:)`, () => sqliteStore({ db: openSqlite(":memory:").db }), {
+  live: true,
+});
 
 const record = sampleRecord();
 const lease = async (store: ReturnType<typeof sqliteStore>, k: string, fp = "fp-a", ms = 30_000) => {
@@ -165,6 +176,36 @@ describe(`sqliteStore on a real file (${main.driver})`, () => {
     expect(sweep(main.db, { table: t })).toBe(50);
     expect(sweep(main.db, { table: t })).toBe(0);
     expect(main.db.prepare(`SELECT count(*) AS n FROM ${t}`).all()).toEqual([{ n: 20 }]);
+  });
+
+  it("sweep deletes the live-stream rows a crashed leader left, never a streaming lease's; a file without <table>_live sweeps", async () => {
+    const t = `sweep_live_${newToken().slice(0, 8)}`;
+    const store = sqliteStore({ db: main.db, table: t });
+    const head = {
+      status: 200,
+      statusText: "OK",
+      headers: [["content-type", "text/event-stream"]] as [string, string][],
+    };
+    const crashed = await lease(store, "crashed", "fp", 150);
+    expect(await store.publishLive("crashed", crashed, { head, offset: 0, body: new TextEncoder().encode("a") })).toBe(
+      true,
+    );
+    expect(await store.publishLive("crashed", crashed, { offset: 1, body: new TextEncoder().encode("b") })).toBe(true);
+    const streaming = await lease(store, "streaming");
+    expect(await store.publishLive("streaming", streaming, { head, offset: 0, body: new Uint8Array([1]) })).toBe(true);
+    const rows = () => main.db.prepare(`SELECT key, count(*) AS n FROM ${t}_live GROUP BY key ORDER BY key`).all();
+    expect(rows()).toEqual([
+      { key: "crashed", n: 3 },
+      { key: "streaming", n: 2 },
+    ]);
+    await sleep(200); // the crashed leader's lease lapses: nobody commits or releases it
+    expect(sweep(main.db, { table: t })).toBe(4); // its lease row, its head and its two parts
+    expect(rows()).toEqual([{ key: "streaming", n: 2 }]);
+    expect(sweep(main.db, { table: t })).toBe(0);
+
+    const older = `sweep_old_${newToken().slice(0, 8)}`;
+    for (const sql of schemaStatements(older)) main.db.exec(sql); // the table as an earlier version made it
+    expect(sweep(main.db, { table: older })).toBe(0);
   });
 
   it("schemaSql is the table the store creates", () => {

@@ -6,14 +6,19 @@
 // in the environment; UPSTASH_REDIS_REST_URL and UPSTASH_REDIS_REST_TOKEN set measure a real Upstash database instead.
 // PostgreSQL: database `test` on 127.0.0.1:5432 (PG_URL to change), a table of the run's own, woken by LISTEN/NOTIFY.
 import { spawn } from "node:child_process";
+import { rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { Redis } from "ioredis";
 import pg from "pg";
 import { ioredisStore } from "../../adapters/ioredis.ts";
 import { migrate, pgListen, postgresStore } from "../../adapters/postgres.ts";
+import { sqliteStore } from "../../adapters/sqlite.ts";
 import { upstashStore } from "../../adapters/upstash.ts";
 import { followLive, liveWriter } from "../../src/live.ts";
 import { hasLive, type IdempotencyStore, type LiveStore, newToken } from "../../src/store.ts";
+import { openSqlite } from "../fixtures/sqlite.ts";
 import { startUpstashFixture } from "../fixtures/upstash-server.ts";
 
 const URL_ = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
@@ -93,6 +98,21 @@ const LIVE_STORES: Record<string, LiveBackend> = {
           await store.close?.();
           if (clean) await pool.query(`DROP TABLE IF EXISTS ${table}, ${table}_live`);
           await pool.end();
+        },
+      };
+    },
+  },
+  sqlite: {
+    target: "none set (issue 19's store): readers in other processes poll the file (25 ms, doubling while idle)",
+    async open(prefix) {
+      // One file per run, named by the prefix, that the leader and the readers it spawns open.
+      const file = join(tmpdir(), `${prefix.replace(/[^a-z0-9]+/g, "_").replace(/_$/, "")}.db`);
+      const { db, close } = openSqlite(file);
+      return {
+        store: sqliteStore({ db }),
+        async close(clean) {
+          close();
+          if (clean) for (const suffix of ["", "-wal", "-shm"]) rmSync(`${file}${suffix}`, { force: true });
         },
       };
     },

@@ -415,7 +415,7 @@ async function main(): Promise<Results> {
  * on the shared services the tests use; a store whose backend is not there says so instead of failing the run.
  */
 function liveStreams(): string {
-  const stores = ["redis", "postgres", "upstash"];
+  const stores = ["redis", "postgres", "upstash", "sqlite"];
   const run = spawnSync(
     process.execPath,
     ["--import", "tsx", new URL("./live.ts", import.meta.url).pathname, ...(quick ? ["--quick"] : []), ...stores],

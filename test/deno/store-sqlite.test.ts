@@ -14,6 +14,7 @@ const db = new DatabaseSync(`${dir}/store.db`);
 const other = new DatabaseSync(`${dir}/store.db`);
 
 testStore("sqliteStore (Deno, node:sqlite)", () => sqliteStore({ db }), {
+  live: true,
   ...denoTestApi(Deno.test),
   // A live record row whose headers are `value`: it does not decode (not a JSON array of string pairs).
   writeRaw: async (storeKey, value) => {

@@ -1,13 +1,15 @@
 // The live-stream invariant (issue 17, docs/protocol.md "The live-stream capability"), over random interleavings:
-// two engines on one liveMemoryStore (so duplicates on the second are remote readers), SSE handlers that stream,
+// two engines on one store, liveMemoryStore and sqliteStore (so duplicates on the second are remote readers), SSE handlers that stream,
 // fail mid-stream or are forced out by an operator's forget, publishes that fail, callers that join late or stop
 // reading. A reader's bytes are always a prefix of exactly one execution's bytes; a complete read equals one
 // execution's whole stream, and whatever record the store keeps equals the whole stream of an execution that ended.
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
+import { sqliteStore } from "../../adapters/sqlite.ts";
 import { liveMemoryStore } from "../../src/memory-live.ts";
 import { type Handler, idempotency } from "../../src/server.ts";
 import type { IdempotencyStore, LiveStore } from "../../src/store.ts";
+import { openSqlite } from "../fixtures/sqlite.ts";
 import { sleep } from "../fixtures/util.ts";
 
 /** Four times the harness's floor of examples (one example is one short scenario, about 0.2 s). */
@@ -63,8 +65,7 @@ interface Read {
 }
 
 /** Runs one scenario; resolves the violations found (empty when every invariant held). */
-async function run(s: Scenario): Promise<string[]> {
-  const inner = liveMemoryStore();
+async function run(s: Scenario, inner: LiveStore): Promise<string[]> {
   const storeKeys = new Set<string>();
   let publishes = 0;
   const store: LiveStore = {
@@ -200,20 +201,27 @@ async function run(s: Scenario): Promise<string[]> {
   return violations;
 }
 
-describe("live streams across engines (liveMemoryStore)", () => {
+/** The stores the property runs on, each new per scenario: in memory, and SQLite's statements on a :memory: file. */
+const STORES: [string, () => LiveStore][] = [
+  ["liveMemoryStore", () => liveMemoryStore()],
+  ["sqliteStore", () => sqliteStore({ db: openSqlite(":memory:").db })],
+];
+
+describe.each(STORES)("live streams across engines (%s)", (name, makeStore) => {
   it(
     "a reader's bytes are a prefix of exactly one execution's; a complete read, and the record, equal one whole stream",
     async () => {
       const started = performance.now();
+      Object.assign(coverage, { liveReads: 0, lost: 0, executions: 0, scenarios: 0 });
       const result = await fc.check(
         fc.asyncProperty(scenario, async (s) => {
-          const violations = await run(s);
+          const violations = await run(s, makeStore());
           if (violations.length > 0) throw new Error(violations.join("\n"));
         }),
         { numRuns: RUNS, interruptAfterTimeLimit: BUDGET_MS },
       );
       console.log(
-        `[properties] live / prefix of one execution: ${result.numRuns} examples in ${((performance.now() - started) / 1000).toFixed(1)} s, seed ${result.seed}; ${coverage.executions} executions, ${coverage.liveReads} remote reads of live bytes, ${coverage.lost} bodies that errored`,
+        `[properties] live (${name}) / prefix of one execution: ${result.numRuns} examples in ${((performance.now() - started) / 1000).toFixed(1)} s, seed ${result.seed}; ${coverage.executions} executions, ${coverage.liveReads} remote reads of live bytes, ${coverage.lost} bodies that errored`,
       );
       if (!result.failed && result.interrupted)
         throw new Error(`the time budget ran out after ${result.numRuns} of ${RUNS} examples`);
