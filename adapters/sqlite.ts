@@ -217,7 +217,12 @@ function withLive(
   const streaming = new Set<string>();
   const drop = (storeKey: string, token: string) => {
     if (!streaming.delete(`${storeKey}\n${token}`)) return;
-    live.drop.all(storeKey, streamOf(token));
+    try {
+      live.drop.all(storeKey, streamOf(token));
+    } catch {
+      // The commit or release took effect: its answer stands. Rows left here (the file busy past busyTimeoutMs)
+      // are read by no one (a record or a new lease names another stream) and go with sweep().
+    }
     listeners.notify(storeKey);
   };
   const { commit, release } = store;

@@ -208,6 +208,17 @@ describe(`sqliteStore on a real file (${main.driver})`, () => {
     expect(sweep(main.db, { table: older })).toBe(0);
   });
 
+  it("a commit whose stream clean-up fails still commits: true, and the record replays", async () => {
+    const t = `dropfail_${newToken().slice(0, 8)}`;
+    const store = sqliteStore({ db: main.db, table: t });
+    const token = await lease(store, "k");
+    const head = { status: 200, statusText: "OK", headers: [] as [string, string][] };
+    expect(await store.publishLive("k", token, { head, offset: 0, body: new Uint8Array([1, 2]) })).toBe(true);
+    other.db.exec(`DROP TABLE ${t}_live`); // the clean-up statement now fails
+    expect(await store.commit("k", token, record, 60_000)).toBe(true);
+    expect(await store.acquire("k", "fp-a", 1000)).toMatchObject({ state: "done" });
+  });
+
   it("schemaSql is the table the store creates", () => {
     const t = `schema_${newToken().slice(0, 8)}`;
     main.db.exec(schemaSql({ table: t }));
