@@ -19,14 +19,13 @@ interface Budget {
 // header encodings and retry took them from 14.4 / 29.6 KB to 16.8 / 32.0 KB on 2026-12-03; engine v3, with its call
 // plan, Leader and input cache, to 18.1 / 33.2 KB the same day; issue 17's live streams wired into the engine, with
 // src/live.ts's writer and reader in the core, to 19.5 / 34.6 KB; indexedDBStore's live-stream capability, and
-// withWebLocks passing it through, took the browser set to 35.5 KB; a remote reader riding out failing reads
-// mid-stream, to 19.6 / 35.6 KB), so growth fails; lower them when a change shrinks
+// withWebLocks passing it through, took the browser set to 35.5 KB), so growth fails; lower them when a change shrinks
 // a set, raise one only on purpose.
 const BUDGETS: Budget[] = [
   {
     name: "`createIdempotentFetch` + `memoryStore`",
     code: 'export { createIdempotentFetch, memoryStore } from "./src/index.ts";',
-    limit: 19.7 * 1024,
+    limit: 19.6 * 1024,
     target: 6 * 1024,
   },
   {
@@ -35,7 +34,7 @@ const BUDGETS: Budget[] = [
       'export { install, withWebLocks } from "./src/install-browser.ts";',
       'export { indexedDBStore } from "./adapters/indexeddb.ts";',
     ].join("\n"),
-    limit: 35.7 * 1024,
+    limit: 35.6 * 1024,
     target: 20 * 1024,
   },
 ];
