@@ -178,8 +178,7 @@ async function follow(
   const timer = setTimeout(() => stop.abort(timedOut), Math.max(0, deadline - now()));
   const aborted = (): void => stop.abort(d.signal?.reason);
   d.signal?.addEventListener("abort", aborted, { once: true });
-  // After the head, reads that fail (a store restart) are tried again for up to waitTimeoutMs before the body errors.
-  const events = followLive(store, d.storeKey, { signal: stop.signal, failingMs: d.waitTimeoutMs });
+  const events = followLive(store, d.storeKey, { signal: stop.signal });
   let first: Awaited<ReturnType<typeof events.next>>;
   try {
     first = await events.next();

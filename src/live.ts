@@ -1,7 +1,7 @@
 // Both ends of a live stream over a store's live-stream capability: the leader's batching writer and a duplicate's reader.
 
 import { concat } from "./body.ts";
-import type { LiveHead, LiveRead, LiveStore, StoredRecord } from "./store.ts";
+import type { LiveHead, LiveStore, StoredRecord } from "./store.ts";
 
 /** A live stream a reader held a prefix of ended without its record: the lease was released, lapsed or taken over. */
 export class LiveStreamLostError extends Error {
@@ -176,12 +176,6 @@ export interface FollowLiveOptions {
   minPollMs?: number;
   /** Longest poll interval, in ms. Default 1000. */
   maxPollMs?: number;
-  /**
-   * Once the head has come, how long reads may keep failing (a store restart, a blip) before the body errors,
-   * in ms: the reader polls on through them, from the offset it holds. Default 0: the first failure throws.
-   * Before the head a failure always throws (the caller waits for the record instead).
-   */
-  failingMs?: number;
 }
 
 /**
@@ -197,9 +191,6 @@ export async function* followLive(
 ): AsyncGenerator<LiveEvent, void, undefined> {
   const minPoll = options.minPollMs ?? 25;
   const maxPoll = options.maxPollMs ?? 1000;
-  const failingMs = options.failingMs ?? 0;
-  /** When reads began failing after the head (undefined while they answer). */
-  let failingSince: number | undefined;
   const { signal } = options;
   let woken = false;
   let wake: (() => void) | undefined;
@@ -215,19 +206,9 @@ export async function* followLive(
     for (;;) {
       signal?.throwIfAborted();
       woken = false;
-      let read: LiveRead | undefined;
-      try {
-        read = await store.readLive(storeKey, stream, offset);
-        failingSince = undefined;
-      } catch (error) {
-        if (stream === undefined) throw error;
-        failingSince ??= Date.now();
-        if (Date.now() - failingSince >= failingMs) throw error;
-      }
+      const read = await store.readLive(storeKey, stream, offset);
       let progressed = false;
-      if (read === undefined) {
-        // A failed read after the head: poll again, from the same offset, within `failingMs`.
-      } else if (read.state === "done") {
+      if (read.state === "done") {
         if (stream === undefined) {
           yield { type: "done", record: read.record };
           return;
@@ -238,11 +219,13 @@ export async function* followLive(
         if (read.record.body.length > offset) yield { type: "body", bytes: read.record.body.subarray(offset) };
         yield { type: "done", record: read.record };
         return;
-      } else if (read.state === "absent") {
+      }
+      if (read.state === "absent") {
         if (stream !== undefined) throw new LiveStreamLostError("ended", "idemfetch: the live stream ended unfinished");
         yield { type: "absent" };
         return;
-      } else if (read.state === "live") {
+      }
+      if (read.state === "live") {
         if (stream === undefined) {
           stream = read.stream;
           yield { type: "head", stream, head: read.head };
