@@ -75,8 +75,8 @@ describe("a PostgreSQL restart under load", () => {
     // Four loops of calls (half on shared keys, so some wait on others) for as long as the restarts take.
     let running = true;
     const statuses: { open: number[]; closed: number[] } = { open: [], closed: [] };
-    // A duplicate reading another call's stream through the store rides out a short outage; one that outlasts
-    // its wait (the leader could neither publish nor commit) errors its body with one of these two, never another.
+    // A duplicate reading another call's stream through the store has its body errored by a read that fails
+    // mid-stream (docs/protocol.md): with one of these two, never another.
     const bodyErrors: string[] = [];
     const loop = async (i: number) => {
       for (let n = 0; running; n++) {
